@@ -1,0 +1,1 @@
+"""Analysis scripts: plots and tables from run directories (see ok_tf/runs.py)."""

@@ -1,0 +1,282 @@
+"""Shared helpers of the analysis scripts.
+
+Published numbers (from docs/PROTOCOL.md), loading and grouping of runs,
+alignment of per-seed curves on a common x grid, statistics, figure output.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import pathlib
+import sys
+from typing import Iterable, Sequence
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+  sys.path.insert(0, str(_ROOT))
+
+import matplotlib  # pylint: disable=g-import-not-at-top
+matplotlib.use("Agg")
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
+
+# ----------------------------------------------------------------------------
+# Published numbers (Benzing et al. 2019, docs/PROTOCOL.md)
+
+PUBLISHED_SOURCE = "Benzing et al. 2019"
+
+# Copy task: OK, n = 128, batch 16, r = 16, lr 10^-3.5, 5 seeds.
+PUBLISHED_COPY = {
+    "label": f"published OK r=16, n=128 ({PUBLISHED_SOURCE})",
+    "batch_size": 16,
+    "steps": np.array([250_000, 500_000, 1_000_000, 1_500_000, 2_000_000]),
+    # level T reached, one column per seed
+    "per_seed": np.array([
+        [23, 22, 23, 22, 20],
+        [30, 29, 28, 28, 25],
+        [37, 35, 32, 35, 32],
+        [42, 39, 36, 42, 35],
+        [44, 43, 38, 45, 39],
+    ], dtype=float),
+    "mean": np.array([22.0, 28.0, 34.2, 38.8, 41.8]),
+}
+PUBLISHED_COPY["chars"] = PUBLISHED_COPY["steps"] * PUBLISHED_COPY["batch_size"]
+PUBLISHED_COPY["min"] = PUBLISHED_COPY["per_seed"].min(axis=1)
+PUBLISHED_COPY["max"] = PUBLISHED_COPY["per_seed"].max(axis=1)
+
+# PTB: OK, n = 256, batch 32, r = 8, lr 10^-3.5, 1M steps, 5 seeds.
+PUBLISHED_PTB = {
+    "label": f"published OK r=8, n=256 ({PUBLISHED_SOURCE})",
+    "table_label": "OK r=8 (published)",
+    "batch_size": 32,
+    "lr": 10 ** -3.5,
+    "steps": np.array([10_000, 50_000, 100_000, 200_000, 500_000, 1_000_000]),
+    # mean validation BPC of 5 seeds (approximate except the final 1.748)
+    "valid_bpc": np.array([2.97, 2.31, 2.07, 1.91, 1.79, 1.748]),
+    "final_valid_bpc": 1.748,
+    "best_valid_bpc": 1.742,
+    "best_valid_per_seed": np.array([1.7411, 1.7404, 1.7414, 1.7447, 1.7433]),
+    "train_steps": 1_000_000,
+}
+PUBLISHED_PTB["chars"] = PUBLISHED_PTB["steps"] * PUBLISHED_PTB["batch_size"]
+PUBLISHED_PTB["train_chars"] = (PUBLISHED_PTB["train_steps"] *
+                                PUBLISHED_PTB["batch_size"])
+
+# ----------------------------------------------------------------------------
+# Loading and grouping
+
+
+def load_runs(paths: Iterable, task: str | None = None) -> list[dict]:
+  """Loads the runs under `paths` (see runs.find_runs / runs.load_run).
+
+  With `task`, runs whose config names another task are left out (runs whose
+  config has no "task" key are kept).
+  """
+  out = []
+  for path in runs_lib.find_runs(paths):
+    run = runs_lib.load_run(path)
+    run_task = run["config"].get("task")
+    if task is not None and run_task is not None and run_task != task:
+      continue
+    out.append(run)
+  return out
+
+
+def lr_str(lr) -> str:
+  """1e-3 -> "10^-3", 10**-3.5 -> "10^-3.5", 0.002 -> "0.002"."""
+  if lr is None:
+    return "n/a"
+  lr = float(lr)
+  if lr > 0:
+    e = math.log10(lr)
+    if abs(e * 4 - round(e * 4)) < 1e-6:
+      return f"10^{round(e * 4) / 4:g}"
+  return f"{lr:.3g}"
+
+
+def group_runs(runs: Sequence[dict], split_lr: bool = True
+               ) -> "collections.OrderedDict[str, list[dict]]":
+  """Groups runs by runs.method_label(config), in the canonical method order.
+
+  With split_lr, a method whose runs use several learning rates is split into
+  one group per lr, labelled e.g. "ok (r=16), lr 10^-3.5".
+  """
+  by_label = collections.defaultdict(list)
+  for run in runs:
+    by_label[runs_lib.method_label(run["config"])].append(run)
+  order = sorted(by_label, key=lambda l: (
+      runs_lib.method_sort_key(by_label[l][0]["config"]), l))
+  groups = collections.OrderedDict()
+  for label in order:
+    members = by_label[label]
+    lrs = sorted({m["config"].get("lr") for m in members},
+                 key=lambda v: (v is None, v if v is not None else 0))
+    if split_lr and len(lrs) > 1:
+      for lr in lrs:
+        groups[f"{label}, lr {lr_str(lr)}"] = [
+            m for m in members if m["config"].get("lr") == lr]
+    else:
+      groups[label] = members
+  return groups
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+  """(mean, sample standard deviation (ddof=1), n); std is nan for n < 2."""
+  v = np.asarray([float("nan") if x is None else float(x) for x in values],
+                 dtype=float)
+  n = len(v)
+  if n == 0:
+    return float("nan"), float("nan"), 0
+  mean = float(np.mean(v))
+  std = float(np.std(v, ddof=1)) if n > 1 else float("nan")
+  return mean, std, n
+
+
+def ptb_score(run: dict) -> float:
+  """Best validation BPC of a PTB run: results.json, else the minimum of eval.csv."""
+  res = run.get("results") or {}
+  if res.get("best_valid_bpc") is not None:
+    return float(res["best_valid_bpc"])
+  vals = [r.get("valid_bpc") for r in run.get("eval", [])]
+  vals = [float(v) for v in vals if isinstance(v, (int, float))]
+  return min(vals) if vals else float("nan")
+
+
+def lr_groups(runs: Sequence[dict]) -> "collections.OrderedDict":
+  """{lr: [runs]} sorted by lr."""
+  by_lr = collections.defaultdict(list)
+  for run in runs:
+    by_lr[run["config"].get("lr")].append(run)
+  return collections.OrderedDict(
+      sorted(by_lr.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
+
+
+def select_best_lr(runs: Sequence[dict], score=ptb_score):
+  """(best lr, its runs, {lr: mean score}) by the lowest mean score over seeds.
+
+  A non-finite mean (a diverged seed, no result yet) never wins unless every lr
+  has one.
+  """
+  groups = lr_groups(runs)
+  means = {lr: mean_std([score(r) for r in members])[0]
+           for lr, members in groups.items()}
+  def key(lr):
+    m = means[lr]
+    return (0, m) if math.isfinite(m) else (1, 0.0)
+  best = min(groups, key=key)
+  return best, groups[best], means
+
+
+# ----------------------------------------------------------------------------
+# Curves
+
+
+def curve(rows: Sequence[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+  """Columns x and y of CSV rows (rows missing either are skipped), sorted by x.
+
+  Repeated x values keep the last row.
+  """
+  pts = {}
+  for row in rows:
+    xv, yv = row.get(x), row.get(y)
+    if isinstance(xv, (int, float)) and isinstance(yv, (int, float)):
+      pts[float(xv)] = float(yv)
+  xs = np.array(sorted(pts), dtype=float)
+  ys = np.array([pts[k] for k in xs], dtype=float)
+  return xs, ys
+
+
+def align_curves(curves: Sequence[tuple[np.ndarray, np.ndarray]],
+                 num: int = 500, log: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """Puts per-seed curves on a common x grid, up to the shortest curve.
+
+  Returns (grid, Y) with Y[i] the i-th curve on the grid. When all curves
+  share their x values over the common range (e.g. evaluations every 10k
+  steps) those values are the grid; otherwise each curve is linearly
+  interpolated onto `num` points, evenly spaced (geometrically when `log`).
+  Empty curves are ignored.
+  """
+  curves = [(np.asarray(x, float), np.asarray(y, float)) for x, y in curves
+            if len(x)]
+  if not curves:
+    return np.zeros(0), np.zeros((0, 0))
+  if log:
+    curves = [(x[x > 0], y[x > 0]) for x, y in curves]
+    curves = [(x, y) for x, y in curves if len(x)]
+    if not curves:
+      return np.zeros(0), np.zeros((0, 0))
+  lo = max(x[0] for x, _ in curves)
+  hi = min(x[-1] for x, _ in curves)
+  if hi < lo:  # curves do not overlap; keep the shortest one's range
+    lo = hi
+  inside = [x[(x >= lo) & (x <= hi)] for x, _ in curves]
+  if all(len(s) == len(inside[0]) and np.allclose(s, inside[0]) for s in inside):
+    grid = inside[0]
+  elif hi == lo:
+    grid = np.array([lo])
+  elif log:
+    grid = np.geomspace(lo, hi, num)
+  else:
+    grid = np.linspace(lo, hi, num)
+  ys = np.stack([np.interp(grid, x, y) for x, y in curves])
+  return grid, ys
+
+
+def group_curves(groups, rows_key: str, x: str, y: str, log: bool = False,
+                 num: int = 500) -> "collections.OrderedDict[str, dict]":
+  """{label: {"x", "mean", "min", "max", "n", "seeds"}} for plotting."""
+  out = collections.OrderedDict()
+  for label, members in groups.items():
+    curves = [curve(m[rows_key], x, y) for m in members]
+    curves = [c for c in curves if len(c[0])]
+    if not curves:
+      continue
+    grid, ys = align_curves(curves, num=num, log=log)
+    if not len(grid):
+      continue
+    out[label] = {"x": grid, "mean": ys.mean(axis=0), "min": ys.min(axis=0),
+                  "max": ys.max(axis=0), "n": len(curves),
+                  "seeds": [m["config"].get("seed") for m in members]}
+  return out
+
+
+def seeds_str(n: int) -> str:
+  return f"{n} seed" + ("" if n == 1 else "s")
+
+
+X_LABELS = {"chars": "characters seen", "wall_time": "wall-clock time (s)",
+            "step": "training steps"}
+
+
+def plot_groups(ax, curves, marker_if_short=True):
+  """Mean line and min–max band per group."""
+  for label, c in curves.items():
+    text = f"{label} ({seeds_str(c['n'])})"
+    if len(c["x"]) == 1 and marker_if_short:
+      line, = ax.plot(c["x"], c["mean"], "o", label=text)
+    else:
+      line, = ax.plot(c["x"], c["mean"], label=text)
+    if c["n"] > 1:
+      ax.fill_between(c["x"], c["min"], c["max"], color=line.get_color(),
+                      alpha=0.2, linewidth=0)
+
+
+def save_figure(fig, out: str) -> list[str]:
+  """Writes OUT.png and OUT.pdf; returns the paths."""
+  out = str(out)
+  for ext in (".png", ".pdf"):
+    if out.endswith(ext):
+      out = out[: -len(ext)]
+  parent = os.path.dirname(out)
+  if parent:
+    os.makedirs(parent, exist_ok=True)
+  paths = []
+  for ext in ("png", "pdf"):
+    p = f"{out}.{ext}"
+    fig.savefig(p, dpi=150, bbox_inches="tight")
+    paths.append(p)
+  return paths

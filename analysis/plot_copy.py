@@ -1,0 +1,79 @@
+"""Copy task: curriculum level T reached versus characters seen.
+
+    python analysis/plot_copy.py RUN_DIRS... [--published] [--out copy_curve]
+        [--x chars|wall_time|step]
+
+Each RUN_DIR is a run directory or a folder searched for them. Runs are grouped
+by method label ("ok (r=16)", "tbptt (T=25)", ...; split by learning rate when
+a method has several); per group the mean level over seeds is drawn (each seed
+interpolated onto a common grid up to the shortest run of the group) with a
+min–max band. --published overlays the published OK points (mean, per-seed
+min/max as error bars). Writes OUT.png and OUT.pdf.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+  sys.path.insert(0, str(_ROOT))
+
+from analysis import common  # pylint: disable=g-import-not-at-top
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+
+def copy_curves(runs, x: str = "chars", num: int = 500):
+  """{label: {"x", "mean", "min", "max", "n", "seeds"}} of the level curves."""
+  groups = common.group_runs(runs, split_lr=True)
+  return common.group_curves(groups, "metrics", x, "level", num=num)
+
+
+def plot_copy(paths, out: str = "copy_curve", published: bool = False,
+              x: str = "chars", title: str | None = None) -> list[str]:
+  """Plots the runs under `paths`; returns the written files (PNG, PDF)."""
+  runs = common.load_runs(paths, task="copy")
+  curves = copy_curves(runs, x=x)
+  fig, ax = plt.subplots(figsize=(6.4, 4.4))
+  common.plot_groups(ax, curves)
+  if published:
+    if x == "wall_time":
+      print("--published: the published runs give no wall times; not drawn",
+            file=sys.stderr)
+    else:
+      p = common.PUBLISHED_COPY
+      px = p["chars"] if x == "chars" else p["steps"]
+      ax.errorbar(px, p["mean"], yerr=[p["mean"] - p["min"], p["max"] - p["mean"]],
+                  fmt="ks", markersize=4, capsize=3, linestyle="none",
+                  label=p["label"])
+  ax.set_xlabel(common.X_LABELS.get(x, x))
+  ax.set_ylabel("curriculum level T")
+  ax.set_title(title or "Copy task with curriculum")
+  ax.grid(True, alpha=0.3)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=8, loc="upper left")
+  paths_out = common.save_figure(fig, out)
+  plt.close(fig)
+  return paths_out
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("runs", nargs="+", help="run directories or folders")
+  parser.add_argument("--out", default="copy_curve",
+                      help="output prefix: OUT.png and OUT.pdf")
+  parser.add_argument("--published", action="store_true",
+                      help="overlay the published OK r=16 points")
+  parser.add_argument("--x", default="chars", choices=["chars", "wall_time", "step"],
+                      help="x axis (default: characters seen)")
+  parser.add_argument("--title", default=None)
+  args = parser.parse_args(argv)
+  for p in plot_copy(args.runs, out=args.out, published=args.published,
+                     x=args.x, title=args.title):
+    print(p)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,209 @@
+"""Character-level PTB: the paper's results table from run directories.
+
+    python analysis/ptb_table.py RUN_DIRS... [--published] [--csv ptb_table.csv]
+        [--all_lrs] [--digits 3]
+
+Collects PTB runs (config.json with task "ptb" and a results.json holding
+best_valid_bpc, best_step, test_bpc, final_valid_bpc, wall_time, steps_per_sec,
+chars). One row per method label; for each method the learning rate (config
+key lr) with the lowest mean best_valid_bpc over seeds is reported. Columns:
+method, lr, valid BPC (mean ± std), test BPC (mean ± std), seeds, characters
+trained. std is the sample standard deviation over seeds (ddof = 1). The
+table is printed as Markdown and written as CSV. --published adds the
+published OK r=8 row; --all_lrs prints a second table with every learning rate.
+Runs without results.json (unfinished) are listed on stderr and left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import pathlib
+import sys
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+  sys.path.insert(0, str(_ROOT))
+
+from analysis import common  # pylint: disable=g-import-not-at-top
+
+CSV_FIELDS = [
+    "method", "lr", "valid_bpc_mean", "valid_bpc_std", "test_bpc_mean",
+    "test_bpc_std", "seeds", "chars", "final_valid_bpc_mean", "best_step_mean",
+    "wall_time_mean", "steps_per_sec_mean", "best_lr", "run_dirs",
+]
+
+
+def _result(run, key):
+  v = (run.get("results") or {}).get(key)
+  return float("nan") if v is None else float(v)
+
+
+def _row(label, lr, members, best_lr=True):
+  valid = common.mean_std([_result(r, "best_valid_bpc") for r in members])
+  test = common.mean_std([_result(r, "test_bpc") for r in members])
+  chars = [_result(r, "chars") for r in members]
+  return {
+      "method": label,
+      "lr": lr,
+      "valid_bpc_mean": valid[0],
+      "valid_bpc_std": valid[1],
+      "test_bpc_mean": test[0],
+      "test_bpc_std": test[1],
+      "seeds": len(members),
+      "chars": common.mean_std(chars)[0],
+      "chars_min": min(chars),
+      "chars_max": max(chars),
+      "final_valid_bpc_mean": common.mean_std(
+          [_result(r, "final_valid_bpc") for r in members])[0],
+      "best_step_mean": common.mean_std(
+          [_result(r, "best_step") for r in members])[0],
+      "wall_time_mean": common.mean_std(
+          [_result(r, "wall_time") for r in members])[0],
+      "steps_per_sec_mean": common.mean_std(
+          [_result(r, "steps_per_sec") for r in members])[0],
+      "best_lr": best_lr,
+      "run_dirs": ";".join(r["path"] for r in members),
+  }
+
+
+def published_row():
+  p = common.PUBLISHED_PTB
+  valid = common.mean_std(p["best_valid_per_seed"])
+  nan = float("nan")
+  n = len(p["best_valid_per_seed"])
+  return {
+      "method": p["table_label"], "lr": p["lr"],
+      "valid_bpc_mean": valid[0], "valid_bpc_std": valid[1],
+      "test_bpc_mean": nan, "test_bpc_std": nan, "seeds": n,
+      "chars": float(p["train_chars"]), "chars_min": float(p["train_chars"]),
+      "chars_max": float(p["train_chars"]),
+      "final_valid_bpc_mean": p["final_valid_bpc"], "best_step_mean": nan,
+      "wall_time_mean": nan, "steps_per_sec_mean": nan, "best_lr": True,
+      "run_dirs": "",
+  }
+
+
+def finished_runs(runs):
+  """(runs with results.json, runs without)."""
+  done = [r for r in runs if r.get("results")]
+  return done, [r for r in runs if not r.get("results")]
+
+
+def table_rows(runs, all_lrs: bool = False) -> list[dict]:
+  """One row per method label at its best lr (every lr with all_lrs).
+
+  `runs` are run dicts (runs.load_run) with results; the best lr of a method
+  is the one with the lowest mean best_valid_bpc over its seeds.
+  """
+  rows = []
+  for label, members in common.group_runs(runs, split_lr=False).items():
+    best, best_members, _ = common.select_best_lr(members)
+    if all_lrs:
+      for lr, lr_members in common.lr_groups(members).items():
+        rows.append(_row(label, lr, lr_members, best_lr=(lr == best)))
+    else:
+      rows.append(_row(label, best, best_members))
+  return rows
+
+
+def _fmt_num(v, digits):
+  return "n/a" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+def fmt_mean_std(mean, std, digits=3) -> str:
+  if mean is None or not math.isfinite(mean):
+    return "n/a"
+  if std is None or not math.isfinite(std):
+    return f"{mean:.{digits}f}"
+  return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def fmt_chars(c) -> str:
+  if c is None or not math.isfinite(c):
+    return "n/a"
+  if c >= 1e9:
+    return f"{c / 1e9:.2f}G"
+  if c >= 1e6:
+    return f"{c / 1e6:.1f}M"
+  if c >= 1e3:
+    return f"{c / 1e3:.1f}k"
+  return f"{c:.0f}"
+
+
+def to_markdown(rows, digits: int = 3, mark_best: bool = False) -> str:
+  """The rows as a Markdown table."""
+  header = ["method", "lr", "valid BPC", "test BPC", "seeds", "characters trained"]
+  lines = ["| " + " | ".join(header) + " |",
+           "|" + "|".join(["---"] * len(header)) + "|"]
+  for r in rows:
+    if r["chars_min"] != r["chars_max"]:
+      chars = f"{fmt_chars(r['chars_min'])}–{fmt_chars(r['chars_max'])}"
+    else:
+      chars = fmt_chars(r["chars"])
+    lr = common.lr_str(r["lr"])
+    if mark_best and r.get("best_lr"):
+      lr += " *"
+    cells = [r["method"], lr,
+             fmt_mean_std(r["valid_bpc_mean"], r["valid_bpc_std"], digits),
+             fmt_mean_std(r["test_bpc_mean"], r["test_bpc_std"], digits),
+             str(r["seeds"]), chars]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def write_csv(rows, path) -> None:
+  path = pathlib.Path(path)
+  if path.parent != pathlib.Path(""):
+    path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+      w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v)
+                  for k, v in r.items()})
+
+
+def ptb_table(paths, csv_path: str | None = "ptb_table.csv",
+              published: bool = False, all_lrs: bool = False,
+              digits: int = 3) -> tuple[str, list[dict]]:
+  """Builds the table of the runs under `paths`; returns (markdown, rows).
+
+  Writes the rows (best lr per method, plus the published row) to csv_path
+  unless it is None. With all_lrs the markdown gets a second table with every
+  (method, lr) pair, the best marked with *.
+  """
+  runs = common.load_runs(paths, task="ptb")
+  done, unfinished = finished_runs(runs)
+  for r in unfinished:
+    print(f"no results.json yet, left out: {r['path']}", file=sys.stderr)
+  rows = table_rows(done)
+  if published:
+    rows.append(published_row())
+  text = to_markdown(rows, digits)
+  if all_lrs:
+    text += ("\n\nAll learning rates (* = best mean valid BPC):\n\n" +
+             to_markdown(table_rows(done, all_lrs=True), digits, mark_best=True))
+  if csv_path:
+    write_csv(rows, csv_path)
+  return text, rows
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("runs", nargs="+", help="run directories or folders")
+  parser.add_argument("--csv", default="ptb_table.csv", help="CSV output path")
+  parser.add_argument("--published", action="store_true",
+                      help="add the published OK r=8 row")
+  parser.add_argument("--all_lrs", action="store_true",
+                      help="also print every learning rate")
+  parser.add_argument("--digits", type=int, default=3)
+  args = parser.parse_args(argv)
+  text, _ = ptb_table(args.runs, csv_path=args.csv, published=args.published,
+                      all_lrs=args.all_lrs, digits=args.digits)
+  print(text)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,1 @@
+"""ok_tf: Optimal Kronecker-Sum Approximation of RTRL in TensorFlow 2."""

@@ -1,0 +1,294 @@
+"""Recurrent cells whose weights are one matrix W, with the pieces RTRL needs.
+
+Every cell here belongs to the class of ALGORITHMS.md §1: all trainable parameters sit
+in one matrix ``W ∈ R^{a × k·n}`` (``kernel``) that multiplies the row vector
+
+    ĥ_t = [x_t, h_{t-1}, 1]              (length a = input_dim + units + 1)
+
+and hidden unit j depends only on coordinate j of each of the k gate groups of
+``z = ĥ_t W``.  Then the immediate Jacobian ∂s_t/∂W of the state s_t (size S) is the
+Kronecker product ``ĥ_t ⊗ D_t`` with
+
+    D_t[s, g·n + j] = d_t[s, g] · δ(j, unit(s))          D_t ∈ R^{S × k·n}
+
+(``unit(s) = s mod n``), and the state Jacobian is ``H_t = ∂s_t/∂s_{t-1} ∈ R^{S × S}``.
+
+A cell provides, batched over a leading axis B:
+
+* ``cell(x, state)``: the next state (an ordinary Keras call; autodiff through it is BPTT);
+* ``cell.linearize(x, state)``: a :class:`CellStep` with the next state, ĥ_t, the gate
+  derivatives d_t (``[B, S, k]``) and H_t (``[B, S, S]``, materialised);
+* ``cell.dense_d(step)``: D_t as a dense ``[B, S, k·n]`` matrix;
+* ``cell.output(state)``: the part of the state the readout sees (h).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+
+
+class CellStep(NamedTuple):
+  """One linearised step of a cell (all tensors batched over the leading axis B).
+
+  Attributes:
+    state: s_t, the next state, ``[B, S]``.
+    hhat: ĥ_t = [x_t, h_{t-1}, 1], ``[B, a]``.
+    gates: d_t, ``[B, S, k]``: D_t[s, g·n + unit(s)] = d_t[s, g], zero elsewhere.
+    jacobian: H_t = ∂s_t/∂s_{t-1}, ``[B, S, S]``.
+  """
+
+  state: tf.Tensor
+  hhat: tf.Tensor
+  gates: tf.Tensor
+  jacobian: tf.Tensor
+
+
+def _sigmoid_prime(sig):
+  """σ'(z) written in terms of σ(z)."""
+  return sig * (1.0 - sig)
+
+
+@keras.saving.register_keras_serializable(package="ok_tf")
+class KroneckerCell(keras.layers.Layer):
+  """Base class: one weight matrix ``kernel`` (W, bias as last row) of shape [a, k·n].
+
+  Subclasses set ``num_gates`` (k) and ``state_multiplier`` (S = state_multiplier · n)
+  and implement :meth:`_gates_and_state` and :meth:`_direct_jacobian`.
+
+  Args:
+    units: n, the number of hidden units.
+    kernel_initializer: initialiser of W; the paper's N(0, 0.01²) by default.
+    **kwargs: Keras layer arguments (``dtype="float64"`` for exactness tests).
+  """
+
+  num_gates = 1
+  state_multiplier = 1
+
+  def __init__(self, units: int, kernel_initializer=None, **kwargs):
+    super().__init__(**kwargs)
+    if int(units) <= 0:
+      raise ValueError(f"units must be a positive integer, got {units!r}")
+    self.units = int(units)
+    if kernel_initializer is None:
+      kernel_initializer = keras.initializers.RandomNormal(stddev=0.01)
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
+    self.input_dim = None
+
+  # ----------------------------------------------------------------- structure
+  @property
+  def state_size(self) -> int:
+    """S, the size of the recurrent state."""
+    return self.state_multiplier * self.units
+
+  @property
+  def output_size(self) -> int:
+    return self.units
+
+  @property
+  def hhat_size(self) -> int:
+    """a = input_dim + units + 1, the length of ĥ_t (rows of W)."""
+    return self.input_dim + self.units + 1
+
+  @property
+  def kernel_columns(self) -> int:
+    """k·n, the columns of W."""
+    return self.num_gates * self.units
+
+  def build(self, input_shape):
+    input_dim = input_shape if isinstance(input_shape, int) else input_shape[-1]
+    self.input_dim = int(input_dim)
+    self.kernel = self.add_weight(
+        name="kernel",
+        shape=(self.hhat_size, self.kernel_columns),
+        initializer=self.kernel_initializer,
+        dtype=self.variable_dtype,
+    )
+    # unit(s) one-hot: E[s, j] = δ(j, s mod n), used to lay out D_t and H_t.
+    self._unit_of_state = tf.constant(
+        [[1.0 if s % self.units == j else 0.0 for j in range(self.units)]
+         for s in range(self.state_size)], dtype=self.compute_dtype)
+    super().build(input_shape)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "units": self.units,
+        "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+    })
+    return config
+
+  # ----------------------------------------------------------------- forward
+  def zero_state(self, batch_size: int) -> tf.Tensor:
+    return tf.zeros([batch_size, self.state_size], dtype=self.compute_dtype)
+
+  def output(self, state: tf.Tensor) -> tf.Tensor:
+    """h, the part of the state the readout sees (the last n coordinates)."""
+    return state[:, self.state_size - self.units:]
+
+  def hhat(self, x: tf.Tensor, state: tf.Tensor) -> tf.Tensor:
+    """ĥ_t = [x_t, h_{t-1}, 1]."""
+    x = tf.cast(x, self.compute_dtype)
+    ones = tf.ones_like(x[:, :1])
+    return tf.concat([x, self.output(state), ones], axis=-1)
+
+  def call(self, x, state):
+    """s_t = cell(x_t, s_{t-1}); differentiable, so a tape through it gives BPTT."""
+    state = tf.convert_to_tensor(state, dtype=self.compute_dtype)
+    z = tf.matmul(self.hhat(x, state), tf.cast(self.kernel, self.compute_dtype))
+    new_state, _ = self._gates_and_state(z, state)
+    return new_state
+
+  def linearize(self, x, state) -> CellStep:
+    """One step and its linearisation: s_t, ĥ_t, d_t (gates of D_t) and H_t."""
+    state = tf.convert_to_tensor(state, dtype=self.compute_dtype)
+    hhat = self.hhat(x, state)
+    kernel = tf.cast(self.kernel, self.compute_dtype)
+    z = tf.matmul(hhat, kernel)
+    new_state, aux = self._gates_and_state(z, state)
+    gates = self._gates(aux, state, new_state)
+    jacobian = self._direct_jacobian(aux, state, new_state) + self._recurrent_jacobian(
+        gates, kernel)
+    return CellStep(new_state, hhat, gates, jacobian)
+
+  def dense_d(self, gates: tf.Tensor) -> tf.Tensor:
+    """D_t[s, g·n + j] = d_t[s, g] δ(j, unit(s)), as a dense ``[B, S, k·n]`` tensor."""
+    d = tf.einsum("bsg,sj->bsgj", gates, self._unit_of_state)
+    return tf.reshape(d, [-1, self.state_size, self.kernel_columns])
+
+  def _recurrent_jacobian(self, gates, kernel):
+    """The part of H_t through h_{t-1} in ĥ_t: D_t W_h^T, placed in h's columns.
+
+    (D_t W_h^T)[s, t] = Σ_g d_t[s, g] W[V + t, g·n + unit(s)],  W_h = W[V:V+n, :].
+    Computed from the gate derivatives in O(S·k·n) per example (no dense D).
+    """
+    n, k = self.units, self.num_gates
+    w_h = kernel[self.input_dim:self.input_dim + n, :]             # [n(t), k·n]
+    w_h = tf.reshape(w_h, [n, k, n])                               # [t, g, j]
+    w_sel = tf.einsum("tgj,sj->gst", w_h, self._unit_of_state)     # [g, s, t]
+    through_h = tf.einsum("bsg,gst->bst", gates, w_sel)            # [B, S, n]
+    if self.state_size == n:
+      return through_h
+    zeros = tf.zeros_like(through_h[:, :, :self.state_size - n])
+    return tf.concat([zeros, through_h], axis=-1)
+
+  # ----------------------------------------------------------------- per cell
+  def _gates_and_state(self, z, state):
+    """Returns (s_t, aux) from z = ĥ_t W; aux holds what the derivatives need."""
+    raise NotImplementedError
+
+  def _gates(self, aux, state, new_state):
+    """d_t, ``[B, S, k]``."""
+    raise NotImplementedError
+
+  def _direct_jacobian(self, aux, state, new_state):
+    """∂s_t/∂s_{t-1} with z held fixed, ``[B, S, S]``."""
+    raise NotImplementedError
+
+
+@keras.saving.register_keras_serializable(package="ok_tf")
+class RHNCell(KroneckerCell):
+  """The paper's recurrent highway network, depth 1, coupled carry gate.
+
+      z_c, z_f = split(ĥ_t W)
+      c = 2σ(z_c) − 1,   f = σ(z_f)
+      h_t = f ⊙ h_{t−1} + (1 − f) ⊙ c
+
+  with  d_c = (1 − f) ⊙ 2σ'(z_c),  d_f = (h_{t−1} − c) ⊙ σ'(z_f),
+        D_t = [diag(d_c) | diag(d_f)],
+        H_t = diag(f) + diag(d_c) W_hc^T + diag(d_f) W_hf^T.
+  """
+
+  num_gates = 2
+
+  def _gates_and_state(self, z, state):
+    z_c, z_f = tf.split(z, 2, axis=-1)
+    sig_c = tf.sigmoid(z_c)
+    f = tf.sigmoid(z_f)
+    c = 2.0 * sig_c - 1.0
+    new_state = f * state + (1.0 - f) * c
+    return new_state, (sig_c, c, f)
+
+  def _gates(self, aux, state, new_state):
+    sig_c, c, f = aux
+    d_c = (1.0 - f) * 2.0 * _sigmoid_prime(sig_c)
+    d_f = (state - c) * _sigmoid_prime(f)
+    return tf.stack([d_c, d_f], axis=-1)
+
+  def _direct_jacobian(self, aux, state, new_state):
+    _, _, f = aux
+    return tf.linalg.diag(f)
+
+
+@keras.saving.register_keras_serializable(package="ok_tf")
+class TanhRNNCell(KroneckerCell):
+  """Vanilla RNN: h_t = tanh(ĥ_t W);  D_t = diag(1 − h_t²),  H_t = D_t W_h^T."""
+
+  num_gates = 1
+
+  def _gates_and_state(self, z, state):
+    return tf.tanh(z), ()
+
+  def _gates(self, aux, state, new_state):
+    return (1.0 - tf.square(new_state))[:, :, None]
+
+  def _direct_jacobian(self, aux, state, new_state):
+    return tf.zeros_like(new_state)[:, :, None] * tf.zeros_like(new_state)[:, None, :]
+
+
+@keras.saving.register_keras_serializable(package="ok_tf")
+class LSTMCell(KroneckerCell):
+  """LSTM without peepholes; state s = [c, h] (S = 2n), gates (i, f, o, g) (k = 4).
+
+      i, f, o = σ(z_i), σ(z_f), σ(z_o),   g = tanh(z_g)
+      c_t = f ⊙ c_{t−1} + i ⊙ g,          h_t = o ⊙ tanh(c_t)
+
+  Gate derivatives (τ = tanh(c_t), τ' = 1 − τ²):
+      rows of c:  [g σ'_i,  c_{t−1} σ'_f,  0,        i (1 − g²)]
+      rows of h:  o τ' × (rows of c), except the o column: τ σ'_o
+  H_t = [[diag(f), 0], [diag(o τ' f), 0]] + D_t W_h^T in the columns of h.
+  """
+
+  num_gates = 4
+  state_multiplier = 2
+
+  def _gates_and_state(self, z, state):
+    n = self.units
+    c_prev = state[:, :n]
+    z_i, z_f, z_o, z_g = tf.split(z, 4, axis=-1)
+    i, f, o = tf.sigmoid(z_i), tf.sigmoid(z_f), tf.sigmoid(z_o)
+    g = tf.tanh(z_g)
+    c = f * c_prev + i * g
+    tau = tf.tanh(c)
+    h = o * tau
+    return tf.concat([c, h], axis=-1), (i, f, o, g, c_prev, tau)
+
+  def _gates(self, aux, state, new_state):
+    i, f, o, g, c_prev, tau = aux
+    dc = tf.stack([g * _sigmoid_prime(i), c_prev * _sigmoid_prime(f),
+                   tf.zeros_like(o), i * (1.0 - tf.square(g))], axis=-1)
+    otau = (o * (1.0 - tf.square(tau)))[:, :, None]
+    o_column = tf.one_hot(2, 4, dtype=dc.dtype)
+    dh = otau * dc + (tau * _sigmoid_prime(o))[:, :, None] * o_column
+    return tf.concat([dc, dh], axis=1)
+
+  def _direct_jacobian(self, aux, state, new_state):
+    i, f, o, g, c_prev, tau = aux
+    dc_dc = tf.linalg.diag(f)
+    dh_dc = tf.linalg.diag(o * (1.0 - tf.square(tau)) * f)
+    left = tf.concat([dc_dc, dh_dc], axis=1)                    # [B, 2n, n]
+    return tf.concat([left, tf.zeros_like(left)], axis=-1)
+
+
+CELLS = {"rhn": RHNCell, "tanh": TanhRNNCell, "lstm": LSTMCell}
+
+
+def get(name: str, units: int, **kwargs) -> KroneckerCell:
+  """A cell by name: ``"rhn"``, ``"tanh"`` or ``"lstm"``."""
+  try:
+    return CELLS[name](units, **kwargs)
+  except KeyError:
+    raise ValueError(f"unknown cell {name!r}; choose one of {sorted(CELLS)}") from None

@@ -1,0 +1,557 @@
+"""Character-level Penn Treebank (Mikolov et al. 2012 split): files, tokenisation, streams.
+
+Data (docs/PROTOCOL.md, "Character-level Penn Treebank"; ../shared/data/ptb_char/README.md):
+the three files ``ptb.char.{train,valid,test}.txt`` of Mikolov's RNNLM
+``simple-examples`` archive (also accepted under the names ``{train,valid,test}.txt``).
+Each file is the word-level file with words joined by ``_``, every character
+followed by one space, and every line ending in ``" \\n"``; the file ends with
+``"\\n "``, i.e. a trailing line holding only a space, which is *not* a line of text.
+The SHA-256 of every file is checked against :data:`SHA256`; altered copies are refused.
+
+Two tokenisations (``TOKENIZATIONS``):
+
+* ``"published"`` (default): the published code's symbol stream. Per line of text,
+  ``'_' + ''.join(line.split()) + '_' + '\\n'``: this is the word-level file's bytes
+  with ``' '`` written as ``'_'`` (one symbol per byte, ``'\\n'`` included).
+  Train 5,101,618 / valid 399,782 / test 449,945 symbols; 50 symbols.
+* ``"whitespace_eol"``: the whitespace-separated symbols of the character file plus
+  one end-of-line symbol ``'<eos>'`` per line of text.
+  Train 5,017,482 / valid 393,042 / test 442,423 symbols; 49 + ``'<eos>'`` = 50 symbols.
+
+In both, symbol ids follow the order of first appearance in the *training* stream
+(the end-of-line symbol included, at its first appearance: the end of the first line).
+The vocabularies are therefore fixed by the checksummed training file; they are the
+constants :data:`VOCABS`.
+
+Public pieces:
+
+* :class:`PtbChar`: tensorflow-datasets builder ``ptb_char`` (configs ``published``,
+  ``whitespace_eol``), one example per split with feature ``ids`` (int32 ``[N]``) and
+  the vocabulary in ``info.metadata["vocab"]``.
+* :func:`resolve_data_dir`, :func:`load_ptb`: the plain loader of the training scripts
+  (same checksum and tokenisation code, no TFDS preparation).
+* :class:`PtbStreams`: the training "task" (pure TF, for compiled loops): ``B`` streams
+  at evenly spaced offsets, one character per step, resets every ``reset_every`` steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pathlib
+import socket
+import typing
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from etils import epath
+
+# ----------------------------------------------------------------------------- constants
+
+SPLITS = ("train", "valid", "test")
+TOKENIZATIONS = ("published", "whitespace_eol")
+DEFAULT_TOKENIZATION = "published"
+ENV_VAR = "OK_TF_DATA"
+EOS = "<eos>"
+
+#: SHA-256 of the distributed character files (../shared/data/ptb_char/SHA256SUMS).
+SHA256 = {
+    "train": "e313d91425e06c4f0a8fb6e881dcce0c291f2a0e9f4dda54833069b122f91da9",
+    "valid": "21661f63ec355085879458b6524644d4add5573541b4be14fb52ab2e2e995eb8",
+    "test": "1ef5607ac3c463b16e38bfe7900dd3bfc91de5a96e0f21e7eab5188b465b8ebe",
+}
+#: Sizes in bytes of the distributed character files.
+FILE_BYTES = {"train": 10_034_964, "valid": 786_084, "test": 884_846}
+
+#: Number of symbols per split for each tokenisation.
+NUM_SYMBOLS = {
+    "published": {"train": 5_101_618, "valid": 399_782, "test": 449_945},
+    "whitespace_eol": {"train": 5_017_482, "valid": 393_042, "test": 442_423},
+}
+
+_FIRST_APPEARANCE_PUBLISHED = "_aerbnkotlizcwyusfmghd-qpx\n<>Njv.'1950&$324867#\\/*"
+_FIRST_APPEARANCE_WHITESPACE = "aer_bnkotlizcwyusfmghd-qpx\n<>Njv.'1950&$324867#\\/*"
+#: Vocabulary (id -> symbol) of each tokenisation: order of first appearance in train.
+VOCABS: dict[str, tuple[str, ...]] = {
+    "published": tuple(_FIRST_APPEARANCE_PUBLISHED),
+    "whitespace_eol": tuple(EOS if c == "\n" else c for c in _FIRST_APPEARANCE_WHITESPACE),
+}
+
+ARCHIVE_URL = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
+ARCHIVE_MEMBER = "simple-examples/data/ptb.char.{split}.txt"
+
+#: File names accepted inside a data directory, in order of preference.
+FILE_NAME_CANDIDATES = (
+    "ptb.char.{split}.txt",
+    "{split}.txt",
+    ARCHIVE_MEMBER,  # a directory holding the unpacked archive
+)
+
+#: Default data directory: ``<repo>/../shared/data/ptb_char``.
+DEFAULT_DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ptb_char"
+
+
+class PtbDataMissingError(FileNotFoundError):
+    """The character-level PTB files could not be found (the message says where to put them)."""
+
+
+class PtbChecksumError(ValueError):
+    """A character-level PTB file does not have the expected SHA-256 (altered copy)."""
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def sha256sums_text() -> str:
+    """The content of a ``SHA256SUMS`` file for ``{train,valid,test}.txt`` (for ``sha256sum -c``)."""
+    return "".join(f"{SHA256[s]}  {s}.txt\n" for s in SPLITS)
+
+
+def missing_data_message(searched: Iterable[str] = ()) -> str:
+    """Explain which files are needed, where to put them and how to check them.
+
+    ``searched`` lists the places already looked at (included in the message).
+    """
+    searched = list(searched)
+    lines = ["Character-level Penn Treebank files not found."]
+    if searched:
+        lines.append("Looked in:")
+        lines += [f"  - {place}" for place in searched]
+    lines += [
+        "Put these three files in one directory (names ptb.char.<split>.txt are accepted too):",
+    ]
+    lines += [f"  {s}.txt  ({FILE_BYTES[s]:,} bytes, sha256 {SHA256[s]})" for s in SPLITS]
+    lines += [
+        "They are simple-examples/data/ptb.char.{train,valid,test}.txt of",
+        f"  {ARCHIVE_URL}",
+        "Then either pass the directory with --data_dir=DIR, or set the environment variable",
+        f"{ENV_VAR}=DIR, or place it at the default {DEFAULT_DATA_DIR}.",
+        "For tensorflow-datasets, give it as the manual directory: tfds.load('ptb_char', ...,",
+        "download_and_prepare_kwargs={'download_config': tfds.download.DownloadConfig(manual_dir=DIR)}).",
+        "Check the copies with `sha256sum -c SHA256SUMS` inside DIR, where SHA256SUMS holds:",
+    ]
+    lines += ["  " + line for line in sha256sums_text().splitlines()]
+    return "\n".join(lines)
+
+
+def find_files(data_dir: str | os.PathLike) -> dict[str, pathlib.Path] | None:
+    """Paths of the three character files in ``data_dir``, or ``None`` if any is missing.
+
+    Accepts ``ptb.char.<split>.txt``, ``<split>.txt`` and an unpacked archive
+    (``simple-examples/data/ptb.char.<split>.txt``), per split, in that order of preference.
+    """
+    data_dir = pathlib.Path(data_dir)
+    found = {}
+    for split in SPLITS:
+        for pattern in FILE_NAME_CANDIDATES:
+            path = data_dir / pattern.format(split=split)
+            if path.is_file():
+                found[split] = path
+                break
+        else:
+            return None
+    return found
+
+
+def _require_files(data_dir: str | os.PathLike) -> dict[str, pathlib.Path]:
+    """Like :func:`find_files` but raise :class:`PtbDataMissingError` naming what is missing."""
+    files = find_files(data_dir)
+    if files is None:
+        names = ", ".join(p.format(split="<split>") for p in FILE_NAME_CANDIDATES)
+        raise PtbDataMissingError(
+            missing_data_message([f"{data_dir} (as {names})"])
+        )
+    return files
+
+
+def verify_checksum(split: str, data: bytes, path: str | os.PathLike = "") -> None:
+    """Raise :class:`PtbChecksumError` unless ``data`` has the published SHA-256 of ``split``."""
+    got = hashlib.sha256(data).hexdigest()
+    expected = SHA256[split]
+    if got != expected:
+        where = f" ({path})" if path else ""
+        raise PtbChecksumError(
+            f"PTB character file for split '{split}'{where} differs from the distributed "
+            f"{split}.txt / ptb.char.{split}.txt: expected sha256 {expected} "
+            f"({FILE_BYTES[split]:,} bytes), got {got} ({len(data):,} bytes). "
+            "This copy has been altered (e.g. CRLF line ends, stripped spaces, <unk> as one token); "
+            f"replace it with the file from {ARCHIVE_URL} and check it with `sha256sum -c SHA256SUMS`."
+        )
+
+
+def read_verified(files: Mapping[str, str | os.PathLike]) -> dict[str, bytes]:
+    """Read the three files (``{split: path}``) and verify their checksums; return ``{split: bytes}``."""
+    texts = {}
+    for split in SPLITS:
+        path = pathlib.Path(files[split])
+        data = path.read_bytes()
+        verify_checksum(split, data, path)
+        texts[split] = data
+    return texts
+
+
+# ----------------------------------------------------------------------------- tokenisation
+
+
+def _check_tokenization(tokenization: str) -> None:
+    if tokenization not in TOKENIZATIONS:
+        raise ValueError(f"Unknown tokenization {tokenization!r}; choose one of {TOKENIZATIONS}.")
+
+
+def symbol_bytes(text: bytes, tokenization: str = DEFAULT_TOKENIZATION) -> np.ndarray:
+    """Symbol stream of one character file as a uint8 array of byte codes.
+
+    ``"published"``: per line of text ``'_' + ''.join(line.split()) + '_' + '\\n'``.
+    ``"whitespace_eol"``: the whitespace-separated symbols, with ``'\\n'`` standing for the
+    end-of-line symbol after each line of text. A trailing line holding only spaces
+    is not a line of text. Every symbol of a character file is one byte; a file in which
+    two non-space bytes touch (i.e. not the character format) raises ``ValueError``.
+    """
+    _check_tokenization(tokenization)
+    raw = np.frombuffer(text, dtype=np.uint8)
+    non_space = (raw != ord(" ")) & (raw != ord("\n")) & (raw != ord("\t")) & (raw != ord("\r"))
+    if np.any(non_space[1:] & non_space[:-1]):
+        at = int(np.argmax(non_space[1:] & non_space[:-1]))
+        raise ValueError(
+            f"Not a character-level file: two symbols without a space between them at byte {at} "
+            f"({text[max(0, at - 10):at + 10]!r}). Use the ptb.char.*.txt files."
+        )
+    joined = text.translate(None, b" \t\r")  # lines of text, one byte per symbol, '\n'-terminated
+    if joined and not joined.endswith(b"\n"):
+        joined += b"\n"  # a last line of text without its newline still ends there
+    if tokenization == "published":
+        joined = b"_" + joined.replace(b"\n", b"_\n_")[:-1] if joined else b""
+    return np.frombuffer(joined, dtype=np.uint8)
+
+
+def first_appearance_order(codes: np.ndarray) -> np.ndarray:
+    """The distinct values of ``codes`` in order of first appearance."""
+    values, first = np.unique(codes, return_index=True)
+    return values[np.argsort(first, kind="stable")]
+
+
+def _vocab_strings(order: np.ndarray, tokenization: str) -> list[str]:
+    eol = "\n" if tokenization == "published" else EOS
+    return [eol if c == ord("\n") else chr(c) for c in order.tolist()]
+
+
+def tokenize(
+    texts: Mapping[str, bytes], tokenization: str = DEFAULT_TOKENIZATION
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Token ids (int32) of every split in ``texts`` and the vocabulary (id -> symbol).
+
+    The vocabulary is the order of first appearance in ``texts["train"]``; a symbol of
+    another split that never appears in train raises ``ValueError``.
+    """
+    _check_tokenization(tokenization)
+    codes = {split: symbol_bytes(text, tokenization) for split, text in texts.items()}
+    order = first_appearance_order(codes["train"])
+    table = np.full(256, -1, dtype=np.int32)
+    table[order] = np.arange(order.size, dtype=np.int32)
+    ids = {}
+    for split, c in codes.items():
+        out = table[c]
+        if np.any(out < 0):
+            unknown = sorted({chr(x) for x in np.unique(c[out < 0]).tolist()})
+            raise ValueError(f"Split '{split}' has symbols never seen in train: {unknown}.")
+        ids[split] = out
+    return ids, _vocab_strings(order, tokenization)
+
+
+# ----------------------------------------------------------------------------- plain loader
+
+
+@dataclasses.dataclass(frozen=True)
+class PtbData:
+    """Token ids of the three splits (int32 arrays), the vocabulary and the tokenisation used."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    vocab: list[str]
+    tokenization: str
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of symbols (50 for both tokenisations)."""
+        return len(self.vocab)
+
+    def split(self, name: str) -> np.ndarray:
+        """The ids of split ``name`` (``"train"``, ``"valid"`` or ``"test"``)."""
+        if name not in SPLITS:
+            raise ValueError(f"Unknown split {name!r}; choose one of {SPLITS}.")
+        return getattr(self, name)
+
+
+def resolve_data_dir(flag_value: str | None) -> pathlib.Path:
+    """Directory of the PTB character files.
+
+    In order: ``flag_value`` (e.g. ``--data_dir``), else the environment variable
+    ``OK_TF_DATA``, else :data:`DEFAULT_DATA_DIR` (``<repo>/../shared/data/ptb_char``) if
+    it exists. Raises :class:`PtbDataMissingError` (a ``FileNotFoundError``) naming the
+    expected files when none applies or the chosen directory does not exist.
+    """
+    if flag_value:
+        path = pathlib.Path(flag_value).expanduser()
+        if not path.is_dir():
+            raise PtbDataMissingError(missing_data_message([f"--data_dir={flag_value} (no such directory)"]))
+        return path
+    env = os.environ.get(ENV_VAR)
+    if env:
+        path = pathlib.Path(env).expanduser()
+        if not path.is_dir():
+            raise PtbDataMissingError(missing_data_message([f"{ENV_VAR}={env} (no such directory)"]))
+        return path
+    if DEFAULT_DATA_DIR.is_dir():
+        return DEFAULT_DATA_DIR.resolve()
+    raise PtbDataMissingError(
+        missing_data_message(
+            ["--data_dir (not given)", f"${ENV_VAR} (not set)", f"{DEFAULT_DATA_DIR} (does not exist)"]
+        )
+    )
+
+
+def load_ptb(data_dir: str | os.PathLike, tokenization: str = DEFAULT_TOKENIZATION) -> PtbData:
+    """Read, checksum and tokenise the three character files in ``data_dir``.
+
+    Raises :class:`PtbDataMissingError` if a file is missing and :class:`PtbChecksumError`
+    if a file has been altered. Takes well under a second; caches nothing.
+    """
+    _check_tokenization(tokenization)
+    texts = read_verified(_require_files(data_dir))
+    ids, vocab = tokenize(texts, tokenization)
+    return PtbData(train=ids["train"], valid=ids["valid"], test=ids["test"], vocab=vocab, tokenization=tokenization)
+
+
+# ----------------------------------------------------------------------------- TFDS builder
+
+
+def _is_online(host: str = "www.fit.vutbr.cz", port: int = 80, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the archive's host can be opened (quick, no download)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _fallback_data_dirs() -> list[pathlib.Path]:
+    """Directories the builder tries after its manual dir: ``$OK_TF_DATA``, then the default."""
+    dirs = []
+    env = os.environ.get(ENV_VAR)
+    if env:
+        dirs.append(pathlib.Path(env).expanduser())
+    dirs.append(DEFAULT_DATA_DIR)
+    return dirs
+
+
+_CITATION = """\
+@phdthesis{mikolov2012statistical,
+  title  = {Statistical Language Models Based on Neural Networks},
+  author = {Mikolov, Tom{\\'a}{\\v{s}}},
+  school = {Brno University of Technology},
+  year   = {2012}
+}
+@article{marcus1993building,
+  title   = {Building a Large Annotated Corpus of {E}nglish: The {P}enn {T}reebank},
+  author  = {Marcus, Mitchell P. and Santorini, Beatrice and Marcinkiewicz, Mary Ann},
+  journal = {Computational Linguistics},
+  volume  = {19},
+  number  = {2},
+  pages   = {313--330},
+  year    = {1993}
+}
+"""
+
+
+class PtbChar(tfds.core.GeneratorBasedBuilder):
+    """Character-level Penn Treebank (Mikolov et al. 2012 split) as one id sequence per split."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release: one example per split, vocabulary in metadata."}
+    BUILDER_CONFIGS = [
+        tfds.core.BuilderConfig(
+            name="published",
+            description=(
+                "Published code's tokenisation: per line '_' + symbols + '_' + '\\n' (the word-level "
+                "text with spaces as '_'); 50 symbols in order of first appearance in train."
+            ),
+        ),
+        tfds.core.BuilderConfig(
+            name="whitespace_eol",
+            description=(
+                "Whitespace-separated symbols plus one '<eos>' per line of text; 50 symbols in "
+                "order of first appearance in train."
+            ),
+        ),
+    ]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = missing_data_message()
+    # TFDS 4.9.x derives code_path through `importlib_resources`, which it does not install on
+    # Python >= 3.9 (tensorflow/datasets#11212); giving the path directly avoids that import.
+    code_path = epath.Path(__file__)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        tokenization = self.builder_config.name
+        return self.dataset_info_from_configs(
+            description=(
+                "Character-level Penn Treebank from Mikolov's RNNLM simple-examples archive "
+                "(files ptb.char.{train,valid,test}.txt, SHA-256 checked). Each split is one "
+                "example whose feature 'ids' is the whole symbol stream (int32); "
+                "metadata['vocab'][i] is the symbol of id i."
+            ),
+            features=tfds.features.FeaturesDict(
+                {
+                    "ids": tfds.features.Tensor(
+                        shape=(None,), dtype=np.int32, encoding=tfds.features.Encoding.ZLIB
+                    )
+                }
+            ),
+            homepage="http://www.fit.vutbr.cz/~imikolov/rnnlm/",
+            citation=_CITATION,
+            metadata=tfds.core.MetadataDict(
+                vocab=list(VOCABS[tokenization]),
+                tokenization=tokenization,
+                num_symbols=dict(NUM_SYMBOLS[tokenization]),
+                sha256=dict(SHA256),
+            ),
+        )
+
+    def _locate_files(self, dl_manager: tfds.download.DownloadManager) -> dict[str, pathlib.Path]:
+        """The three files: manual dir, then $OK_TF_DATA / default dir, then the archive online."""
+        searched = []
+        try:
+            manual = pathlib.Path(os.fspath(dl_manager.manual_dir))
+        except AssertionError:  # no manual dir, or it is missing / empty
+            manual = None
+            searched.append("the TFDS manual directory (missing or empty)")
+        if manual is not None:
+            files = find_files(manual)
+            if files is not None:
+                return files
+            searched.append(f"manual directory {manual}")
+        for d in _fallback_data_dirs():
+            files = find_files(d)
+            if files is not None:
+                return files
+            searched.append(str(d))
+        if not _is_online():
+            searched.append(f"{ARCHIVE_URL} (offline)")
+            raise PtbDataMissingError(missing_data_message(searched))
+        try:
+            root = pathlib.Path(os.fspath(dl_manager.download_and_extract(ARCHIVE_URL)))
+        except Exception as e:  # network or archive failure: say what to do instead
+            searched.append(f"{ARCHIVE_URL} (download failed: {e})")
+            raise PtbDataMissingError(missing_data_message(searched)) from e
+        files = find_files(root)
+        if files is None:
+            searched.append(f"{ARCHIVE_URL} (archive lacks {ARCHIVE_MEMBER})")
+            raise PtbDataMissingError(missing_data_message(searched))
+        return files
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        texts = read_verified(self._locate_files(dl_manager))
+        ids, vocab = tokenize(texts, self.builder_config.name)
+        if tuple(vocab) != VOCABS[self.builder_config.name]:  # fixed by the checksums; guard anyway
+            raise RuntimeError(f"Vocabulary {vocab} differs from the constant one; report this as a bug.")
+        return {split: self._generate_examples(split, ids[split]) for split in SPLITS}
+
+    def _generate_examples(self, split: str, ids: np.ndarray):
+        yield split, {"ids": ids}
+
+
+# ----------------------------------------------------------------------------- training streams
+
+
+class PtbStreamState(typing.NamedTuple):
+    """State of :class:`PtbStreams`: a NamedTuple of tensors (usable as a loop variable)."""
+
+    position: tf.Tensor  # [B] int32: index of the next input character of each stream
+    step: tf.Tensor  # [] int64: number of steps taken so far
+
+
+class PtbStreams:
+    """Next-character prediction on ``B`` streams through one text, in pure TensorFlow.
+
+    Stream ``b`` starts at offset ``b * (N // B)`` (``N = len(ids)``) and advances by one
+    character per step, wrapping around at the end: at each step the input is
+    ``ids[pos]`` and the target ``ids[(pos + 1) % N]``. ``reset`` is True for all
+    streams when ``step % reset_every == 0`` (so at step 0 too); with ``reset_every == 0``
+    only at step 0. The text is a ``tf.constant`` made once here; the methods use only
+    TF ops with static shapes, so they run inside ``tf.function`` without retracing.
+    The ``(state, rng)`` signatures match the copy task's; ``rng`` is unused.
+
+    ``vocab_size`` should be passed (e.g. ``PtbData.vocab_size``); if omitted it is taken
+    as ``max(ids) + 1``, which is right for the training split only.
+    """
+
+    def __init__(
+        self,
+        ids: np.ndarray,
+        batch_size: int,
+        reset_every: int = 100,
+        vocab_size: int | None = None,
+    ):
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
+        n = int(ids.size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if n < max(2, batch_size):
+            raise ValueError(f"text of {n} symbols is too short for {batch_size} streams (need >= max(2, B))")
+        if n >= 2**31 - 1:
+            raise ValueError(f"text of {n} symbols is too long for int32 positions")
+        if reset_every < 0:
+            raise ValueError(f"reset_every must be >= 0 (0: reset only at step 0), got {reset_every}")
+        if ids.min() < 0:
+            raise ValueError("ids must be non-negative")
+        max_id = int(ids.max())
+        if vocab_size is None:
+            vocab_size = max_id + 1
+        elif max_id >= vocab_size:
+            raise ValueError(f"ids contain {max_id}, not below vocab_size={vocab_size}")
+        self.vocab_size = int(vocab_size)
+        self.batch_size = int(batch_size)
+        self.reset_every = int(reset_every)
+        self.num_symbols = n
+        self.offsets = (np.arange(batch_size, dtype=np.int64) * (n // batch_size)).astype(np.int32)
+        self.text = tf.constant(ids.astype(np.int32, copy=False), dtype=tf.int32)
+
+    def init(self, rng: tf.random.Generator | None = None) -> PtbStreamState:
+        """Initial state: positions at the evenly spaced offsets, step 0."""
+        del rng
+        return PtbStreamState(
+            position=tf.constant(self.offsets, dtype=tf.int32),
+            step=tf.constant(0, dtype=tf.int64),
+        )
+
+    def next(
+        self, state: PtbStreamState, rng: tf.random.Generator | None = None
+    ) -> tuple[PtbStreamState, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """One step: ``(new_state, inputs [B] int32, targets [B] int32, reset [B] bool)``."""
+        del rng
+        position = tf.ensure_shape(tf.convert_to_tensor(state.position, tf.int32), [self.batch_size])
+        step = tf.convert_to_tensor(state.step, tf.int64)
+        following = position + 1
+        following = tf.where(following >= self.num_symbols, following - self.num_symbols, following)
+        inputs = tf.gather(self.text, position)
+        targets = tf.gather(self.text, following)
+        if self.reset_every > 0:
+            flag = tf.equal(tf.math.floormod(step, tf.constant(self.reset_every, tf.int64)), 0)
+        else:
+            flag = tf.equal(step, 0)
+        reset = tf.fill([self.batch_size], flag)
+        return PtbStreamState(position=following, step=step + 1), inputs, targets, reset
+
+    def observe(self, state: PtbStreamState, loss_bits: tf.Tensor) -> PtbStreamState:
+        """No-op (the copy task uses this hook for its curriculum): returns ``state``."""
+        del loss_bits
+        return state
+
+    def metrics(self, state: PtbStreamState) -> dict[str, tf.Tensor]:
+        """``{"epoch": steps * B / N}`` as a float32 scalar: passes over the text so far."""
+        epochs = tf.cast(state.step, tf.float64) * (self.batch_size / self.num_symbols)
+        return {"epoch": tf.cast(epochs, tf.float32)}

@@ -1,0 +1,256 @@
+"""Pure, batched functions on Kronecker sums (ALGORITHMS.md §3–§5).
+
+A Kronecker sum ``G = Σ_i u_i ⊗ A_i`` is stored as its two factor families, the left
+vectors ``u`` (``[B, q, a]``) and the right matrices flattened to vectors ``A``
+(``[B, q, m]``).  Everything is batched over the leading axis B: no Python loop over
+the batch, the rank or the units, and no host round trip, so these functions can live
+inside compiled ``tf.function`` loops.
+
+Functions:
+
+* :func:`opt`          Opt(C, r): minimum-variance unbiased rank-r approximation of C.
+* :func:`opt_variance` the variance (★) that Opt attains.
+* :func:`orthonormalize` an orthonormal basis of a family through its Gram matrix.
+* :func:`ok_reduce`    OK: the optimal unbiased reduction from r+1 to r Kronecker terms.
+* :func:`kf_reduce`    KF-RTRL's reduction from 2 terms to 1 (vectorised over replicas).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+
+def _tolerance(dtype) -> float:
+  """Relative tolerance for ties between singular values (ALGORITHMS.md §7)."""
+  return max(1e-12, 100.0 * float(np.finfo(dtype.as_numpy_dtype).eps))
+
+
+def random_signs(rng: tf.random.Generator, shape, dtype) -> tf.Tensor:
+  """Independent uniform ±1 entries of the given shape."""
+  bits = rng.uniform(shape, minval=0, maxval=2, dtype=tf.int32)
+  return tf.cast(2 * bits - 1, dtype)
+
+
+class _Split(NamedTuple):
+  """The choice of Opt: which singular triples are kept and how the rest are mixed."""
+  sigma: tf.Tensor      # [B, q] singular values, descending
+  kept: tf.Tensor       # [B] int32, m: the number of triples kept exactly
+  tail: tf.Tensor       # [B] s_m = Σ_{i>m} σ_i
+  mixed_terms: tf.Tensor  # [B] k = r − m
+
+
+def _split(sigma: tf.Tensor, rank: int) -> _Split:
+  """Smallest m ∈ {0..r−1} with (r − m) σ_{m+1} ≤ s_m (1 + tol), and s_m, k."""
+  dtype = sigma.dtype
+  sigma = tf.maximum(sigma, 0.0)
+  # tails[j] = Σ_{i ≥ j} σ_i (0-based), j = 0..q-1
+  tails = tf.cumsum(sigma, axis=-1, reverse=True)
+  j = tf.range(rank, dtype=dtype)
+  cond = (float(rank) - j) * sigma[:, :rank] <= tails[:, :rank] * (1.0 + _tolerance(dtype))
+  # m = first j where cond holds; cond[r-1] holds always (σ_r ≤ σ_r + σ_{r+1}).
+  cond = tf.concat([cond[:, :rank - 1], tf.ones_like(cond[:, :1])], axis=-1)
+  kept = tf.argmax(tf.cast(cond, tf.int32), axis=-1, output_type=tf.int32)
+  tail = tf.gather(tails, kept, axis=1, batch_dims=1)
+  return _Split(sigma, kept, tail, rank - kept)
+
+
+def opt_variance(c: tf.Tensor, rank: int) -> tf.Tensor:
+  """Variance of Opt(C, r):  E‖L Rᵀ − C‖²_F = s_m² / k − Σ_{i>m} σ_i²   (★).
+
+  Args:
+    c: ``[B, q, q]`` with q = rank + 1.
+    rank: r.
+
+  Returns:
+    ``[B]`` the minimum variance of an unbiased rank-r approximation of each C.
+  """
+  sigma = tf.linalg.svd(c, compute_uv=False)
+  split = _split(sigma, rank)
+  q = rank + 1
+  mixed = tf.range(q)[None, :] >= split.kept[:, None]
+  tail_sq = tf.reduce_sum(tf.where(mixed, tf.square(split.sigma), 0.0), axis=-1)
+  k = tf.cast(split.mixed_terms, c.dtype)
+  return tf.maximum(tf.square(split.tail) / k - tail_sq, 0.0)
+
+
+def opt(c: tf.Tensor, rank: int, rng: tf.random.Generator, return_kept: bool = False):
+  """Opt(C, r): the minimum-variance unbiased rank-r approximation of C.
+
+  With the SVD C = U diag(σ) Vᵀ (σ descending), m the smallest index in {0..r−1} with
+  (r − m) σ_{m+1} ≤ s_m = Σ_{i>m} σ_i, and k = r − m:
+
+      L_{:,i} = √σ_i U_{:,i},  R_{:,i} = √σ_i V_{:,i}                  i ≤ m (kept)
+      L_{:,m+j} = √(s_m/k) U Ξ z_j,  R_{:,m+j} = √(s_m/k) V Ξ z_j,    j = 1..k (mixed)
+
+  where p_i = k σ_i / s_m, w = (√(1 − p_i))_{i>m} is a unit vector, {w, z_1..z_k} an
+  orthonormal basis of the mixed coordinates (so Z Zᵀ = I − w wᵀ has diagonal p) and
+  Ξ = diag(ξ), ξ uniform random signs.  Then E[L Rᵀ] = C and E‖L Rᵀ − C‖² is (★).
+
+  Batched over examples with different m: everything works in the full q-dimensional
+  space with w zero on the kept coordinates; w is completed to a basis with the
+  Householder reflection P = I − 2 v vᵀ/‖v‖², v = w + e_q (‖v‖² ≥ 2): P e_q = −w and
+  P e_j (j < q) are orthonormal and orthogonal to w; for kept j, P e_j = e_j.
+
+  Args:
+    c: ``[B, q, q]``, q = rank + 1.
+    rank: r ≥ 1.
+    rng: a ``tf.random.Generator`` for the signs ξ.
+    return_kept: also return m, ``[B]`` int32.
+
+  Returns:
+    (L, R), each ``[B, q, r]`` (and m if ``return_kept``).
+  """
+  dtype = c.dtype
+  q = rank + 1
+  sigma, u, v = tf.linalg.svd(c)                       # note the order: (s, u, v)
+  split = _split(sigma, rank)
+  idx = tf.range(q)[None, :]
+  is_kept = idx < split.kept[:, None]                  # [B, q]
+  k = tf.cast(split.mixed_terms, dtype)[:, None]       # [B, 1]
+  tail = split.tail[:, None]
+  positive = tail > 0.0
+  # p_i = k σ_i / s_m on the mixed coordinates (uniform k/d when s_m = 0: scaled out).
+  d = float(q) - tf.cast(split.kept, dtype)[:, None]
+  p = tf.where(positive, k * split.sigma / tf.where(positive, tail, 1.0), k / d)
+  w = tf.where(is_kept, 0.0, tf.sqrt(tf.clip_by_value(1.0 - p, 0.0, 1.0)))
+  w = w / tf.norm(w, axis=-1, keepdims=True)
+  e_last = tf.one_hot(q - 1, q, dtype=dtype)[None, :]
+  hv = w + e_last
+  householder = tf.eye(q, dtype=dtype) - 2.0 * hv[:, :, None] * hv[:, None, :] / tf.reduce_sum(
+      tf.square(hv), axis=-1)[:, None, None]
+  basis = householder[:, :, :rank]                     # columns P e_j, j = 1..r
+  signs = random_signs(rng, tf.shape(sigma), dtype)
+  row_scale = tf.where(is_kept, tf.sqrt(split.sigma), signs)           # [B, q]
+  col_scale = tf.where(is_kept[:, :rank], 1.0,
+                       tf.sqrt(tf.where(positive, tail, 0.0) / k))     # [B, r]
+  mix = row_scale[:, :, None] * basis * col_scale[:, None, :]          # [B, q, r]
+  left = tf.matmul(u, mix)
+  right = tf.matmul(v, mix)
+  if return_kept:
+    return left, right, split.kept
+  return left, right
+
+
+class Basis(NamedTuple):
+  """An orthonormal basis of a family of q vectors (rows of F, ``[B, q, dim]``).
+
+  Q = T F has orthonormal (or zero) rows, and F = R Q up to rounding.
+  """
+  to_basis: tf.Tensor     # T, [B, q, q]
+  coefficients: tf.Tensor  # R, [B, q, q]
+
+
+def orthonormalize(family: tf.Tensor) -> Basis:
+  """Orthonormalise the rows of ``family`` ``[B, q, dim]`` through the q × q Gram matrix.
+
+  With F Fᵀ = E Λ Eᵀ: Q = Λ^{−1/2} Eᵀ F and R = E Λ^{1/2}, keeping only eigenvalues
+  above a relative cutoff (q·100·eps·λ_max), so zero and linearly dependent vectors
+  give zero rows of Q and zero columns of R rather than NaN.  This costs one
+  ``[q, dim] × [dim, q]`` product instead of a tall QR and is the faster choice on CPU
+  (ALGORITHMS.md §7).
+  """
+  dtype = family.dtype
+  q = family.shape[-2]
+  gram = tf.matmul(family, family, transpose_b=True)
+  lam, vecs = tf.linalg.eigh(gram)                     # ascending
+  lam_max = tf.reduce_max(lam, axis=-1, keepdims=True)
+  cutoff = lam_max * (100.0 * q * float(np.finfo(dtype.as_numpy_dtype).eps))
+  keep = (lam > cutoff) & (lam > 0.0)
+  safe = tf.where(keep, lam, 1.0)
+  inv_sqrt = tf.where(keep, tf.math.rsqrt(safe), 0.0)
+  sqrt = tf.where(keep, tf.sqrt(safe), 0.0)
+  to_basis = inv_sqrt[:, :, None] * tf.linalg.matrix_transpose(vecs)
+  coefficients = vecs * sqrt[:, None, :]
+  return Basis(to_basis, coefficients)
+
+
+class Reduction(NamedTuple):
+  """Result of :func:`ok_reduce`."""
+  left: tf.Tensor      # [B, r, a]
+  right: tf.Tensor     # [B, r, m]
+  kept: tf.Tensor      # [B] int32: singular values kept exactly by Opt
+  variance: tf.Tensor  # [B]: (★) of this step, the added variance E‖G'_t − G_t‖² given the past
+
+
+def ok_reduce(left: tf.Tensor, right: tf.Tensor, rank: int, rng: tf.random.Generator,
+              balance: bool = True) -> Reduction:
+  """OK: replace Σ_{i=1}^{r+1} ℓ_i ⊗ ρ_i by an unbiased r-term sum of minimum variance.
+
+  1. Orthonormalise both families: [ℓ] = R_u Q_u, [ρ] = R_A Q_A, vectors as rows
+     (:func:`orthonormalize`; ALGORITHMS.md writes the transposes, Q R with columns).
+  2. C = R_uᵀ R_A, so Σ_i ℓ_i ⊗ ρ_i = Σ_{jk} C_jk q^u_j ⊗ q^A_k.
+  3. (L, R) = Opt(C, r).
+  4. u'_j = Σ_i L_ij q^u_i,  A'_j = Σ_i R_ij q^A_i  (one matmul each, no Q formed).
+  5. With ``balance``, rescale each pair so that ‖u'_j‖ = ‖A'_j‖ (product unchanged).
+
+  Args:
+    left: ``[B, r+1, a]`` the left family ℓ (u_1..u_r, ĥ_t).
+    right: ``[B, r+1, m]`` the right family ρ flattened (H_t A_1..H_t A_r, D_t).
+    rank: r.
+    rng: ``tf.random.Generator``.
+    balance: equalise the norms of each new pair.
+
+  Returns:
+    A :class:`Reduction` with the new factors ``[B, r, a]`` and ``[B, r, m]``.
+  """
+  basis_u = orthonormalize(left)
+  basis_a = orthonormalize(right)
+  # ℓ = R_u Q_u and ρ = R_A Q_A (rows), so Σ_i ℓ_i ⊗ ρ_i = Q_uᵀ (R_uᵀ R_A) Q_A.
+  c = tf.matmul(basis_u.coefficients, basis_a.coefficients, transpose_a=True)
+  lmat, rmat, kept = opt(c, rank, rng, return_kept=True)
+  variance = opt_variance(c, rank)
+  # u' = Lᵀ Q_u = (Lᵀ T_u) ℓ, A' = (Rᵀ T_A) ρ
+  new_left = tf.matmul(tf.matmul(lmat, basis_u.to_basis, transpose_a=True), left)
+  new_right = tf.matmul(tf.matmul(rmat, basis_a.to_basis, transpose_a=True), right)
+  if balance:
+    new_left, new_right = balance_norms(new_left, new_right)
+  return Reduction(new_left, new_right, kept, variance)
+
+
+def balance_norms(left: tf.Tensor, right: tf.Tensor):
+  """Rescale pairs (u, A) → (γu, A/γ) with γ = √(‖A‖/‖u‖), so ‖u‖ = ‖A‖; zero-safe."""
+  nu = tf.norm(left, axis=-1, keepdims=True)
+  na = tf.norm(right, axis=-1, keepdims=True)
+  ok = (nu > 0.0) & (na > 0.0)
+  gamma = tf.where(ok, tf.sqrt(tf.where(ok, na, 1.0) / tf.where(ok, nu, 1.0)), 1.0)
+  return left * gamma, right / gamma
+
+
+def kf_reduce(u: tf.Tensor, a: tf.Tensor, hhat: tf.Tensor, d: tf.Tensor,
+              rng: tf.random.Generator):
+  """KF-RTRL's unbiased reduction of u ⊗ (H A) + ĥ ⊗ D to one term (Mujika et al. 2018).
+
+      p_1 = √(‖H A‖ / ‖u‖),  p_2 = √(‖D‖ / ‖ĥ‖),  c_1, c_2 ∈ {±1} uniform
+      u ← c_1 p_1 u + c_2 p_2 ĥ,    A ← c_1 (H A)/p_1 + c_2 D/p_2
+
+  Vectorised over independent replicas (r-KF-RTRL-AVG): each has its own signs.
+  A zero norm (u = 0 or A = 0 after every reset) sets p to 1: unbiasedness holds for
+  any positive p, and the zero term contributes nothing.
+
+  Args:
+    u: ``[B, r, a]`` left factors.
+    a: ``[B, r, m]`` H_t A, flattened.
+    hhat: ``[B, a]`` ĥ_t.
+    d: ``[B, m]`` D_t flattened.
+    rng: ``tf.random.Generator``.
+
+  Returns:
+    (u', A') of the same shapes as (u, a).
+  """
+  dtype = u.dtype
+
+  def ratio(num, den):
+    good = (num > 0.0) & (den > 0.0)
+    return tf.where(good, tf.sqrt(tf.where(good, num, 1.0) / tf.where(good, den, 1.0)), 1.0)
+
+  p1 = ratio(tf.norm(a, axis=-1), tf.norm(u, axis=-1))[..., None]            # [B, r, 1]
+  p2 = ratio(tf.norm(d, axis=-1), tf.norm(hhat, axis=-1))[:, None, None]     # [B, 1, 1]
+  shape = tf.concat([tf.shape(u)[:2], [2]], axis=0)
+  signs = random_signs(rng, shape, dtype)
+  c1, c2 = signs[..., :1], signs[..., 1:]
+  new_u = c1 * p1 * u + c2 * p2 * hhat[:, None, :]
+  new_a = c1 * a / p1 + c2 * d[:, None, :] / p2
+  return new_u, new_a

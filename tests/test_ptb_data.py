@@ -1,0 +1,290 @@
+"""Tests for ok_tf.data.ptb: files, checksums, tokenisations, TFDS builder, training streams."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from ok_tf.data import ptb
+
+EXPECTED_COUNTS = {
+    "published": {"train": 5_101_618, "valid": 399_782, "test": 449_945},
+    "whitespace_eol": {"train": 5_017_482, "valid": 393_042, "test": 442_423},
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> pathlib.Path:
+    """The real character files: $OK_TF_DATA, else <repo>/../shared/data/ptb_char (skip if absent)."""
+    candidates = []
+    if os.environ.get(ptb.ENV_VAR):
+        candidates.append(pathlib.Path(os.environ[ptb.ENV_VAR]))
+    candidates.append(pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ptb_char")
+    for d in candidates:
+        if ptb.find_files(d) is not None:
+            return d
+    pytest.skip(f"PTB character files not found in {[str(c) for c in candidates]} (set {ptb.ENV_VAR})")
+
+
+@pytest.fixture(scope="module")
+def loaded(data_dir) -> dict[str, ptb.PtbData]:
+    return {tok: ptb.load_ptb(data_dir, tok) for tok in ptb.TOKENIZATIONS}
+
+
+# ----------------------------------------------------------------------------- loader
+
+
+@pytest.mark.parametrize("tokenization", ptb.TOKENIZATIONS)
+def test_counts_per_split(loaded, tokenization):
+    data = loaded[tokenization]
+    assert data.tokenization == tokenization
+    for split, n in EXPECTED_COUNTS[tokenization].items():
+        ids = data.split(split)
+        assert ids.dtype == np.int32 and ids.ndim == 1
+        assert ids.size == n, split
+    assert ptb.NUM_SYMBOLS == EXPECTED_COUNTS
+
+
+@pytest.mark.parametrize("tokenization", ptb.TOKENIZATIONS)
+def test_vocab_first_appearance_order(loaded, data_dir, tokenization):
+    data = loaded[tokenization]
+    assert data.vocab_size == 50 and len(set(data.vocab)) == 50
+    assert tuple(data.vocab) == ptb.VOCABS[tokenization]
+    # ids are assigned in order of first appearance in train: first occurrences are 0, 1, 2, ...
+    _, first = np.unique(data.train, return_index=True)
+    assert np.array_equal(data.train[np.sort(first)], np.arange(50))
+    for split in ptb.SPLITS:
+        assert data.split(split).min() >= 0 and data.split(split).max() < 50
+    # Independent check against a plain Python reading of the first train lines.
+    with open(pathlib.Path(ptb.find_files(data_dir)["train"]), "rb") as f:
+        head = [f.readline().decode() for _ in range(3)]
+    if tokenization == "published":
+        expected = "".join("_" + "".join(line.split()) + "_\n" for line in head)
+    else:
+        expected = [s for line in head for s in line.split() + [ptb.EOS]]
+    decoded = [data.vocab[i] for i in data.train[: len(expected)]]
+    assert decoded == list(expected)
+    assert data.vocab[:4] == (["_", "a", "e", "r"] if tokenization == "published" else ["a", "e", "r", "_"])
+
+
+def test_published_stream_is_word_level_text(loaded):
+    """The published stream decodes to word-level text (leading ' ', ' \\n' line ends) with ' ' -> '_'."""
+    data = loaded["published"]
+    text = "".join(np.array(data.vocab)[data.valid[:2000]])
+    lines = text.split("\n")[:-1]
+    assert all(line.startswith("_") and line.endswith("_") and "__" not in line for line in lines)
+    assert text.startswith("_consumers_may_want_to_move_their_telephones_a_little_closer_to_the_tv_set_\n")
+
+
+def test_tokenize_small_text():
+    text = b"a b _ c \n d _ e \n "  # two lines of text and the trailing space-only line
+    pub = ptb.symbol_bytes(text, "published").tobytes()
+    assert pub == b"_ab_c_\n_d_e_\n"
+    eol = ptb.symbol_bytes(text, "whitespace_eol").tobytes()
+    assert eol == b"ab_c\nd_e\n"
+    ids, vocab = ptb.tokenize({"train": text, "valid": b"e d \n "}, "whitespace_eol")
+    assert vocab == ["a", "b", "_", "c", "<eos>", "d", "e"]
+    assert ids["valid"].tolist() == [6, 5, 4]
+    with pytest.raises(ValueError, match="never seen in train"):
+        ptb.tokenize({"train": text, "valid": b"z \n "}, "published")
+    with pytest.raises(ValueError, match="Not a character-level file"):
+        ptb.symbol_bytes(b"ab c \n ", "published")
+    with pytest.raises(ValueError, match="Unknown tokenization"):
+        ptb.symbol_bytes(text, "words")
+
+
+def test_load_is_fast(data_dir):
+    import time
+
+    start = time.perf_counter()
+    ptb.load_ptb(data_dir)
+    assert time.perf_counter() - start < 3.0
+
+
+def _copy_data(src: pathlib.Path, dst: pathlib.Path, names: str = "{split}.txt") -> pathlib.Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for split, path in ptb.find_files(src).items():
+        shutil.copyfile(path, dst / names.format(split=split))
+    return dst
+
+
+def test_accepts_ptb_char_names(data_dir, tmp_path, loaded):
+    d = _copy_data(data_dir, tmp_path / "orig", "ptb.char.{split}.txt")
+    data = ptb.load_ptb(d)
+    assert np.array_equal(data.valid, loaded["published"].valid)
+
+
+def test_checksum_refuses_modified_copy(data_dir, tmp_path):
+    d = _copy_data(data_dir, tmp_path / "altered")
+    path = d / "valid.txt"
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))  # a CRLF copy
+    with pytest.raises(ptb.PtbChecksumError) as info:
+        ptb.load_ptb(d)
+    message = str(info.value)
+    assert "split 'valid'" in message and str(path) in message  # names the differing file
+    assert ptb.SHA256["valid"] in message  # expected hash ...
+    import hashlib
+
+    assert hashlib.sha256(path.read_bytes()).hexdigest() in message  # ... and the one found
+
+
+def test_missing_files_message(tmp_path, monkeypatch):
+    with pytest.raises(ptb.PtbDataMissingError) as info:
+        ptb.load_ptb(tmp_path)
+    message = str(info.value)
+    for split in ptb.SPLITS:
+        assert f"{split}.txt" in message and ptb.SHA256[split] in message
+    assert "--data_dir" in message and ptb.ENV_VAR in message and "sha256sum -c SHA256SUMS" in message
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_resolve_data_dir(tmp_path, monkeypatch, data_dir):
+    assert ptb.resolve_data_dir(str(tmp_path)) == tmp_path
+    monkeypatch.setenv(ptb.ENV_VAR, str(data_dir))
+    assert ptb.resolve_data_dir(None) == data_dir
+    monkeypatch.setenv(ptb.ENV_VAR, str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match=ptb.ENV_VAR):
+        ptb.resolve_data_dir(None)
+    monkeypatch.delenv(ptb.ENV_VAR)
+    monkeypatch.setattr(ptb, "DEFAULT_DATA_DIR", tmp_path / "absent")
+    with pytest.raises(FileNotFoundError) as info:
+        ptb.resolve_data_dir(None)
+    assert "train.txt" in str(info.value) and "--data_dir" in str(info.value)
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        ptb.resolve_data_dir(str(tmp_path / "nope"))
+
+
+# ----------------------------------------------------------------------------- TFDS
+
+
+def test_tfds_load_valid_matches_loader(data_dir, tmp_path, loaded):
+    manual = _copy_data(data_dir, tmp_path / "manual", "ptb.char.{split}.txt")
+    ds, info = tfds.load(
+        "ptb_char/whitespace_eol",
+        split="valid",
+        data_dir=str(tmp_path / "tfds"),
+        with_info=True,
+        download_and_prepare_kwargs={"download_config": tfds.download.DownloadConfig(manual_dir=str(manual))},
+    )
+    examples = list(ds)
+    assert len(examples) == 1
+    ids = examples[0]["ids"]
+    assert ids.dtype == tf.int32
+    assert np.array_equal(ids.numpy(), loaded["whitespace_eol"].valid)
+    assert list(info.metadata["vocab"]) == loaded["whitespace_eol"].vocab
+    assert info.features["ids"].shape == (None,)
+    # The prepared dataset reloads with its metadata.
+    builder = tfds.builder("ptb_char/whitespace_eol", data_dir=str(tmp_path / "tfds"))
+    assert list(builder.info.metadata["vocab"]) == loaded["whitespace_eol"].vocab
+
+
+def test_tfds_default_config_is_published():
+    builder_cls = tfds.builder_cls("ptb_char")
+    assert builder_cls is ptb.PtbChar
+    assert [c.name for c in ptb.PtbChar.BUILDER_CONFIGS] == ["published", "whitespace_eol"]
+
+
+def test_tfds_refuses_altered_manual_copy(data_dir, tmp_path):
+    manual = _copy_data(data_dir, tmp_path / "manual")
+    (manual / "test.txt").write_bytes((manual / "test.txt").read_bytes()[:-1])
+    builder = tfds.builder("ptb_char", data_dir=str(tmp_path / "tfds"))
+    with pytest.raises(ptb.PtbChecksumError, match="split 'test'"):
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+
+
+def test_tfds_without_data_or_network_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(ptb, "_fallback_data_dirs", lambda: [])
+    monkeypatch.setattr(ptb, "_is_online", lambda *a, **k: False)
+    builder = tfds.builder("ptb_char", data_dir=str(tmp_path / "tfds"))
+    with pytest.raises(ptb.PtbDataMissingError) as info:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "empty"))
+        )
+    message = str(info.value)
+    assert "train.txt" in message and "valid.txt" in message and "test.txt" in message
+    assert "offline" in message and ptb.ENV_VAR in message and "--data_dir" in message
+
+
+# ----------------------------------------------------------------------------- streams
+
+
+def test_streams_offsets_targets_wrap_and_resets():
+    ids = np.arange(10, dtype=np.int32)  # synthetic text: symbol i at position i
+    streams = ptb.PtbStreams(ids, batch_size=3, reset_every=3, vocab_size=10)
+    assert streams.vocab_size == 10
+    rng = tf.random.Generator.from_seed(0)
+    state = streams.init(rng)
+    assert state.position.dtype == tf.int32 and state.step.dtype == tf.int64
+    assert state.position.numpy().tolist() == [0, 3, 6]  # b * (10 // 3)
+
+    traces = []
+
+    @tf.function
+    def step(state):
+        traces.append(1)
+        state, inputs, targets, reset = streams.next(state, rng)
+        state = streams.observe(state, tf.constant(0.0))
+        return state, inputs, targets, reset
+
+    seen = []
+    for _ in range(8):
+        state, inputs, targets, reset = step(state)
+        assert inputs.shape == (3,) and targets.shape == (3,) and reset.shape == (3,)
+        assert inputs.dtype == tf.int32 and targets.dtype == tf.int32 and reset.dtype == tf.bool
+        seen.append((inputs.numpy().tolist(), targets.numpy().tolist(), reset.numpy().tolist()))
+    assert len(traces) == 1  # no retracing
+
+    for t, (inp, tgt, rst) in enumerate(seen):
+        expected_inp = [(o + t) % 10 for o in (0, 3, 6)]
+        assert inp == expected_inp, t
+        assert tgt == [(x + 1) % 10 for x in expected_inp], t  # includes the wrap 9 -> 0
+        assert rst == [t % 3 == 0] * 3, t
+    assert state.position.numpy().tolist() == [8, 1, 4]  # wrapped around
+    assert int(state.step) == 8
+    assert float(streams.metrics(state)["epoch"]) == pytest.approx(8 * 3 / 10)
+
+
+def test_streams_reset_only_at_start_when_zero():
+    streams = ptb.PtbStreams(np.array([2, 0, 1, 1, 0], np.int32), batch_size=2, reset_every=0, vocab_size=3)
+    state = streams.init(None)
+    resets = []
+    for _ in range(4):
+        state, inputs, targets, reset = streams.next(state, None)
+        resets.append(bool(reset.numpy().all()) if reset.numpy().any() else False)
+    assert resets == [True, False, False, False]
+
+
+def test_streams_in_while_loop_on_real_text(loaded):
+    data = loaded["published"]
+    streams = ptb.PtbStreams(data.train, batch_size=32, reset_every=100, vocab_size=data.vocab_size)
+    n = data.train.size
+
+    @tf.function
+    def run(state, k):
+        def body(i, s, acc):
+            s, inputs, targets, reset = streams.next(s, None)
+            return i + 1, s, acc + tf.reduce_sum(tf.cast(reset, tf.int32))
+
+        _, s, acc = tf.while_loop(lambda i, s, acc: i < k, body, (tf.constant(0), state, tf.constant(0)))
+        return s, acc
+
+    state, resets = run(streams.init(None), tf.constant(250))
+    assert int(resets) == 3 * 32  # steps 0, 100, 200
+    expected = (np.arange(32) * (n // 32) + 250) % n
+    assert np.array_equal(state.position.numpy(), expected)
+
+
+def test_streams_validation():
+    with pytest.raises(ValueError, match="too short"):
+        ptb.PtbStreams(np.arange(3), batch_size=4)
+    with pytest.raises(ValueError, match="vocab_size"):
+        ptb.PtbStreams(np.arange(5), batch_size=2, vocab_size=3)
+    with pytest.raises(ValueError, match="reset_every"):
+        ptb.PtbStreams(np.arange(5), batch_size=2, reset_every=-1)
+    assert ptb.PtbStreams(np.arange(5), batch_size=2).vocab_size == 5

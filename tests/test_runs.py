@@ -1,0 +1,221 @@
+"""Tests of ok_tf/runs.py: run directories, CSV logs, checkpoints, progress."""
+
+import json
+import os
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
+
+from ok_tf import runs  # pylint: disable=g-import-not-at-top
+
+CONFIG = {"task": "copy", "method": "ok", "rank": 16, "lr": 10 ** -3.5,
+          "seed": 0, "steps": 100, "log_every": 10, "batch_size": 16}
+
+
+def test_method_label():
+  assert runs.method_label({"method": "ok", "rank": 16}) == "ok (r=16)"
+  assert runs.method_label({"method": "kf_avg", "rank": 8}) == "kf_avg (r=8)"
+  assert runs.method_label({"method": "kf", "rank": 16}) == "kf"
+  assert runs.method_label({"method": "uoro", "rank": 16}) == "uoro"
+  assert runs.method_label({"method": "rtrl", "truncation": 5}) == "rtrl"
+  assert runs.method_label({"method": "tbptt", "truncation": 25,
+                            "rank": 16}) == "tbptt (T=25)"
+  assert runs.method_label({"method": "ok", "rank": 16.0}) == "ok (r=16)"
+
+
+def test_config_written(tmp_path):
+  path = tmp_path / "run"
+  rd = runs.RunDir(path, dict(CONFIG, shape=(1, 2), np_val=np.float32(0.5)))
+  text = (path / "config.json").read_text()
+  stored = json.loads(text)
+  assert stored["lr"] == CONFIG["lr"] and stored["shape"] == [1, 2]
+  assert stored["np_val"] == 0.5
+  assert text == json.dumps(stored, indent=2, sort_keys=True) + "\n"
+  assert rd.path == path and not rd.resumed
+  rd.close()
+
+
+def test_refuses_to_overwrite(tmp_path):
+  runs.RunDir(tmp_path, CONFIG).close()
+  with pytest.raises(runs.RunDirError, match="already holds a run.*--resume"):
+    runs.RunDir(tmp_path, CONFIG)
+
+
+def test_resume_on_empty_dir_starts_a_run(tmp_path):
+  rd = runs.RunDir(tmp_path / "new", CONFIG, resume=True)
+  assert not rd.resumed and (tmp_path / "new" / "config.json").exists()
+
+
+def test_resume_with_changed_steps(tmp_path):
+  runs.RunDir(tmp_path, CONFIG).close()
+  rd = runs.RunDir(tmp_path, dict(CONFIG, steps=500, log_every=50, resume=True),
+                   resume=True)
+  assert rd.resumed
+  stored = json.loads((tmp_path / "config.json").read_text())
+  assert stored["steps"] == 500 and stored["log_every"] == 50
+
+
+def test_resume_with_changed_lr_refused(tmp_path):
+  runs.RunDir(tmp_path, CONFIG).close()
+  with pytest.raises(runs.RunDirError, match=r"lr \(stored") as err:
+    runs.RunDir(tmp_path, dict(CONFIG, lr=1e-3, steps=500), resume=True)
+  assert "steps" not in str(err.value).split("only")[0]
+  with pytest.raises(runs.RunDirError, match="extra"):
+    runs.RunDir(tmp_path, dict(CONFIG, extra=1), resume=True)
+  # the stored config is unchanged
+  assert json.loads((tmp_path / "config.json").read_text())["lr"] == CONFIG["lr"]
+
+
+def test_csv_append_and_truncate(tmp_path):
+  rd = runs.RunDir(tmp_path, CONFIG)
+  for step in (10, 20, 30, 40):
+    rd.log_metrics({"step": step, "level": step // 10, "ema_bits": np.float32(0.25)})
+  rd.log_eval({"step": 20, "valid_bpc": 2.5})
+  rd.log_eval({"step": 40, "valid_bpc": 2.0})
+  # flushed on every call: readable before close
+  assert [r["step"] for r in runs.read_csv(tmp_path / "metrics.csv")] == [10, 20, 30, 40]
+  rd.close()
+
+  # resume from a checkpoint at step 20: later rows go, the header is kept
+  rd = runs.RunDir(tmp_path, CONFIG, resume=True)
+  rd.truncate_after(20)
+  rd.log_metrics({"step": 30, "level": 3, "ema_bits": 0.5, "new_col": 1})
+  rd.log_eval({"step": 40, "valid_bpc": 1.9})
+  rd.close()
+  metrics = runs.read_csv(tmp_path / "metrics.csv")
+  assert [r["step"] for r in metrics] == [10, 20, 30]
+  assert list(metrics[0]) == ["step", "level", "ema_bits"]
+  assert metrics[2] == {"step": 30, "level": 3, "ema_bits": 0.5}
+  assert isinstance(metrics[0]["step"], int) and metrics[0]["ema_bits"] == 0.25
+  assert [(r["step"], r["valid_bpc"]) for r in runs.read_csv(tmp_path / "eval.csv")] == [
+      (20, 2.5), (40, 1.9)]
+
+  # no checkpoint restored: every row goes
+  rd = runs.RunDir(tmp_path, CONFIG, resume=True)
+  rd.truncate_after(None)
+  rd.close()
+  assert runs.read_csv(tmp_path / "metrics.csv") == []
+  assert (tmp_path / "metrics.csv").read_text().startswith("step,level,ema_bits")
+
+
+def test_checkpoint_round_trip(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  var = tf.Variable([1.0, 2.0])
+  gen = tf.random.Generator.from_seed(123)
+  rd = runs.RunDir(tmp_path, CONFIG)
+  rd.checkpoint(w=var, rng=gen)
+  assert rd.restore_latest() is None
+  assert rd.save(10).endswith("ckpt-10")
+  var.assign([3.0, 4.0])
+  rd.save(20)
+  expected_draw = gen.normal([4]).numpy()
+  rd.save(30)
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == sorted(
+      ["checkpoint", "ckpt-20.index", "ckpt-20.data-00000-of-00001",
+       "ckpt-30.index", "ckpt-30.data-00000-of-00001"])
+  rd.close()
+
+  # a fresh process-like restore into new objects
+  var2 = tf.Variable([0.0, 0.0])
+  gen2 = tf.random.Generator.from_seed(999)
+  rd2 = runs.RunDir(tmp_path, CONFIG, resume=True)
+  rd2.checkpoint(w=var2, rng=gen2)
+  assert rd2.latest_step == 30
+  assert rd2.restore_latest() == 30
+  np.testing.assert_array_equal(var2.numpy(), [3.0, 4.0])
+  # the generator continues where the saved one stood at step 30
+  np.testing.assert_array_equal(gen2.normal([4]).numpy(), gen.normal([4]).numpy())
+  assert not np.array_equal(expected_draw, gen.normal([4]).numpy())
+
+
+def test_generator_state_restored_exactly(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  gen = tf.random.Generator.from_seed(7)
+  rd = runs.RunDir(tmp_path, CONFIG)
+  rd.checkpoint(rng=gen)
+  rd.save(5)
+  first = gen.uniform([3]).numpy()
+  assert rd.restore_latest() == 5
+  np.testing.assert_array_equal(gen.uniform([3]).numpy(), first)
+
+
+def test_best_checkpoint(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  var = tf.Variable(0.0)
+  rd = runs.RunDir(tmp_path, CONFIG)
+  rd.checkpoint(w=var)
+  assert rd.restore_best() is None
+  var.assign(1.0)
+  rd.save_best(100)
+  var.assign(2.0)
+  rd.save_best(200)
+  var.assign(3.0)
+  rd.save(300)
+  assert rd.best_step == 200
+  assert len([f for f in os.listdir(tmp_path / "best") if f.endswith(".index")]) == 1
+  assert rd.restore_best() == 200 and float(var.numpy()) == 2.0
+  assert rd.restore_latest() == 300 and float(var.numpy()) == 3.0
+
+
+def test_checkpoint_needed_first(tmp_path):
+  rd = runs.RunDir(tmp_path, CONFIG)
+  with pytest.raises(runs.RunDirError, match="checkpoint"):
+    rd.save(1)
+
+
+def test_scalars_and_results(tmp_path):
+  rd = runs.RunDir(tmp_path, CONFIG)
+  rd.scalars(10, {"loss_bits": 0.5, "level": np.int64(3)})
+  rd.scalars(10, {"valid_bpc": 2.0}, prefix="eval")
+  rd.write_results({"best_valid_bpc": np.float32(1.75), "chars": 3200})
+  rd.close()
+  assert any(f.startswith("events") for f in os.listdir(tmp_path / "tb"))
+  assert json.loads((tmp_path / "results.json").read_text()) == {
+      "best_valid_bpc": 1.75, "chars": 3200}
+
+
+def test_find_runs_and_load_run(tmp_path):
+  a = tmp_path / "sweep" / "ok" / "seed0"
+  b = tmp_path / "sweep" / "tbptt" / "seed1"
+  c = tmp_path / "single"
+  for i, p in enumerate((a, b, c)):
+    rd = runs.RunDir(p, dict(CONFIG, seed=i))
+    rd.log_metrics({"step": 10, "chars": 160, "level": 2, "ema_bits": 0.3,
+                    "note": "x"})
+    rd.close()
+  rd = runs.RunDir(tmp_path / "sweep" / "ok" / "seed0", CONFIG, resume=True)
+  rd.write_results({"x": 1})
+  (tmp_path / "sweep" / "empty").mkdir()
+
+  found = runs.find_runs([str(tmp_path / "sweep"), str(c), str(a)])
+  assert found == sorted([a, b, c], key=str)
+  assert runs.find_runs([c / "config.json"]) == [c]
+  with pytest.raises(FileNotFoundError):
+    runs.find_runs([str(tmp_path / "missing")])
+
+  run = runs.load_run(a)
+  assert run["config"]["seed"] == 0 and run["path"] == str(a)
+  assert run["metrics"] == [{"step": 10, "chars": 160, "level": 2,
+                             "ema_bits": 0.3, "note": "x"}]
+  assert run["eval"] == [] and run["results"] == {"x": 1}
+  assert runs.load_run(b)["results"] is None
+
+
+def test_progress(monkeypatch):
+  lines = []
+  monkeypatch.setattr(runs.logging, "info",
+                      lambda fmt, *args: lines.append(fmt % args if args else fmt))
+  clock = iter([100.0, 110.0, 120.0])
+  monkeypatch.setattr(runs.time, "perf_counter", lambda: next(clock))
+  prog = runs.Progress(5000, start_step=200, wall_time_offset=5.0)
+  out = prog.update(1200, {"step": 1200, "level": 7, "ema_bits": 0.2071})
+  assert out == {"steps_per_sec": 100.0, "wall_time": 15.0}
+  assert lines[-1] == ("step 1200/5000 (24%) | level 7 | ema_bits 0.2071 | "
+                       "100.0 steps/s | ETA 0:00:38")
+  out = prog.update(2200, {"level": 8.0})
+  assert out == {"steps_per_sec": 100.0, "wall_time": 25.0}
+  assert lines[-1].startswith("step 2200/5000 (44%) | level 8 |")
