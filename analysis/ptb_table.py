@@ -161,8 +161,14 @@ def write_csv(rows, path) -> None:
     w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
     w.writeheader()
     for r in rows:
-      w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v)
-                  for k, v in r.items()})
+      out = {}
+      for k, v in r.items():
+        if isinstance(v, float) and math.isnan(v):
+          v = ""
+        elif k in ("chars", "best_step_mean") and isinstance(v, float) and v.is_integer():
+          v = int(v)
+        out[k] = v
+      w.writerow(out)
 
 
 def ptb_table(paths, csv_path: str | None = "ptb_table.csv",

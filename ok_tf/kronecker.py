@@ -45,7 +45,7 @@ class _Split(NamedTuple):
 def _split(sigma: tf.Tensor, rank: int) -> _Split:
   """Smallest m ∈ {0..r−1} with (r − m) σ_{m+1} ≤ s_m (1 + tol), and s_m, k."""
   dtype = sigma.dtype
-  sigma = tf.maximum(sigma, 0.0)
+  sigma = tf.where(sigma > _tolerance(dtype) * sigma[:, :1], sigma, tf.zeros_like(sigma))
   # tails[j] = Σ_{i ≥ j} σ_i (0-based), j = 0..q-1
   tails = tf.cumsum(sigma, axis=-1, reverse=True)
   j = tf.range(rank, dtype=dtype)
@@ -115,7 +115,7 @@ def opt(c: tf.Tensor, rank: int, rng: tf.random.Generator, return_kept: bool = F
   # p_i = k σ_i / s_m on the mixed coordinates (uniform k/d when s_m = 0: scaled out).
   d = float(q) - tf.cast(split.kept, dtype)[:, None]
   p = tf.where(positive, k * split.sigma / tf.where(positive, tail, 1.0), k / d)
-  w = tf.where(is_kept, 0.0, tf.sqrt(tf.clip_by_value(1.0 - p, 0.0, 1.0)))
+  w = tf.where(is_kept, tf.zeros_like(p), tf.sqrt(tf.clip_by_value(1.0 - p, 0.0, 1.0)))
   w = w / tf.norm(w, axis=-1, keepdims=True)
   e_last = tf.one_hot(q - 1, q, dtype=dtype)[None, :]
   hv = w + e_last
@@ -124,7 +124,7 @@ def opt(c: tf.Tensor, rank: int, rng: tf.random.Generator, return_kept: bool = F
   basis = householder[:, :, :rank]                     # columns P e_j, j = 1..r
   signs = random_signs(rng, tf.shape(sigma), dtype)
   row_scale = tf.where(is_kept, tf.sqrt(split.sigma), signs)           # [B, q]
-  col_scale = tf.where(is_kept[:, :rank], 1.0,
+  col_scale = tf.where(is_kept[:, :rank], tf.ones_like(k),
                        tf.sqrt(tf.where(positive, tail, 0.0) / k))     # [B, r]
   mix = row_scale[:, :, None] * basis * col_scale[:, None, :]          # [B, q, r]
   left = tf.matmul(u, mix)

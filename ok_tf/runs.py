@@ -243,6 +243,15 @@ class _CsvLog:
     self._fields = None
 
 
+def _scalar_metadata() -> bytes:
+  """SummaryMetadata of TensorBoard's scalars plugin (as tf.summary.scalar)."""
+  from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
+  return summary_pb2.SummaryMetadata(
+      plugin_data=summary_pb2.SummaryMetadata.PluginData(
+          plugin_name="scalars", content=b""),
+      data_class=summary_pb2.DATA_CLASS_SCALAR).SerializeToString()
+
+
 def _step_of(checkpoint_path: str | None) -> int | None:
   if not checkpoint_path:
     return None
@@ -339,17 +348,23 @@ class RunDir:
                    dropped, step)
 
   def scalars(self, step: int, values: dict, prefix: str = "train") -> None:
-    """Writes TensorBoard scalars `prefix/name` to path/tb."""
+    """Writes TensorBoard scalars `prefix/name` to path/tb.
+
+    The events are what tf.summary.scalar writes, but go through
+    tf.summary.write so that the tensorboard package need not be installed.
+    """
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     if self._tb_writer is None:
       self._tb_writer = tf.summary.create_file_writer(str(self.path / TB_DIR))
+    metadata = _scalar_metadata()
     with self._tb_writer.as_default():
       for name, value in values.items():
         value = _plain(value)
         if value is None:
           continue
         tag = f"{prefix}/{name}" if prefix else str(name)
-        tf.summary.scalar(tag, float(value), step=int(step))
+        tf.summary.write(tag, tf.constant(float(value), tf.float32),
+                         step=int(step), metadata=metadata)
 
   def write_results(self, results: dict) -> None:
     """Writes results.json (indent 2, sorted keys; replaced atomically)."""

@@ -173,7 +173,17 @@ def test_scalars_and_results(tmp_path):
   rd.scalars(10, {"valid_bpc": 2.0}, prefix="eval")
   rd.write_results({"best_valid_bpc": np.float32(1.75), "chars": 3200})
   rd.close()
-  assert any(f.startswith("events") for f in os.listdir(tmp_path / "tb"))
+  events = [f for f in os.listdir(tmp_path / "tb") if f.startswith("events")]
+  assert len(events) == 1
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  values = {}
+  for record in tf.data.TFRecordDataset(str(tmp_path / "tb" / events[0])):
+    event = tf.compat.v1.Event.FromString(record.numpy())
+    for v in event.summary.value:
+      assert v.metadata.plugin_data.plugin_name == "scalars"
+      values[(v.tag, event.step)] = float(tf.make_ndarray(v.tensor))
+  assert values == {("train/loss_bits", 10): 0.5, ("train/level", 10): 3.0,
+                    ("eval/valid_bpc", 10): 2.0}
   assert json.loads((tmp_path / "results.json").read_text()) == {
       "best_valid_bpc": 1.75, "chars": 3200}
 

@@ -1,0 +1,227 @@
+"""Configuration in one place: a dataclass per script, presets by name, the absl flags.
+
+``train_copy.py`` and ``train_ptb.py`` define their flags with :func:`define_flags`,
+then :func:`from_flags` applies the preset, overrides it with the flags the user set,
+validates everything (one-line errors before any work) and expands the learning-rate
+× seed grid into one config per run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+import time
+from typing import Optional
+
+from absl import flags
+
+METHODS = ("ok", "kf", "kf_avg", "uoro", "rtrl", "tbptt")
+CELLS = ("rhn", "tanh", "lstm")
+RANKED = ("ok", "kf_avg")
+
+
+class ConfigError(ValueError):
+  """A bad flag or configuration value; the message says what to change."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """Fields shared by both scripts (one run: one learning rate, one seed)."""
+  task: str = ""
+  preset: str = "quick"
+  method: str = "ok"
+  rank: Optional[int] = None          # ok, kf_avg (kf is rank 1)
+  truncation: Optional[int] = None    # tbptt only
+  cell: str = "rhn"
+  units: int = 32
+  batch_size: int = 16
+  lr: float = 10 ** -2.5
+  clip: float = 1.0                   # global-norm clip of W's gradient; 0 disables
+  adam_epsilon: float = 1e-8          # TF1's default, as in the paper (Keras 3's is 1e-7)
+  steps: int = 10_000                 # characters per stream
+  seed: int = 0
+  dtype: str = "float32"
+  log_every: int = 1000
+  checkpoint_every: int = 10_000
+  deterministic: bool = True          # tf.config.experimental.enable_op_determinism
+  shadow_exact: bool = False
+  run_dir: str = ""
+
+
+@dataclasses.dataclass
+class CopyConfig(TrainConfig):
+  """The copy task with curriculum (PROTOCOL.md)."""
+  task: str = "copy"
+  max_length: int = 512               # capacity of the copy task's bit buffer
+
+
+@dataclasses.dataclass
+class PTBConfig(TrainConfig):
+  """Character-level Penn Treebank (PROTOCOL.md)."""
+  task: str = "ptb"
+  data_dir: str = ""
+  tokenization: str = "published"
+  reset_every: int = 100
+  eval_every: int = 10_000
+  eval_streams: int = 8
+
+
+PRESETS = {
+    "copy": {
+        # A small RHN that passes level 10 in a few minutes on 2 CPU cores.
+        "quick": dict(units=32, rank=8, truncation=25, batch_size=16, lr=10 ** -2.5,
+                      clip=1.0, steps=60_000, log_every=1000, checkpoint_every=10_000),
+        # The published configuration (PROTOCOL.md: n 128, B 16, r 16, lr 10^-3.5).
+        "paper": dict(units=128, rank=16, truncation=25, batch_size=16, lr=10 ** -3.5,
+                      clip=1.0, steps=2_000_000, log_every=1000, checkpoint_every=20_000),
+    },
+    "ptb": {
+        "quick": dict(units=64, rank=8, truncation=25, batch_size=32, lr=10 ** -2.5,
+                      clip=100.0, steps=40_000, log_every=1000, checkpoint_every=10_000,
+                      eval_every=10_000),
+        # A reduced study a CPU finishes in a few hours per run: n 128 is where OK's
+        # O(r n³) step still runs at ~100 steps/s on 2 cores; 300k characters per
+        # stream (9.6M characters, about two passes over the training text).
+        "cpu": dict(units=128, rank=8, truncation=25, batch_size=32, lr=10 ** -3,
+                    clip=100.0, steps=300_000, log_every=1000, checkpoint_every=10_000,
+                    eval_every=25_000),
+        "paper": dict(units=256, rank=8, truncation=25, batch_size=32, lr=10 ** -3.5,
+                      clip=100.0, steps=1_000_000, log_every=1000, checkpoint_every=10_000,
+                      eval_every=10_000),
+    },
+}
+
+
+def parse_number(text: str) -> float:
+  """A learning rate such as ``0.001``, ``1e-3``, ``10^-3.5`` or ``10**-3.5``."""
+  text = text.strip()
+  m = re.fullmatch(r"10\s*(?:\^|\*\*)\s*([-+]?[0-9.]+)", text)
+  try:
+    return 10 ** float(m.group(1)) if m else float(text)
+  except ValueError:
+    raise ConfigError(f"cannot read {text!r} as a number (examples: 0.001, 1e-3, 10^-3.5)")
+
+
+def define_flags(task: str) -> None:
+  """Define the absl flags of ``train_{task}.py``; defaults come from the preset."""
+  presets = sorted(PRESETS[task])
+  flags.DEFINE_enum("preset", "quick", presets, "Named configuration; other flags override it.")
+  flags.DEFINE_string("method", "ok", f"One of {', '.join(METHODS)}.")
+  flags.DEFINE_integer("rank", None, "Rank r of ok / kf_avg (default from the preset).")
+  flags.DEFINE_integer("truncation", None, "TBPTT window T (tbptt only; default from the preset).")
+  flags.DEFINE_string("cell", "rhn", f"One of {', '.join(CELLS)}.")
+  flags.DEFINE_integer("units", None, "Hidden units n.")
+  flags.DEFINE_integer("batch_size", None, "Streams B.")
+  flags.DEFINE_list("lr", None, "Learning rate(s), e.g. 10^-3.5 or 1e-3,3e-4 (a list runs a grid).")
+  flags.DEFINE_float("clip", None, "Clip W's gradient to this global norm (0: no clipping).")
+  flags.DEFINE_float("adam_epsilon", 1e-8, "Adam's ε (TF1's default 1e-8, as in the paper).")
+  flags.DEFINE_integer("steps", None, "Training steps (characters per stream).")
+  flags.DEFINE_list("seed", ["0"], "Seed(s); a list runs one run per seed.")
+  flags.DEFINE_enum("dtype", "float32", ["float32", "float64"], "Floating point type.")
+  flags.DEFINE_integer("log_every", None, "Steps between metrics rows / progress lines.")
+  flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints.")
+  flags.DEFINE_boolean("deterministic", True, "Enable TensorFlow op determinism.")
+  flags.DEFINE_boolean("shadow_exact", False,
+                       "Run exact RTRL beside the estimator and log the gradient's cosine "
+                       "and relative error (small networks only).")
+  flags.DEFINE_string("run_dir", None, "Run directory (default runs/<task>/<method>_<time>).")
+  flags.DEFINE_boolean("resume", False, "Continue the run in --run_dir from its last checkpoint.")
+  if task == "copy":
+    flags.DEFINE_integer("max_length", 512, "Largest curriculum level the task can reach.")
+  else:
+    flags.DEFINE_string("data_dir", None, "Folder with the PTB character files "
+                        "(default: $OK_TF_DATA, then ../shared/data/ptb_char).")
+    flags.DEFINE_enum("tokenization", "published", ["published", "whitespace_eol"],
+                      "Symbol stream: the published code's or whitespace + end of line.")
+    flags.DEFINE_integer("reset_every", 100, "Reset state every this many characters (0: never).")
+    flags.DEFINE_integer("eval_every", None, "Steps between validation evaluations.")
+    flags.DEFINE_integer("eval_streams", 8, "Contiguous streams the evaluation text is cut into.")
+
+
+def from_flags(task: str, flag_values=None) -> tuple[list[TrainConfig], bool]:
+  """Configs (one per learning rate × seed) from parsed flags, and the resume flag."""
+  fv = flag_values or flags.FLAGS
+  cls = CopyConfig if task == "copy" else PTBConfig
+  names = [f.name for f in dataclasses.fields(cls)]
+  values = {k: v for k, v in PRESETS[task][fv.preset].items()}
+  values["preset"] = fv.preset
+  explicit = {}
+  for name in names:
+    if name in ("task", "preset", "lr", "seed", "rank", "truncation"):
+      continue
+    if name in fv and fv[name].value is not None:
+      explicit[name] = fv[name].value
+  values.update(explicit)
+  method = values.get("method", "ok")
+  # rank / truncation: flags must fit the method; the preset fills in defaults.
+  if fv.rank is not None:
+    if method not in RANKED + ("kf",):
+      raise ConfigError(f"--rank is for ok and kf_avg; {method} takes none")
+    values["rank"] = fv.rank
+  else:
+    values["rank"] = values.get("rank") if method in RANKED else (1 if method == "kf" else None)
+  if method not in RANKED + ("kf",):
+    values["rank"] = None
+  if fv.truncation is not None:
+    if method != "tbptt":
+      raise ConfigError(f"--truncation is for tbptt; {method} takes none")
+    values["truncation"] = fv.truncation
+  elif method != "tbptt":
+    values["truncation"] = None
+  lrs = [parse_number(x) for x in fv.lr] if fv.lr else [values["lr"]]
+  try:
+    seeds = [int(s) for s in fv.seed]
+  except ValueError:
+    raise ConfigError(f"--seed takes integers, got {fv.seed}")
+  base_dir = fv.run_dir or f"runs/{task}/{method}_{time.strftime('%Y%m%d-%H%M%S')}"
+  if fv.resume and not fv.run_dir:
+    raise ConfigError("--resume needs --run_dir (the run to continue)")
+  configs = []
+  grid = list(itertools.product(lrs, seeds))
+  for lr, seed in grid:
+    run_dir = base_dir
+    if len(grid) > 1:
+      run_dir = f"{base_dir}/lr{lr:.3g}_seed{seed}"
+    cfg = cls(**{**{k: v for k, v in values.items() if k in names}, "lr": lr, "seed": seed,
+                 "run_dir": run_dir})
+    validate(cfg)
+    configs.append(cfg)
+  return configs, bool(fv.resume)
+
+
+def validate(cfg: TrainConfig) -> None:
+  """Raise :class:`ConfigError` with a one-line explanation of the first bad value."""
+  def need(ok, message):
+    if not ok:
+      raise ConfigError(message)
+
+  need(cfg.method in METHODS, f"unknown --method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+  need(cfg.cell in CELLS, f"unknown --cell {cfg.cell!r}; choose one of {', '.join(CELLS)}")
+  if cfg.method in RANKED:
+    need(cfg.rank is not None and cfg.rank >= 1, f"--rank must be a positive integer for {cfg.method}, got {cfg.rank}")
+  if cfg.method == "kf":
+    need(cfg.rank == 1, f"kf has rank 1 (got --rank={cfg.rank}); use --method=kf_avg for r averaged copies")
+  if cfg.method == "tbptt":
+    need(cfg.truncation is not None and cfg.truncation >= 1, f"--truncation must be a positive integer, got {cfg.truncation}")
+    need(cfg.log_every % cfg.truncation == 0, f"--log_every ({cfg.log_every}) must be a multiple of --truncation ({cfg.truncation})")
+  need(cfg.units >= 1, f"--units must be positive, got {cfg.units}")
+  need(cfg.batch_size >= 1, f"--batch_size must be positive, got {cfg.batch_size}")
+  need(cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr must be positive, got {cfg.lr}")
+  need(cfg.clip >= 0, f"--clip must be ≥ 0 (0 disables clipping), got {cfg.clip}")
+  need(cfg.steps >= 1, f"--steps must be positive, got {cfg.steps}")
+  need(cfg.log_every >= 1, f"--log_every must be positive, got {cfg.log_every}")
+  need(cfg.checkpoint_every >= cfg.log_every and cfg.checkpoint_every % cfg.log_every == 0,
+       f"--checkpoint_every ({cfg.checkpoint_every}) must be a multiple of --log_every ({cfg.log_every})")
+  need(cfg.steps % cfg.log_every == 0 or cfg.method != "tbptt" or cfg.steps % cfg.truncation == 0,
+       f"--steps ({cfg.steps}) must be a multiple of --truncation ({cfg.truncation}) for tbptt")
+  if cfg.shadow_exact:
+    need(cfg.method != "tbptt", "--shadow_exact compares an online estimator with exact RTRL; tbptt has none")
+  if isinstance(cfg, CopyConfig):
+    need(cfg.max_length >= 1, f"--max_length must be positive, got {cfg.max_length}")
+  if isinstance(cfg, PTBConfig):
+    need(cfg.reset_every >= 0, f"--reset_every must be ≥ 0, got {cfg.reset_every}")
+    need(cfg.eval_every >= 1 and cfg.eval_every % cfg.log_every == 0,
+         f"--eval_every ({cfg.eval_every}) must be a positive multiple of --log_every ({cfg.log_every})")
+    need(cfg.eval_streams >= 1, f"--eval_streams must be positive, got {cfg.eval_streams}")

@@ -1,0 +1,108 @@
+"""The training loop shared by ``train_copy.py`` and ``train_ptb.py``.
+
+config → model, estimator, trainer → run directory (config, metrics, TensorBoard,
+checkpoints) → chunks of compiled steps with a progress line, periodic checkpoints,
+and exact resume from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from ok_tf import config as config_lib
+from ok_tf import estimators
+from ok_tf import models
+from ok_tf import runs
+from ok_tf import training
+
+# Metrics columns that depend on the machine, not on the computation.
+TIMING_COLUMNS = ("steps_per_sec", "wall_time")
+
+
+def setup(cfg: config_lib.TrainConfig) -> None:
+  """Seeds and determinism for a run (call before building anything)."""
+  if cfg.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  keras.utils.set_random_seed(cfg.seed)
+
+
+def build_model(cfg: config_lib.TrainConfig, vocab_size: int) -> models.RecurrentModel:
+  return models.RecurrentModel(cfg.cell, cfg.units, vocab_size, dtype=cfg.dtype)
+
+
+def build_trainer(cfg: config_lib.TrainConfig, model, task):
+  """The online trainer with the configured estimator, or the TBPTT trainer."""
+  optimizer = training.make_optimizer(cfg.lr, cfg.adam_epsilon)
+  clip = cfg.clip or None
+  if cfg.method == "tbptt":
+    return training.TBPTTTrainer(model, task, optimizer, cfg.batch_size, cfg.truncation,
+                                 clip_norm=clip, seed=cfg.seed)
+  rank = cfg.rank if cfg.method in config_lib.RANKED else None
+  est = estimators.get(cfg.method, model.cell, rank=rank)
+  return training.OnlineTrainer(model, est, task, optimizer, cfg.batch_size, clip_norm=clip,
+                                seed=cfg.seed, shadow_exact=cfg.shadow_exact)
+
+
+ChunkHook = Callable[[int, object, runs.RunDir], dict]
+
+
+def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = False,
+          after_chunk: Optional[ChunkHook] = None, on_start: Optional[ChunkHook] = None):
+  """Train one run; returns (run directory, trainer, model).
+
+  Args:
+    cfg: the run's configuration.
+    task: a task object (``init/next/observe/metrics``).
+    vocab_size: V.
+    resume: continue the run in ``cfg.run_dir`` from its last checkpoint.
+    after_chunk: ``hook(step, trainer, run) -> dict`` called after every chunk of
+      ``log_every`` steps, before the metrics row is written and the checkpoint saved;
+      the returned values join the metrics row (e.g. a validation evaluation).
+    on_start: ``hook(step, trainer, run)`` after restoring, before training.
+  """
+  setup(cfg)
+  model = build_model(cfg, vocab_size)
+  trainer = build_trainer(cfg, model, task)
+  run = runs.RunDir(cfg.run_dir, dataclasses.asdict(cfg), resume=resume)
+  run.checkpoint(**trainer.trackables())
+  start, wall_offset = 0, 0.0
+  if run.resumed:
+    start = run.restore_latest() or 0
+    run.truncate_after(start)
+    rows = runs.read_csv(run.path / runs.METRICS_FILE) if start else []
+    wall_offset = float(rows[-1]["wall_time"]) if rows else 0.0
+    logging.info("resuming %s from step %d", run.path, start)
+  if on_start:
+    on_start(start, trainer, run)
+  progress = runs.Progress(cfg.steps, start, wall_offset)
+  step = start
+  try:
+    while step < cfg.steps:
+      n = min(cfg.log_every, cfg.steps - step)
+      out = trainer.run(n)
+      step += n
+      row = {"step": step, "chars": step * cfg.batch_size}
+      row.update({k: _scalar(v) for k, v in out.items() if k != "loss_bits"})
+      row["loss_bits"] = float(np.mean(out["loss_bits"]))
+      if after_chunk:
+        row.update(after_chunk(step, trainer, run) or {})
+      row.update(progress.update(step, row))
+      run.log_metrics(row)
+      run.scalars(step, {k: v for k, v in row.items() if k not in ("step",) and v is not None})
+      if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        run.save(step)
+  except training.NonFiniteLossError:
+    run.close()
+    raise
+  return run, trainer, model
+
+
+def _scalar(v):
+  v = np.asarray(v)
+  return v.item() if v.size == 1 else v.tolist()

@@ -1,0 +1,208 @@
+"""Tests of the analysis scripts on synthetic run directories."""
+
+import csv
+import math
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
+
+from analysis import common  # pylint: disable=g-import-not-at-top
+from analysis import plot_copy  # pylint: disable=g-import-not-at-top
+from analysis import plot_ptb  # pylint: disable=g-import-not-at-top
+from analysis import ptb_table  # pylint: disable=g-import-not-at-top
+from ok_tf import runs  # pylint: disable=g-import-not-at-top
+
+LR_A = 1e-3
+LR_B = 10 ** -3.5
+
+
+def _copy_run(path, method, seed, steps, slope, **extra):
+  config = {"task": "copy", "method": method, "rank": 16, "truncation": 25,
+            "lr": LR_B, "seed": seed, "batch_size": 16, "steps": steps}
+  config.update(extra)
+  rd = runs.RunDir(path, config)
+  for step in range(0, steps + 1, 100):
+    chars = step * 16
+    rd.log_metrics({"step": step, "chars": chars, "level": 1 + slope * chars,
+                    "ema_bits": 0.2, "loss_bits": 0.2, "steps_per_sec": 100.0,
+                    "wall_time": step / 100.0})
+  rd.close()
+
+
+@pytest.fixture()
+def copy_runs(tmp_path):
+  base = tmp_path / "copy"
+  _copy_run(base / "ok_s0", "ok", 0, 1000, 1e-3)
+  _copy_run(base / "ok_s1", "ok", 1, 800, 2e-3)      # the shorter seed
+  _copy_run(base / "tbptt_s0", "tbptt", 0, 1000, 5e-4)
+  _copy_run(base / "tbptt_s1", "tbptt", 1, 1000, 1e-3)
+  return base
+
+
+# best_valid_bpc, test_bpc per (method, lr, seed). For ok, lr A has the best
+# single seed (1.70) but lr B the best mean (1.76 < 1.80).
+PTB_RESULTS = {
+    ("ok", LR_A): [(1.70, 1.68), (1.90, 1.88)],
+    ("ok", LR_B): [(1.75, 1.72), (1.77, 1.75)],
+    ("tbptt", LR_A): [(1.60, 1.58), (1.64, 1.60)],
+    ("tbptt", LR_B): [(1.66, 1.62), (1.68, 1.65)],
+}
+
+
+def _ptb_run(path, method, lr, seed, best, test, steps=100_000):
+  config = {"task": "ptb", "method": method, "rank": 8, "truncation": 100,
+            "lr": lr, "seed": seed, "batch_size": 32, "steps": steps}
+  rd = runs.RunDir(path, config)
+  evals = list(range(10_000, steps + 1, 10_000))
+  for i, step in enumerate(evals):
+    bpc = best + 1.0 * (len(evals) - 1 - i) / len(evals)
+    rd.log_eval({"step": step, "chars": step * 32, "valid_bpc": bpc,
+                 "wall_time": step / 50.0})
+  rd.write_results({"best_valid_bpc": best, "best_step": steps,
+                    "test_bpc": test, "final_valid_bpc": best,
+                    "wall_time": steps / 50.0, "steps_per_sec": 50.0,
+                    "chars": steps * 32})
+  rd.close()
+
+
+@pytest.fixture()
+def ptb_runs(tmp_path):
+  base = tmp_path / "ptb"
+  for (method, lr), seeds in PTB_RESULTS.items():
+    for seed, (best, test) in enumerate(seeds):
+      _ptb_run(base / f"{method}_{lr:g}_s{seed}", method, lr, seed, best, test)
+  # an unfinished run (no results.json) and a copy run: both left out
+  rd = runs.RunDir(base / "unfinished", {"task": "ptb", "method": "uoro",
+                                         "lr": LR_A, "seed": 0})
+  rd.log_eval({"step": 10_000, "chars": 320_000, "valid_bpc": 3.0,
+               "wall_time": 1.0})
+  rd.close()
+  _copy_run(base / "a_copy_run", "ok", 0, 200, 1e-3)
+  return base
+
+
+def _nonempty(paths, prefix):
+  assert sorted(paths) == [f"{prefix}.pdf", f"{prefix}.png"]
+  for p in paths:
+    assert pathlib.Path(p).stat().st_size > 1000
+
+
+def test_align_curves():
+  x = np.array([0.0, 10.0, 20.0])
+  grid, ys = common.align_curves([(x, x), (x[:2], 2 * x[:2])])
+  np.testing.assert_array_equal(grid, [0.0, 10.0])  # shared x values kept
+  np.testing.assert_array_equal(ys, [[0, 10], [0, 20]])
+  grid, ys = common.align_curves([(x, x), (np.array([0.0, 15.0]),
+                                           np.array([0.0, 15.0]))], num=4)
+  np.testing.assert_allclose(grid, [0, 5, 10, 15])
+  np.testing.assert_allclose(ys, [[0, 5, 10, 15]] * 2)
+
+
+def test_copy_curves(copy_runs):
+  curves = plot_copy.copy_curves(common.load_runs([copy_runs], task="copy"))
+  assert list(curves) == ["ok (r=16)", "tbptt (T=25)"]
+  ok = curves["ok (r=16)"]
+  assert ok["n"] == 2 and ok["x"][-1] == 800 * 16  # up to the shortest seed
+  np.testing.assert_allclose(ok["mean"], 1 + 1.5e-3 * ok["x"])
+  np.testing.assert_allclose(ok["min"], 1 + 1e-3 * ok["x"])
+  np.testing.assert_allclose(ok["max"], 1 + 2e-3 * ok["x"])
+  assert curves["tbptt (T=25)"]["x"][-1] == 1000 * 16
+
+
+def test_copy_groups_split_by_lr(tmp_path):
+  _copy_run(tmp_path / "a", "ok", 0, 200, 1e-3, lr=LR_A)
+  _copy_run(tmp_path / "b", "ok", 0, 200, 1e-3, lr=LR_B)
+  groups = common.group_runs(common.load_runs([tmp_path]))
+  assert list(groups) == ["ok (r=16), lr 10^-3.5", "ok (r=16), lr 10^-3"]
+
+
+def test_plot_copy(copy_runs, tmp_path):
+  out = str(tmp_path / "figs" / "copy_curve")
+  _nonempty(plot_copy.plot_copy([str(copy_runs)], out=out, published=True), out)
+  out2 = str(tmp_path / "copy_wall")
+  _nonempty(plot_copy.plot_copy([str(copy_runs)], out=out2, x="wall_time"), out2)
+
+
+def test_plot_copy_command_line(copy_runs, tmp_path):
+  out = tmp_path / "cli_curve"
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "analysis" / "plot_copy.py"), str(copy_runs),
+       "--published", "--out", str(out)],
+      cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 0, proc.stderr
+  _nonempty([str(out) + ".png", str(out) + ".pdf"], str(out))
+
+
+def test_published_copy_numbers():
+  p = common.PUBLISHED_COPY
+  np.testing.assert_allclose(p["per_seed"].mean(axis=1), p["mean"])
+  assert list(p["chars"]) == [4_000_000, 8_000_000, 16_000_000, 24_000_000,
+                              32_000_000]
+
+
+def test_plot_ptb(ptb_runs, tmp_path):
+  runs_ = common.load_runs([ptb_runs], task="ptb")
+  curves = plot_ptb.ptb_curves(runs_)
+  # canonical method order; the unfinished uoro run is drawn from its eval.csv
+  assert list(curves) == ["ok (r=8), lr 10^-3.5", "uoro",
+                          "tbptt (T=100), lr 10^-3"]
+  np.testing.assert_allclose(curves["ok (r=8), lr 10^-3.5"]["mean"][-1], 1.76)
+  assert len(plot_ptb.ptb_curves(runs_, all_lrs=True)) == 5
+  out = str(tmp_path / "ptb_curve")
+  _nonempty(plot_ptb.plot_ptb([str(ptb_runs)], out=out, published=True), out)
+  out2 = str(tmp_path / "ptb_all")
+  _nonempty(plot_ptb.plot_ptb([str(ptb_runs)], out=out2, all_lrs=True), out2)
+
+
+def test_ptb_table(ptb_runs, tmp_path, capsys):
+  csv_path = tmp_path / "table.csv"
+  text, rows = ptb_table.ptb_table([str(ptb_runs)], csv_path=str(csv_path),
+                                   published=True)
+  assert "unfinished" in capsys.readouterr().err
+  assert [r["method"] for r in rows] == ["ok (r=8)", "tbptt (T=100)",
+                                         "OK r=8 (published)"]
+  ok, tbptt, pub = rows
+  # best lr by mean best_valid_bpc, not by the best single seed
+  assert ok["lr"] == LR_B and tbptt["lr"] == LR_A
+  assert ok["valid_bpc_mean"] == pytest.approx(1.76)
+  assert ok["valid_bpc_std"] == pytest.approx(math.sqrt(2 * 0.01 ** 2))
+  assert ok["test_bpc_mean"] == pytest.approx(1.735)
+  assert ok["test_bpc_std"] == pytest.approx(0.015 * math.sqrt(2))
+  assert tbptt["valid_bpc_mean"] == pytest.approx(1.62)
+  assert tbptt["test_bpc_std"] == pytest.approx(0.01 * math.sqrt(2))
+  assert ok["seeds"] == 2 and ok["chars"] == 3_200_000
+  assert pub["valid_bpc_mean"] == pytest.approx(1.74218)
+  assert pub["valid_bpc_std"] == pytest.approx(0.0017712, abs=1e-6)
+
+  lines = text.splitlines()
+  assert lines[0] == ("| method | lr | valid BPC | test BPC | seeds | "
+                      "characters trained |")
+  assert lines[2] == "| ok (r=8) | 10^-3.5 | 1.760 ± 0.014 | 1.735 ± 0.021 | 2 | 3.2M |"
+  assert lines[3] == "| tbptt (T=100) | 10^-3 | 1.620 ± 0.028 | 1.590 ± 0.014 | 2 | 3.2M |"
+  assert lines[4] == "| OK r=8 (published) | 10^-3.5 | 1.742 ± 0.002 | n/a | 5 | 32.0M |"
+
+  with open(csv_path, newline="") as f:
+    table = list(csv.DictReader(f))
+  assert [r["method"] for r in table] == ["ok (r=8)", "tbptt (T=100)",
+                                          "OK r=8 (published)"]
+  assert float(table[0]["lr"]) == pytest.approx(LR_B)
+  assert float(table[0]["valid_bpc_mean"]) == pytest.approx(1.76)
+  assert float(table[0]["valid_bpc_std"]) == pytest.approx(0.0141421356)
+  assert table[0]["chars"] == "3200000" and table[0]["seeds"] == "2"
+  assert table[2]["test_bpc_mean"] == ""
+
+
+def test_ptb_table_all_lrs_command_line(ptb_runs, tmp_path, capsys):
+  csv_path = tmp_path / "t.csv"
+  ptb_table.main([str(ptb_runs), "--csv", str(csv_path), "--all_lrs"])
+  out = capsys.readouterr().out
+  assert "| ok (r=8) | 10^-3 * |" not in out
+  assert "| ok (r=8) | 10^-3.5 * | 1.760 ± 0.014 |" in out
+  assert "| ok (r=8) | 10^-3 | 1.800 ± 0.141 |" in out
+  assert csv_path.exists()

@@ -1,0 +1,55 @@
+"""Train on the copy task (string memorisation) with curriculum, online or with TBPTT.
+
+    python train_copy.py --preset=quick                    # OK, small RHN, a few minutes
+    python train_copy.py --method=kf --preset=quick
+    python train_copy.py --method=tbptt --truncation=100
+    python train_copy.py --preset=paper --seed=0,1,2,3,4   # n 128, B 16, r 16, 2M steps
+    python train_copy.py --run_dir=runs/copy/x --resume    # continue a killed run
+
+Each run writes config.json, metrics.csv (step, chars, level, ema_bits, loss_bits,
+steps_per_sec, wall_time), TensorBoard summaries and checkpoints to its run directory.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from ok_tf import config as config_lib
+from ok_tf import experiment
+from ok_tf import runs
+from ok_tf import training
+from ok_tf.tasks import copy as copy_task
+
+config_lib.define_flags("copy")
+
+
+def run_one(cfg: config_lib.CopyConfig, resume: bool):
+  task = copy_task.CopyTask(batch_size=cfg.batch_size, max_length=cfg.max_length)
+  run, trainer, _ = experiment.train(cfg, task, copy_task.VOCAB_SIZE, resume=resume)
+  metrics = runs.read_csv(run.path / runs.METRICS_FILE)
+  last = metrics[-1] if metrics else {}
+  logging.info("finished %s: level %s after %s characters", run.path, last.get("level"),
+               last.get("chars"))
+  run.close()
+  return last
+
+
+def main(argv):
+  del argv
+  try:
+    configs, resume = config_lib.from_flags("copy")
+  except config_lib.ConfigError as e:
+    sys.exit(f"train_copy.py: {e}")
+  for cfg in configs:
+    try:
+      run_one(cfg, resume)
+    except (runs.RunDirError, training.NonFiniteLossError) as e:
+      sys.exit(f"train_copy.py: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)
