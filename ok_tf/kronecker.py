@@ -57,6 +57,14 @@ def _split(sigma: tf.Tensor, rank: int) -> _Split:
   return _Split(sigma, kept, tail, rank - kept)
 
 
+def _variance(split: _Split, rank: int) -> tf.Tensor:
+  """(★) from the singular values and the split: s_m² / k − Σ_{i>m} σ_i²."""
+  mixed = tf.range(rank + 1)[None, :] >= split.kept[:, None]
+  tail_sq = tf.reduce_sum(tf.where(mixed, tf.square(split.sigma), 0.0), axis=-1)
+  k = tf.cast(split.mixed_terms, split.sigma.dtype)
+  return tf.maximum(tf.square(split.tail) / k - tail_sq, 0.0)
+
+
 def opt_variance(c: tf.Tensor, rank: int) -> tf.Tensor:
   """Variance of Opt(C, r):  E‖L Rᵀ − C‖²_F = s_m² / k − Σ_{i>m} σ_i²   (★).
 
@@ -67,16 +75,11 @@ def opt_variance(c: tf.Tensor, rank: int) -> tf.Tensor:
   Returns:
     ``[B]`` the minimum variance of an unbiased rank-r approximation of each C.
   """
-  sigma = tf.linalg.svd(c, compute_uv=False)
-  split = _split(sigma, rank)
-  q = rank + 1
-  mixed = tf.range(q)[None, :] >= split.kept[:, None]
-  tail_sq = tf.reduce_sum(tf.where(mixed, tf.square(split.sigma), 0.0), axis=-1)
-  k = tf.cast(split.mixed_terms, c.dtype)
-  return tf.maximum(tf.square(split.tail) / k - tail_sq, 0.0)
+  return _variance(_split(tf.linalg.svd(c, compute_uv=False), rank), rank)
 
 
-def opt(c: tf.Tensor, rank: int, rng: tf.random.Generator, return_kept: bool = False):
+def opt(c: tf.Tensor, rank: int, rng: tf.random.Generator, return_kept: bool = False,
+        return_variance: bool = False):
   """Opt(C, r): the minimum-variance unbiased rank-r approximation of C.
 
   With the SVD C = U diag(σ) Vᵀ (σ descending), m the smallest index in {0..r−1} with
@@ -99,9 +102,11 @@ def opt(c: tf.Tensor, rank: int, rng: tf.random.Generator, return_kept: bool = F
     rank: r ≥ 1.
     rng: a ``tf.random.Generator`` for the signs ξ.
     return_kept: also return m, ``[B]`` int32.
+    return_variance: also return (★), ``[B]`` (no second SVD).
 
   Returns:
-    (L, R), each ``[B, q, r]`` (and m if ``return_kept``).
+    (L, R), each ``[B, q, r]``, then m if ``return_kept``, then (★) if
+    ``return_variance``.
   """
   dtype = c.dtype
   q = rank + 1
@@ -129,9 +134,12 @@ def opt(c: tf.Tensor, rank: int, rng: tf.random.Generator, return_kept: bool = F
   mix = row_scale[:, :, None] * basis * col_scale[:, None, :]          # [B, q, r]
   left = tf.matmul(u, mix)
   right = tf.matmul(v, mix)
+  out = (left, right)
   if return_kept:
-    return left, right, split.kept
-  return left, right
+    out += (split.kept,)
+  if return_variance:
+    out += (_variance(split, rank),)
+  return out
 
 
 class Basis(NamedTuple):
@@ -200,8 +208,7 @@ def ok_reduce(left: tf.Tensor, right: tf.Tensor, rank: int, rng: tf.random.Gener
   basis_a = orthonormalize(right)
   # ℓ = R_u Q_u and ρ = R_A Q_A (rows), so Σ_i ℓ_i ⊗ ρ_i = Q_uᵀ (R_uᵀ R_A) Q_A.
   c = tf.matmul(basis_u.coefficients, basis_a.coefficients, transpose_a=True)
-  lmat, rmat, kept = opt(c, rank, rng, return_kept=True)
-  variance = opt_variance(c, rank)
+  lmat, rmat, kept, variance = opt(c, rank, rng, return_kept=True, return_variance=True)
   # u' = Lᵀ Q_u = (Lᵀ T_u) ℓ, A' = (Rᵀ T_A) ρ
   new_left = tf.matmul(tf.matmul(lmat, basis_u.to_basis, transpose_a=True), left)
   new_right = tf.matmul(tf.matmul(rmat, basis_a.to_basis, transpose_a=True), right)

@@ -140,7 +140,10 @@ def test_opt_repeated_singular_values(sigma, rank):
     star, _ = star_numpy(sigma, rank)
     mses = check_opt_statistics(c[None], rank, key=100 + rank)
     if sigma[-1] == 0.0:
-        assert star < 1e-12 and np.max(mses) < 1e-20
+        # σ_{r+1} = 0: exact up to rounding.  With an exact tie (r − m)σ_{m+1} = s_m at
+        # m < r − 1 the mixing weights √(1 − p_i), p_i = 1 − O(ε), are O(√ε), so the
+        # draws scatter by ~1e-8 around C (squared error ~1e-16): allow that.
+        assert star < 1e-12 and np.max(mses) < 1e-14, np.max(mses)
 
 
 def test_opt_examples_with_different_m():

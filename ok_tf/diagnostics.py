@@ -1,0 +1,544 @@
+"""Noise analysis: bias and variance of a gradient estimator against exact RTRL.
+
+On one sequence with fixed weights, exact RTRL gives the true per-step gradient
+g_t = dL_t/dW of the recurrent weights (L_t the cross-entropy of the next-character
+prediction through the model's readout, so g_t is the real training gradient).  The
+estimator runs on the same inputs with a batch of M rows: every row sees the *same*
+sequence and makes its *own* random draws, so the M per-row estimates ĝ_{b,t} are M
+independent draws of the estimator (ALGORITHMS.md §6).  Per row and step:
+
+    relative variance     ‖ĝ_{b,t} − g_t‖² / ‖g_t‖²        (its mean over rows estimates
+                                                          E‖ĝ − g‖² / ‖g‖²)
+    cosine                ⟨ĝ_{b,t}, g_t⟩ / (‖ĝ_{b,t}‖ ‖g_t‖)
+    relative projection   ⟨ĝ_{b,t} − g_t, g_t⟩ / ‖g_t‖²     (mean 0 iff no bias along g)
+
+and per step the bias check of every entry of W: z = (mean_b ĝ_{b,t} − g_t) / (s_b/√M)
+(s_b the sample standard deviation over rows).  For OK, the estimator state also gives
+per row and step the number m of singular values kept exactly, the step variance (★)
+(ALGORITHMS.md §4), ★/‖C‖²_F, and the mixed share of the singular-value mass s_m/Σσ.
+
+Summaries (:func:`summarize`) average over the steps after a burn-in, the rows and the
+sequences.  Rows are independent runs of the estimator, so a row's average over the
+measured steps is an independent draw: standard errors come from these (independent
+batches of one stream each), and the bias z-score is the mean relative projection over
+its standard error.
+
+The exact reference is computed once per (weights, sequence) (:func:`exact_reference`) and
+reused for every estimator, which is the same as running exact RTRL beside each of them
+(the computation is deterministic) at a fraction of the cost.  Exact RTRL costs
+O(S²·a·k·n) = O(n⁴) per step and O(S·a·k·n) = O(n³) memory (:func:`exact_cost`).
+
+Typical use::
+
+    model = models.RecurrentModel("rhn", 64, vocab_size=50, dtype="float64")
+    seqs = ptb_sequences(data.train, num=4, length=101, seed=0)
+    refs = exact_reference(model, seqs)
+    est = estimators.get("ok", model.cell, rank=8)
+    result = measure(model, est, seqs, refs, samples=32, burn_in=20, seed=1)
+    result.rel_var, result.rel_var_se, result.cosine, result.bias_z, result.ok_kept
+
+Shadow mode (exact RTRL beside an estimator *during training*, with the chunk-mean cosine
+and relative error in metrics.csv) is :class:`ok_tf.training.OnlineTrainer` with
+``shadow_exact=True`` (flag ``--shadow_exact`` of the training scripts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import time
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from ok_tf import estimators as estimators_lib
+from ok_tf import models
+
+# ----------------------------------------------------------------------------- costs
+
+
+def exact_cost(units: int, vocab_size: int, cell: str = "rhn", dtype="float32",
+               steps: int = 1) -> dict:
+  """Memory and arithmetic of exact RTRL for one stream (what bounds the noise analysis).
+
+  G_t has S·a·k·n entries (S = state size, a = V + n + 1, k·n columns of W); one step
+  multiplies it by H_t (2·S²·a·k·n flops).  The step holds about three copies of G.
+
+  Returns:
+    ``{"entries", "bytes", "gflop_per_step", "gflop"}`` (``gflop`` for ``steps`` steps).
+  """
+  from ok_tf import cells as cells_lib  # pylint: disable=g-import-not-at-top
+  cls = cells_lib.CELLS[cell]
+  n = int(units)
+  state = cls.state_multiplier * n
+  a = int(vocab_size) + n + 1
+  columns = cls.num_gates * n
+  entries = state * a * columns
+  size = tf.as_dtype(dtype).size
+  gflop = 2.0 * state * entries / 1e9
+  return {"entries": entries, "bytes": 3 * entries * size, "gflop_per_step": gflop,
+          "gflop": gflop * steps}
+
+
+def estimator_cost(method: str, units: int, vocab_size: int, rank: int | None = None,
+                   samples: int = 1, cell: str = "rhn") -> float:
+  """GFLOP per step of an estimator on ``samples`` rows (its H·A products dominate)."""
+  from ok_tf import cells as cells_lib  # pylint: disable=g-import-not-at-top
+  cls = cells_lib.CELLS[cell]
+  n = int(units)
+  state = cls.state_multiplier * n
+  a = int(vocab_size) + n + 1
+  flat = state * cls.num_gates * n
+  if method == "rtrl":
+    return exact_cost(units, vocab_size, cell)["gflop_per_step"] * samples
+  if method == "uoro":
+    return 2.0 * samples * (state * state + 2 * a * cls.num_gates * n) / 1e9
+  r = 1 if method == "kf" else int(rank)
+  products = 2.0 * r * state * flat              # H_t A_i
+  if method == "ok":
+    products += 4.0 * (r + 1) ** 2 * (flat + a)  # Gram matrices and new factors
+  return samples * (products + 2.0 * r * (flat + a * cls.num_gates * n)) / 1e9
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def ptb_sequences(ids: np.ndarray, num: int, length: int, seed: int = 0) -> np.ndarray:
+  """``num`` windows of ``length`` consecutive ids at random offsets, ``[num, length]``.
+
+  Window i gives ``length − 1`` steps: inputs ``w[:-1]``, targets ``w[1:]``.
+  """
+  ids = np.asarray(ids, dtype=np.int32)
+  if len(ids) < length:
+    raise ValueError(f"text of {len(ids)} ids is shorter than one window of {length}")
+  rng = np.random.default_rng(seed)
+  starts = rng.integers(0, len(ids) - length + 1, size=num)
+  return np.stack([ids[s:s + length] for s in starts])
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def readout_gradient(model: models.RecurrentModel, state: tf.Tensor, targets: tf.Tensor):
+  """Per-stream cross-entropy ``[B]`` and its gradient with respect to the state ``[B, S]``.
+
+  This is ∂L_t/∂s_t of each stream (not of a batch mean): what ``est.gradient`` expects.
+  """
+  with tf.GradientTape() as tape:
+    tape.watch(state)
+    losses = models.cross_entropy(model.logits(state), targets)
+    total = tf.reduce_sum(losses)
+  return losses, tape.gradient(total, state)
+
+
+def per_row_gradients(est: estimators_lib.Estimator, state, dl_ds: tf.Tensor) -> tf.Tensor:
+  """The per-stream estimates ĝ_b of dL_t/dW, ``[B, a, k·n]`` (``est.gradient`` = their mean).
+
+  Kronecker sums: ĝ_b = Σ_i u_bi ⊗ (∂L/∂s_b A_bi) / replicas; UORO: (∂L/∂s_b · s̃_b) θ̃_b;
+  RTRL: ∂L/∂s_b G_b.  An estimator that overrides ``gradient`` (or is of another kind) is
+  evaluated on single rows with ``tf.vectorized_map`` (still no Python loop over rows).
+  """
+  dl_ds = tf.cast(dl_ds, est.dtype)
+  kind = type(est).gradient
+  if isinstance(state, estimators_lib.KroneckerState) and (
+      kind is estimators_lib._KroneckerSum.gradient):  # pylint: disable=protected-access
+    right = tf.einsum("bs,brsp->brp", dl_ds, state.a)
+    replicas = tf.cast(est._replicas(), est.dtype)  # pylint: disable=protected-access
+    return tf.einsum("bra,brp->bap", state.u, right) / replicas
+  if isinstance(state, estimators_lib.UOROState) and kind is estimators_lib.UORO.gradient:
+    coeff = tf.reduce_sum(dl_ds * state.s, axis=-1)
+    return coeff[:, None, None] * state.theta
+  if isinstance(state, estimators_lib.RTRLState) and kind is estimators_lib.RTRL.gradient:
+    return tf.einsum("bs,bsap->bap", dl_ds, state.g)
+
+  def one(args):
+    row_state, row_dl = args
+    row_state = tf.nest.map_structure(lambda t: t[None], row_state)
+    grads = est.gradient(row_state, row_dl[None])
+    if len(grads) != 1:
+      raise ValueError("per_row_gradients expects a cell with one weight matrix")
+    return grads[0]
+
+  return tf.vectorized_map(one, (state, dl_ds))
+
+
+class OKStep(NamedTuple):
+  """OK's choice at one step, per row (all ``[B]``).
+
+  kept: m, singular values of C kept exactly.  variance: (★) = s_m²/k − Σ_{i>m} σ_i².
+  c_norm_sq: ‖C‖²_F = Σ σ_i².  mixed_share: s_m / Σ σ_i (0 when C = 0).
+  """
+  kept: tf.Tensor
+  variance: tf.Tensor
+  c_norm_sq: tf.Tensor
+  mixed_share: tf.Tensor
+
+
+def ok_step_diagnostics(state: estimators_lib.KroneckerState) -> OKStep:
+  """OK's diagnostics of its last step, from its state after the step.
+
+  Opt puts the m kept triples first, as pairs with ‖u_j‖·‖A_j‖ = σ_j, and the k = r − m
+  mixed ones after them, each with ‖u_j‖·‖A_j‖ = s_m/k (the mixed columns are unit
+  vectors in the orthonormal bases, scaled by √(s_m/k); rescaling a pair keeps the
+  product).  Hence Σσ = Σ_j ‖u_j‖‖A_j‖, s_m = Σ_{j>m} ‖u_j‖‖A_j‖ and, with the step
+  variance (★) in the state, Σ_{i>m} σ_i² = s_m²/k − ★.  No second SVD is needed.
+  """
+  dtype = state.variance.dtype
+  rank = state.u.shape[1]
+  products = tf.norm(state.u, axis=-1) * tf.norm(
+      tf.reshape(state.a, tf.concat([tf.shape(state.a)[:2], [-1]], 0)), axis=-1)
+  mixed = tf.range(rank)[None, :] >= state.kept[:, None]
+  tail = tf.reduce_sum(tf.where(mixed, products, 0.0), axis=-1)
+  total = tf.reduce_sum(products, axis=-1)
+  kept_sq = tf.reduce_sum(tf.where(mixed, tf.zeros_like(products), tf.square(products)),
+                          axis=-1)
+  k = tf.cast(rank - state.kept, dtype)
+  c_norm_sq = kept_sq + tf.maximum(tf.square(tail) / k - state.variance, 0.0)
+  share = tf.where(total > 0.0, tail / tf.where(total > 0.0, total, 1.0), 0.0)
+  return OKStep(state.kept, state.variance, c_norm_sq, share)
+
+
+def compare_rows(rows: tf.Tensor, exact: tf.Tensor) -> dict:
+  """Per-row errors of estimates ``rows`` ``[B, …]`` against the exact ``exact`` ``[…]``.
+
+  Returns a dict of tensors: ``sq_err`` [B] ‖ĝ_b − g‖², ``cosine`` [B], ``proj`` [B]
+  ⟨ĝ_b − g, g⟩/‖g‖², ``g_sq`` [] ‖g‖², and the entrywise bias check over the rows:
+  ``z_sq_sum`` [] Σ z², ``z_count`` [] entries tested, ``z_max`` [] max |z|, where
+  z = (mean_b ĝ_b − g)/(s_b/√B) on the entries whose standard error exceeds a rounding
+  floor (entries every row gets exactly right, e.g. those of unseen inputs, are skipped).
+  """
+  dtype = rows.dtype
+  batch = tf.shape(rows)[0]
+  flat = tf.reshape(rows, [batch, -1])
+  g = tf.reshape(exact, [-1])
+  tiny = tf.constant(np.finfo(dtype.as_numpy_dtype).tiny, dtype)
+  g_sq = tf.reduce_sum(tf.square(g))
+  diff = flat - g[None, :]
+  sq_err = tf.reduce_sum(tf.square(diff), axis=-1)
+  dot = tf.reduce_sum(flat * g[None, :], axis=-1)
+  norms = tf.norm(flat, axis=-1) * tf.sqrt(g_sq)
+  cosine = dot / tf.maximum(norms, tiny)
+  proj = tf.reduce_sum(diff * g[None, :], axis=-1) / tf.maximum(g_sq, tiny)
+  m = tf.cast(batch, dtype)
+  mean = tf.reduce_mean(flat, axis=0)
+  var = tf.reduce_sum(tf.square(flat - mean[None, :]), axis=0) / tf.maximum(m - 1.0, 1.0)
+  se = tf.sqrt(var / m)
+  eps = float(np.finfo(dtype.as_numpy_dtype).eps)
+  floor = 1e4 * eps * tf.sqrt(g_sq / tf.cast(tf.size(g), dtype))
+  tested = se > tf.maximum(floor, tiny)
+  z = tf.where(tested, (mean - g) / tf.where(tested, se, 1.0), 0.0)
+  return {"sq_err": sq_err, "cosine": cosine, "proj": proj, "g_sq": g_sq,
+          "z_sq_sum": tf.reduce_sum(tf.square(z)),
+          "z_count": tf.reduce_sum(tf.cast(tested, dtype)),
+          "z_max": tf.reduce_max(tf.abs(z))}
+
+
+# ----------------------------------------------------------------------------- loops
+
+
+class Reference(NamedTuple):
+  """Exact RTRL along one sequence (numpy): ``grads`` [T, a, k·n] g_t = dL_t/dW,
+  ``dl_ds`` [T, S] ∂L_t/∂s_t, ``loss`` [T] cross-entropy in nats."""
+  grads: np.ndarray
+  dl_ds: np.ndarray
+  loss: np.ndarray
+
+
+def _exact_fn(model: models.RecurrentModel):
+  exact = estimators_lib.RTRL(model.cell)
+
+  @tf.function
+  def run(ids, targets):
+    steps = tf.shape(ids)[0]
+    state = exact.init(1)
+    out = [tf.TensorArray(exact.dtype, size=steps) for _ in range(3)]
+    for t in tf.range(steps):
+      state = exact.step(state, model.one_hot(ids[t][None]))
+      loss, dl_ds = readout_gradient(model, state.h, targets[t][None])
+      grad = exact.gradient(state, dl_ds)[0]
+      out = [out[0].write(t, grad), out[1].write(t, dl_ds[0]),
+             out[2].write(t, tf.cast(loss[0], exact.dtype))]
+    return tuple(o.stack() for o in out)
+
+  return run
+
+
+def exact_reference(model: models.RecurrentModel, sequences) -> list[Reference]:
+  """Exact RTRL on each sequence (rows of ``sequences`` ``[N, T+1]``), from a zero state."""
+  run = _exact_fn(model)
+  refs = []
+  for seq in np.asarray(sequences, np.int32):
+    grads, dl_ds, loss = run(tf.constant(seq[:-1]), tf.constant(seq[1:]))
+    refs.append(Reference(grads.numpy(), dl_ds.numpy(), loss.numpy()))
+  return refs
+
+
+def _estimator_fn(model: models.RecurrentModel, est: estimators_lib.Estimator,
+                  samples: int, rng: tf.random.Generator):
+  is_ok = isinstance(est, estimators_lib.OK)
+  dtype = est.dtype
+
+  @tf.function
+  def run(ids, grads, dl_ds):
+    steps = tf.shape(ids)[0]
+    state = est.init(samples)
+    names = ["sq_err", "cosine", "proj", "g_sq", "z_sq_sum", "z_count", "z_max"]
+    if is_ok:
+      names += ["kept", "variance", "c_norm_sq", "mixed_share"]
+    arrays = {k: tf.TensorArray(dtype, size=steps) for k in names}
+    for t in tf.range(steps):
+      x = tf.tile(model.one_hot(ids[t][None]), [samples, 1])
+      state = est.step(state, x, rng)
+      dl = tf.tile(tf.cast(dl_ds[t][None], dtype), [samples, 1])
+      rows = per_row_gradients(est, state, dl)
+      stats = compare_rows(rows, tf.cast(grads[t], dtype))
+      if is_ok:
+        ok = ok_step_diagnostics(state)
+        stats.update(kept=tf.cast(ok.kept, dtype), variance=ok.variance,
+                     c_norm_sq=ok.c_norm_sq, mixed_share=ok.mixed_share)
+      arrays = {k: arrays[k].write(t, stats[k]) for k in names}
+    return {k: v.stack() for k, v in arrays.items()}
+
+  return run
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclasses.dataclass
+class NoiseResult:
+  """Noise of one estimator on one network, summarised over sequences, rows and steps.
+
+  Means are over the steps t > ``burn_in`` (1-based), the ``samples`` rows and the
+  ``sequences``; ``*_se`` are standard errors from the independent rows (given the
+  sequences).  ``per_step`` holds the means over rows and sequences at every step.
+  ``ok_*`` are None for methods other than OK.
+
+  Attributes:
+    rel_var: E‖ĝ − g‖²/‖g‖², the per-step relative variance, averaged over steps.
+    rel_var_pooled: Σ_t E‖ĝ_t − g_t‖² / Σ_t ‖g_t‖² (dominated by the largest gradients).
+    cosine: mean cosine between ĝ and g.
+    bias_z: z-score of the mean relative projection ⟨ĝ − g, g⟩/‖g‖² (≈ N(0, 1) when
+      unbiased; a gradient scaled by c gives a mean of c − 1).
+    bias_z_rms: root mean square over entries and steps of the entrywise z-scores of
+      mean_b ĝ_b against g (≈ 1 when unbiased, t(M−1) tails: (M−1)/(M−3) in the square).
+    bias_z_max: the largest entrywise |z| (grows like √(2 ln #entries) when unbiased).
+    ok_kept: mean number m of singular values kept exactly by Opt.
+    ok_mixed_share: mean s_m/Σσ, the share of singular-value mass that is mixed.
+    ok_step_var_rel: mean (★)/‖C‖²_F, the step's variance relative to the step's sum.
+  """
+  method: str
+  rank: int | None
+  units: int
+  cell: str
+  dtype: str
+  samples: int
+  sequences: int
+  steps: int
+  burn_in: int
+  rel_var: float
+  rel_var_se: float
+  rel_var_pooled: float
+  cosine: float
+  cosine_se: float
+  bias_z: float
+  bias_z_rms: float
+  bias_z_max: float
+  grad_norm: float
+  loss_bits: float
+  ok_kept: float | None = None
+  ok_mixed_share: float | None = None
+  ok_step_var_rel: float | None = None
+  seconds: float = float("nan")
+  per_step: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  def row(self) -> dict:
+    """The scalar fields, for a CSV row."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+            if f.name != "per_step"}
+
+
+def _mean_se(values: np.ndarray) -> tuple[float, float]:
+  """Mean over [N sequences, M rows] and its standard error given the sequences."""
+  values = np.asarray(values, float)
+  mean = float(values.mean())
+  m = values.shape[1]
+  if m < 2:
+    return mean, float("nan")
+  var_of_means = values.var(axis=1, ddof=1) / m        # [N]
+  return mean, float(math.sqrt(var_of_means.sum()) / values.shape[0])
+
+
+def summarize(raw: Sequence[dict], refs: Sequence[Reference], *, method: str, rank,
+              units: int, cell: str, dtype: str, burn_in: int, seconds=float("nan")
+              ) -> NoiseResult:
+  """A :class:`NoiseResult` from the per-sequence outputs of the compiled loop.
+
+  Args:
+    raw: per sequence, the dict of per-step arrays (``sq_err`` [T, M], ... ).
+    refs: the matching exact references.
+    burn_in: the first ``burn_in`` steps are left out of the summaries.
+  """
+  raw = [{k: np.asarray(v, float) for k, v in r.items()} for r in raw]
+  steps, samples = raw[0]["sq_err"].shape
+  if not 0 <= burn_in < steps:
+    raise ValueError(f"burn_in must be in [0, {steps}), got {burn_in}")
+  sl = slice(burn_in, None)
+  g_sq = np.stack([r["g_sq"] for r in raw])                          # [N, T]
+  sq_err = np.stack([r["sq_err"] for r in raw])                      # [N, T, M]
+  ratio = sq_err / np.maximum(g_sq, np.finfo(float).tiny)[:, :, None]
+  cosine = np.stack([r["cosine"] for r in raw])
+  proj = np.stack([r["proj"] for r in raw])
+  rel_var, rel_var_se = _mean_se(ratio[:, sl].mean(axis=1))
+  cos_mean, cos_se = _mean_se(cosine[:, sl].mean(axis=1))
+  proj_mean, proj_se = _mean_se(proj[:, sl].mean(axis=1))
+  if proj_se > 0 and math.isfinite(proj_se):
+    bias_z = proj_mean / proj_se
+  else:
+    bias_z = 0.0 if abs(proj_mean) < 1e-10 else math.copysign(math.inf, proj_mean)
+  z_sq = sum(r["z_sq_sum"][sl].sum() for r in raw)
+  z_count = sum(r["z_count"][sl].sum() for r in raw)
+  z_max = max(float(r["z_max"][sl].max()) for r in raw)
+  pooled = float(sq_err[:, sl].mean(axis=2).sum() / max(g_sq[:, sl].sum(), 1e-300))
+  per_step = {
+      "rel_var": ratio.mean(axis=(0, 2)),
+      "cosine": cosine.mean(axis=(0, 2)),
+      "grad_norm": np.sqrt(g_sq).mean(axis=0),
+  }
+  ok = {}
+  if "kept" in raw[0]:
+    kept = np.stack([r["kept"] for r in raw])
+    share = np.stack([r["mixed_share"] for r in raw])
+    star = np.stack([r["variance"] for r in raw])
+    c_sq = np.stack([r["c_norm_sq"] for r in raw])
+    star_rel = np.where(c_sq > 0, star / np.where(c_sq > 0, c_sq, 1.0), 0.0)
+    per_step.update(kept=kept.mean(axis=(0, 2)), mixed_share=share.mean(axis=(0, 2)),
+                    step_variance=star.mean(axis=(0, 2)),
+                    step_variance_rel=star_rel.mean(axis=(0, 2)))
+    ok = {"ok_kept": float(kept[:, sl].mean()), "ok_mixed_share": float(share[:, sl].mean()),
+          "ok_step_var_rel": float(star_rel[:, sl].mean())}
+  loss = np.stack([r.loss for r in refs])
+  return NoiseResult(
+      method=method, rank=rank, units=units, cell=cell, dtype=dtype, samples=samples,
+      sequences=len(raw), steps=steps, burn_in=burn_in, rel_var=rel_var,
+      rel_var_se=rel_var_se, rel_var_pooled=pooled, cosine=cos_mean, cosine_se=cos_se,
+      bias_z=float(bias_z), bias_z_rms=float(math.sqrt(z_sq / z_count)) if z_count else 0.0,
+      bias_z_max=z_max, grad_norm=float(np.sqrt(g_sq[:, sl]).mean()),
+      loss_bits=float(loss[:, sl].mean() / math.log(2.0)), seconds=seconds,
+      per_step=per_step, **ok)
+
+
+def measure(model: models.RecurrentModel, est: estimators_lib.Estimator, sequences,
+            refs: Sequence[Reference] | None = None, samples: int = 32, burn_in: int = 20,
+            seed: int = 0) -> NoiseResult:
+  """Bias and variance of ``est`` against exact RTRL on ``sequences`` ``[N, T+1]``.
+
+  Every sequence starts from a zero state; the estimator runs on ``samples`` rows with
+  identical inputs and independent random draws from one Philox generator whose *key*
+  is ``seed`` (give different seeds to runs meant to be independent).
+
+  Args:
+    model: the network (fixed weights); ``est`` must be built on ``model.cell``.
+    est: an estimator (:func:`ok_tf.estimators.get`).
+    sequences: int ids, one sequence per row: inputs ``seq[:-1]``, targets ``seq[1:]``.
+    refs: :func:`exact_reference` of the same model and sequences (computed if None).
+    samples: M, independent estimates per sequence and step.
+    burn_in: steps left out of the summaries (the per-step arrays keep them).
+    seed: the generator key.
+  """
+  if est.cell is not model.cell:
+    raise ValueError("the estimator must be built on model.cell")
+  if int(samples) < 2:
+    raise ValueError(f"samples must be ≥ 2 (standard errors), got {samples}")
+  sequences = np.asarray(sequences, np.int32)
+  if sequences.ndim != 2 or sequences.shape[1] < 2:
+    raise ValueError(f"sequences must be [N, T+1] with T ≥ 1, got shape {sequences.shape}")
+  if refs is None:
+    refs = exact_reference(model, sequences)
+  start = time.perf_counter()
+  rng = tf.random.Generator.from_key_counter(key=int(seed), counter=[0, 0], alg="philox")
+  run = _estimator_fn(model, est, int(samples), rng)
+  raw = []
+  for seq, ref in zip(sequences, refs):
+    out = run(tf.constant(seq[:-1]), tf.constant(ref.grads), tf.constant(ref.dl_ds))
+    raw.append({k: v.numpy() for k, v in out.items()})
+  seconds = time.perf_counter() - start
+  return summarize(raw, refs, method=est.name, rank=getattr(est, "rank", None)
+                   if est.name in estimators_lib.RANKED else None,
+                   units=model.units, cell=model.cell_name, dtype=est.dtype.name,
+                   burn_in=burn_in, seconds=seconds)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def list_checkpoints(run_dir) -> list[tuple[int, str]]:
+  """(step, prefix) of every checkpoint in RUN/checkpoints and RUN/best, by step."""
+  run_dir = pathlib.Path(run_dir)
+  found = {}
+  for sub in ("checkpoints", "best"):
+    for index in sorted((run_dir / sub).glob("ckpt-*.index")):
+      prefix = str(index)[:-len(".index")]
+      try:
+        step = int(prefix.rsplit("-", 1)[1])
+      except ValueError:
+        continue
+      found.setdefault(step, prefix)
+  return sorted(found.items())
+
+
+def load_model(run_dir, checkpoint: str | None = None, vocab_size: int = 50,
+               dtype: str | None = None) -> tuple[models.RecurrentModel, dict, int | None]:
+  """The model of a training run directory, with weights from one of its checkpoints.
+
+  Args:
+    run_dir: a directory written by ``train_ptb.py`` / ``train_copy.py``.
+    checkpoint: ``"best"``, ``"latest"``, a checkpoint prefix, or None (best if there is
+      one, else latest).  ``"init"`` gives the run's initial weights (the config's seed).
+    vocab_size: V (50 for PTB).
+    dtype: the dtype of the returned model (default: the run's); weights are cast.
+
+  Returns:
+    (model, config, step) with step None for ``"init"``-less prefixes without a number.
+  """
+  run_dir = pathlib.Path(run_dir)
+  with open(run_dir / "config.json") as f:
+    config = json.load(f)
+  run_dtype = config.get("dtype", "float32")
+
+  def build(dt):
+    return models.RecurrentModel(config.get("cell", "rhn"), int(config["units"]),
+                                 int(vocab_size), dtype=dt)
+
+  step = None
+  if checkpoint == "init":
+    import keras  # pylint: disable=g-import-not-at-top
+    keras.utils.set_random_seed(int(config.get("seed", 0)))
+    source, step = build(run_dtype), 0
+  else:
+    if checkpoint in (None, "best", "latest"):
+      dirs = {"best": ["best"], "latest": ["checkpoints"], None: ["best", "checkpoints"]}
+      prefix = None
+      for sub in dirs[checkpoint]:
+        prefix = tf.train.latest_checkpoint(str(run_dir / sub))
+        if prefix:
+          break
+      if not prefix:
+        raise FileNotFoundError(f"no {checkpoint or 'best or latest'} checkpoint in {run_dir}")
+    else:
+      prefix = str(checkpoint)
+    try:
+      step = int(prefix.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+      step = None
+    source = build(run_dtype)
+    tf.train.Checkpoint(model=source).restore(prefix).expect_partial()
+  if dtype is None or tf.as_dtype(dtype) == tf.as_dtype(run_dtype):
+    return source, config, step
+  model = build(dtype)
+  for target, value in zip(model.weights, source.weights):
+    target.assign(tf.cast(value, target.dtype))
+  return model, config, step

@@ -1,0 +1,210 @@
+"""End-to-end tests of train_copy.py and train_ptb.py, run as subprocesses (tiny sizes)."""
+
+import csv
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TIMING_COLUMNS = ("steps_per_sec", "wall_time")  # ok_tf.experiment.TIMING_COLUMNS
+COPY_COLUMNS = ["step", "chars", "level", "ema_bits", "loss_bits", "steps_per_sec", "wall_time"]
+TINY_COPY = ["--units=8", "--batch_size=8", "--log_every=100", "--checkpoint_every=200"]
+
+
+def run_script(script, *args, env_update=None, unset=(), timeout=600):
+  """Runs ``python script args`` in the repository root; returns (CompletedProcess, seconds)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  for name in unset:
+    env.pop(name, None)
+  env.update(env_update or {})
+  start = time.perf_counter()
+  proc = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+  return proc, time.perf_counter() - start
+
+
+def check_ok(proc):
+  assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
+
+
+def read_rows(path):
+  with open(path, newline="") as f:
+    reader = csv.DictReader(f)
+    return reader.fieldnames, list(reader)
+
+
+def without_timing(rows):
+  return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+
+
+# ----------------------------------------------------------------------------- copy task
+
+
+@pytest.fixture(scope="module")
+def copy_run_600(tmp_path_factory):
+  """An uninterrupted OK run of 600 steps (the reference of the resume test)."""
+  run_dir = tmp_path_factory.mktemp("copy") / "ok_600"
+  proc, _ = run_script("train_copy.py", *TINY_COPY, "--rank=2", "--steps=600",
+                       f"--run_dir={run_dir}")
+  check_ok(proc)
+  return run_dir
+
+
+def test_copy_run_writes_run_directory(copy_run_600):
+  run_dir = copy_run_600
+  config = json.loads((run_dir / "config.json").read_text())
+  assert config["task"] == "copy" and config["method"] == "ok" and config["rank"] == 2
+  assert config["units"] == 8 and config["steps"] == 600 and config["truncation"] is None
+  header, rows = read_rows(run_dir / "metrics.csv")
+  assert header == COPY_COLUMNS
+  assert [int(r["step"]) for r in rows] == [100, 200, 300, 400, 500, 600]
+  assert [int(r["chars"]) for r in rows] == [800 * i for i in range(1, 7)]
+  for row in rows:
+    assert int(row["level"]) >= 1
+    for key in ("ema_bits", "loss_bits", "steps_per_sec", "wall_time"):
+      assert math.isfinite(float(row[key])) and float(row[key]) >= 0, (key, row)
+  walls = [float(r["wall_time"]) for r in rows]
+  assert walls == sorted(walls)
+  assert any((run_dir / "tb").iterdir())
+  ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt-*.index"))
+  assert ckpts == ["ckpt-400.index", "ckpt-600.index"]  # every 200 steps, 2 kept
+
+
+@pytest.mark.parametrize("method", ["ok", "tbptt"])
+def test_copy_resume_reproduces_uninterrupted_run(method, copy_run_600, tmp_path):
+  flags = ["--rank=2"] if method == "ok" else ["--method=tbptt", "--truncation=10"]
+  if method == "ok":
+    reference = copy_run_600
+  else:
+    reference = tmp_path / "uninterrupted"
+    proc, _ = run_script("train_copy.py", *TINY_COPY, *flags, "--steps=600",
+                         f"--run_dir={reference}")
+    check_ok(proc)
+  resumed = tmp_path / "resumed"
+  proc, _ = run_script("train_copy.py", *TINY_COPY, *flags, "--steps=400",
+                       f"--run_dir={resumed}")
+  check_ok(proc)
+  assert len(read_rows(resumed / "metrics.csv")[1]) == 4
+  proc, _ = run_script("train_copy.py", *TINY_COPY, *flags, "--steps=600",
+                       f"--run_dir={resumed}", "--resume")
+  check_ok(proc)
+  header_a, rows_a = read_rows(reference / "metrics.csv")
+  header_b, rows_b = read_rows(resumed / "metrics.csv")
+  assert header_a == header_b == COPY_COLUMNS
+  assert len(rows_a) == len(rows_b) == 6
+  assert without_timing(rows_a) == without_timing(rows_b)  # bit-identical strings
+  config = json.loads((resumed / "config.json").read_text())
+  assert config["steps"] == 600 and config["method"] == method
+  # The resumed run continues the wall time of the first part.
+  assert float(rows_b[4]["wall_time"]) > float(rows_b[3]["wall_time"])
+
+
+def test_copy_grid_makes_one_directory_per_run(tmp_path):
+  base = tmp_path / "grid"
+  proc, _ = run_script("train_copy.py", "--units=4", "--rank=1", "--batch_size=4",
+                       "--steps=20", "--log_every=10", "--checkpoint_every=20",
+                       "--lr=1e-2,1e-3", "--seed=0,1", f"--run_dir={base}")
+  check_ok(proc)
+  subdirs = sorted(p.name for p in base.iterdir())
+  assert subdirs == ["lr0.001_seed0", "lr0.001_seed1", "lr0.01_seed0", "lr0.01_seed1"]
+  for name in subdirs:
+    config = json.loads((base / name / "config.json").read_text())
+    assert f"lr{config['lr']:.3g}_seed{config['seed']}" == name
+    assert len(read_rows(base / name / "metrics.csv")[1]) == 2
+
+
+BAD_FLAGS = {
+    "unknown_method": (["--method=sgd"], ["unknown", "--method", "sgd"]),
+    "negative_rank": (["--rank=-2"], ["--rank", "positive", "-2"]),
+    "rank_with_tbptt": (["--method=tbptt", "--rank=4"], ["--rank", "tbptt"]),
+    "truncation_with_ok": (["--method=ok", "--truncation=10"], ["--truncation", "ok"]),
+    "checkpoint_not_multiple": (["--log_every=100", "--checkpoint_every=150"],
+                                ["--checkpoint_every", "150", "multiple", "--log_every"]),
+    "existing_run_dir": ([], ["already holds a run", "--resume"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FLAGS))
+def test_copy_flag_errors_fail_fast_with_one_line(case, tmp_path):
+  args, words = BAD_FLAGS[case]
+  run_dir = tmp_path / "run"
+  if case == "existing_run_dir":
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}\n")
+  proc, seconds = run_script("train_copy.py", "--units=4", "--steps=100", *args,
+                             f"--run_dir={run_dir}", timeout=120)
+  assert proc.returncode != 0
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("train_copy.py: "), proc.stderr[-3000:]
+  for word in words:
+    assert word in last, (word, last)
+  # Nothing was trained: no metrics, no checkpoints (the time is mostly importing TF).
+  assert not (run_dir / "metrics.csv").exists()
+  assert not (run_dir / "checkpoints").exists()
+  assert seconds < 60, seconds
+
+
+# ----------------------------------------------------------------------------- PTB
+
+
+def ptb_data_dir():
+  """$OK_TF_DATA, else <repo>/../shared/data/ptb_char; None if the files are not there."""
+  candidates = [os.environ.get("OK_TF_DATA"), ROOT.parent / "shared" / "data" / "ptb_char"]
+  for d in candidates:
+    if d and all((pathlib.Path(d) / f"{s}.txt").is_file()
+                 or (pathlib.Path(d) / f"ptb.char.{s}.txt").is_file()
+                 for s in ("train", "valid", "test")):
+      return pathlib.Path(d)
+  return None
+
+
+def test_ptb_run_writes_results(tmp_path):
+  data_dir = ptb_data_dir()
+  if data_dir is None:
+    pytest.skip("character-level PTB files not found in $OK_TF_DATA or "
+                "<repo>/../shared/data/ptb_char")
+  run_dir = tmp_path / "ptb"
+  proc, _ = run_script("train_ptb.py", "--units=8", "--rank=2", "--batch_size=4",
+                       "--steps=200", "--log_every=100", "--eval_every=100",
+                       "--eval_streams=64", f"--data_dir={data_dir}", f"--run_dir={run_dir}")
+  check_ok(proc)
+  results = json.loads((run_dir / "results.json").read_text())
+  for key in ("best_valid_bpc", "best_step", "test_bpc", "final_valid_bpc", "wall_time",
+              "steps_per_sec", "chars"):
+    assert key in results and results[key] is not None, key
+    assert math.isfinite(float(results[key])) and float(results[key]) > 0, (key, results)
+  assert results["chars"] == 200 * 4 and results["best_step"] in (100, 200)
+  # An untrained 50-symbol model is near log2(50) ≈ 5.64 bits.
+  for key in ("best_valid_bpc", "test_bpc", "final_valid_bpc"):
+    assert 3.0 < results[key] < 6.0, (key, results)
+  header, rows = read_rows(run_dir / "eval.csv")
+  assert header == ["step", "chars", "valid_bpc"]
+  assert [int(r["step"]) for r in rows] == [100, 200]
+  assert float(rows[-1]["valid_bpc"]) == pytest.approx(results["final_valid_bpc"], rel=1e-12)
+  assert min(float(r["valid_bpc"]) for r in rows) == pytest.approx(results["best_valid_bpc"],
+                                                                   rel=1e-12)
+  header, rows = read_rows(run_dir / "metrics.csv")
+  assert header[:4] == ["step", "chars", "epoch", "loss_bits"] and "valid_bpc" in header
+  assert any((run_dir / "best").glob("ckpt-*.index"))
+
+
+def test_ptb_missing_data_names_the_files(tmp_path):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  run_dir = tmp_path / "run"
+  proc, _ = run_script("train_ptb.py", "--units=4", "--steps=100", "--log_every=100",
+                       "--eval_every=100", f"--data_dir={empty}", f"--run_dir={run_dir}",
+                       unset=("OK_TF_DATA",), timeout=120)
+  assert proc.returncode != 0
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert "train_ptb.py: " in proc.stderr
+  for name in ("train.txt", "valid.txt", "test.txt", str(empty)):
+    assert name in proc.stderr, name
+  assert not (run_dir / "metrics.csv").exists()
