@@ -156,7 +156,7 @@ class KroneckerCell(keras.layers.Layer):
 
   def dense_d(self, gates: tf.Tensor) -> tf.Tensor:
     """D_t[s, g·n + j] = d_t[s, g] δ(j, unit(s)), as a dense ``[B, S, k·n]`` tensor."""
-    d = tf.einsum("bsg,sj->bsgj", gates, self._unit_of_state)
+    d = gates[:, :, :, None] * self._unit_of_state[None, :, None, :]
     return tf.reshape(d, [-1, self.state_size, self.kernel_columns])
 
   def _recurrent_jacobian(self, gates, kernel):
@@ -168,8 +168,8 @@ class KroneckerCell(keras.layers.Layer):
     n, k = self.units, self.num_gates
     w_h = kernel[self.input_dim:self.input_dim + n, :]             # [n(t), k·n]
     w_h = tf.reshape(w_h, [n, k, n])                               # [t, g, j]
-    w_sel = tf.einsum("tgj,sj->gst", w_h, self._unit_of_state)     # [g, s, t]
-    through_h = tf.einsum("bsg,gst->bst", gates, w_sel)            # [B, S, n]
+    w_sel = tf.einsum("tgj,sj->sgt", w_h, self._unit_of_state)     # [s, g, t], weights only
+    through_h = tf.reduce_sum(gates[:, :, :, None] * w_sel[None], axis=2)   # [B, S, n]
     if self.state_size == n:
       return through_h
     zeros = tf.zeros_like(through_h[:, :, :self.state_size - n])
