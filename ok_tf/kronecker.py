@@ -204,6 +204,11 @@ def ok_reduce(left: tf.Tensor, right: tf.Tensor, rank: int, rng: tf.random.Gener
   Returns:
     A :class:`Reduction` with the new factors ``[B, r, a]`` and ``[B, r, m]``.
   """
+  # Non-finite factors (a diverged run) would make eigh/svd raise inside the compiled
+  # loop; decompose zeros instead and hand NaN on, so the trainer's loss check reports it.
+  finite = _all_finite(left) & _all_finite(right)
+  left = tf.where(finite[:, None, None], left, 0.0)
+  right = tf.where(finite[:, None, None], right, 0.0)
   basis_u = orthonormalize(left)
   basis_a = orthonormalize(right)
   # ℓ = R_u Q_u and ρ = R_A Q_A (rows), so Σ_i ℓ_i ⊗ ρ_i = Q_uᵀ (R_uᵀ R_A) Q_A.
@@ -214,7 +219,15 @@ def ok_reduce(left: tf.Tensor, right: tf.Tensor, rank: int, rng: tf.random.Gener
   new_right = tf.matmul(tf.matmul(rmat, basis_a.to_basis, transpose_a=True), right)
   if balance:
     new_left, new_right = balance_norms(new_left, new_right)
+  nan = tf.constant(float("nan"), left.dtype)
+  new_left = tf.where(finite[:, None, None], new_left, nan)
+  new_right = tf.where(finite[:, None, None], new_right, nan)
   return Reduction(new_left, new_right, kept, variance)
+
+
+def _all_finite(x: tf.Tensor) -> tf.Tensor:
+  """[B]: whether every entry of example b is finite."""
+  return tf.reduce_all(tf.math.is_finite(x), axis=list(range(1, x.shape.rank)))
 
 
 def balance_norms(left: tf.Tensor, right: tf.Tensor):

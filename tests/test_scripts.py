@@ -91,6 +91,10 @@ def test_copy_resume_reproduces_uninterrupted_run(method, copy_run_600, tmp_path
                        f"--run_dir={resumed}")
   check_ok(proc)
   assert len(read_rows(resumed / "metrics.csv")[1]) == 4
+  # As if the run had been killed after logging step 500 but before its next checkpoint:
+  # the resumed run must drop that row and redo the steps from the checkpoint at 400.
+  with open(resumed / "metrics.csv", "a") as f:
+    f.write("500,4000,9,9.0,9.0,1.0,99.0\n")
   proc, _ = run_script("train_copy.py", *TINY_COPY, *flags, "--steps=600",
                        f"--run_dir={resumed}", "--resume")
   check_ok(proc)

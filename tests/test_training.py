@@ -199,13 +199,13 @@ def test_online_rtrl_one_step_equals_bptt_sgd_step():
   np.testing.assert_allclose(out["loss_bits"], [losses[0].numpy() / math.log(2)], rtol=1e-6)
 
 
-@pytest.mark.parametrize("method", ["rtrl"])
-def test_online_rtrl_gradients_equal_bptt_at_fixed_weights(method):
+def test_online_rtrl_gradients_equal_bptt_at_fixed_weights():
+  """With the weights held fixed, the trainer's RTRL gradient of every step is BPTT's."""
   steps = 5
   inputs, targets, reset = scripted_data(steps, seed=3, resets=[(3, 1)])
   model = make_model(seed=3)
   optimizer = RecordingOptimizer()
-  trainer = training.OnlineTrainer(model, estimators.get(method, model.cell),
+  trainer = training.OnlineTrainer(model, estimators.get("rtrl", model.cell),
                                    ScriptedTask(inputs, targets, reset), optimizer, BATCH)
   with tf.GradientTape(persistent=True) as tape:
     losses, _ = unrolled_losses(model, inputs, targets, reset)
@@ -312,13 +312,7 @@ def _tiny_trainer(method, optimizer):
                                 optimizer, 4)
 
 
-OK_NAN_BUG = pytest.mark.xfail(
-    raises=tf.errors.InvalidArgumentError, strict=False,
-    reason="library bug: with non-finite weights OK's eigh (kronecker.orthonormalize) raises "
-           "InvalidArgumentError inside the compiled loop before the loss check")
-
-
-@pytest.mark.parametrize("method", ["rtrl", "tbptt", pytest.param("ok", marks=OK_NAN_BUG)])
+@pytest.mark.parametrize("method", ["rtrl", "tbptt", "ok"])
 def test_non_finite_loss_from_poisoned_weight(method):
   trainer = _tiny_trainer(method, keras.optimizers.SGD(0.1))
   trainer.run(2)
@@ -332,7 +326,7 @@ def test_non_finite_loss_from_poisoned_weight(method):
   assert "\n" not in message
 
 
-@pytest.mark.parametrize("method", ["rtrl", "tbptt", pytest.param("ok", marks=OK_NAN_BUG)])
+@pytest.mark.parametrize("method", ["rtrl", "tbptt", "ok"])
 def test_non_finite_loss_from_huge_learning_rate(method):
   # Plain SGD at 1e38: the readout weights overflow to inf within a few updates.
   trainer = _tiny_trainer(method, keras.optimizers.SGD(1e38))
