@@ -1,7 +1,8 @@
 """Bits per character on a whole text with a forward-only compiled loop.
 
 The text ids[0..N−1] gives N−1 predictions (input ids[i], target ids[i+1]).  They are
-cut into S contiguous streams of ⌈(N−1)/S⌉ steps (the last one padded and masked); each
+cut into S contiguous streams of ⌈(N−1)/S⌉ steps (the tail padded and masked, so
+when S is close to N−1 the last streams may be all padding); each
 stream carries its state from its first character to its last, with no resets, and
 
     BPC = log2(e) · (1/(N−1)) Σ_i CE(logits_i, ids[i+1]).

@@ -236,7 +236,7 @@ def check_unbiased(problem, name, rank, rows, key):
 @pytest.mark.parametrize("name,rank", STOCHASTIC)
 def test_unbiased_rhn(name, rank):
     problem = PROBLEMS.get("rhn") or PROBLEMS.setdefault("rhn", Problem("rhn", 3, 24, seed=10))
-    check_unbiased(problem, name, rank, rows=512, key=1000 + len(name))
+    check_unbiased(problem, name, rank, rows=2048, key=1000 + len(name))
 
 
 PROBLEMS = {}
@@ -247,7 +247,7 @@ PROBLEMS = {}
 def test_unbiased_other_cells(cell_name, name, rank):
     problem = PROBLEMS.get(cell_name) or PROBLEMS.setdefault(
         cell_name, Problem(cell_name, 3, 20, seed=20))
-    check_unbiased(problem, name, rank, rows=256, key=2000 + len(name))
+    check_unbiased(problem, name, rank, rows=1024, key=2000 + len(name))
 
 
 @pytest.mark.slow
