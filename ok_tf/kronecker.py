@@ -149,6 +149,7 @@ class Basis(NamedTuple):
   """
   to_basis: tf.Tensor     # T, [B, q, q]
   coefficients: tf.Tensor  # R, [B, q, q]
+  gram: tf.Tensor         # F Fᵀ, [B, q, q]: ‖Σ_i m_i F_i‖² = mᵀ (F Fᵀ) m without touching F
 
 
 def orthonormalize(family: tf.Tensor) -> Basis:
@@ -159,11 +160,15 @@ def orthonormalize(family: tf.Tensor) -> Basis:
   give zero rows of Q and zero columns of R rather than NaN.  This costs one
   ``[q, dim] × [dim, q]`` product instead of a tall QR and is the faster choice on CPU
   (ALGORITHMS.md §7).
+
+  A family with a non-finite entry (a diverged run) gives NaN in T instead of making
+  ``eigh`` raise inside a compiled loop, so the NaN reaches the loss and is reported.
   """
   dtype = family.dtype
   q = family.shape[-2]
   gram = tf.matmul(family, family, transpose_b=True)
-  lam, vecs = tf.linalg.eigh(gram)                     # ascending
+  finite = tf.reduce_all(tf.math.is_finite(gram), axis=[1, 2])[:, None, None]
+  lam, vecs = tf.linalg.eigh(tf.where(finite, gram, 0.0))    # ascending
   lam_max = tf.reduce_max(lam, axis=-1, keepdims=True)
   cutoff = lam_max * (100.0 * q * float(np.finfo(dtype.as_numpy_dtype).eps))
   keep = (lam > cutoff) & (lam > 0.0)
@@ -171,8 +176,9 @@ def orthonormalize(family: tf.Tensor) -> Basis:
   inv_sqrt = tf.where(keep, tf.math.rsqrt(safe), 0.0)
   sqrt = tf.where(keep, tf.sqrt(safe), 0.0)
   to_basis = inv_sqrt[:, :, None] * tf.linalg.matrix_transpose(vecs)
+  to_basis = tf.where(finite, to_basis, tf.constant(float("nan"), dtype))
   coefficients = vecs * sqrt[:, None, :]
-  return Basis(to_basis, coefficients)
+  return Basis(to_basis, coefficients, gram)
 
 
 class Reduction(NamedTuple):
@@ -193,6 +199,9 @@ def ok_reduce(left: tf.Tensor, right: tf.Tensor, rank: int, rng: tf.random.Gener
   3. (L, R) = Opt(C, r).
   4. u'_j = Σ_i L_ij q^u_i,  A'_j = Σ_i R_ij q^A_i  (one matmul each, no Q formed).
   5. With ``balance``, rescale each pair so that ‖u'_j‖ = ‖A'_j‖ (product unchanged).
+     The norms come from the Gram matrices (‖M_j ρ‖² = M_j (ρρᵀ) M_jᵀ) and the scales
+     are folded into the mixing matrices, so the big factors are read once and
+     written once.
 
   Args:
     left: ``[B, r+1, a]`` the left family ℓ (u_1..u_r, ĥ_t).
@@ -204,39 +213,38 @@ def ok_reduce(left: tf.Tensor, right: tf.Tensor, rank: int, rng: tf.random.Gener
   Returns:
     A :class:`Reduction` with the new factors ``[B, r, a]`` and ``[B, r, m]``.
   """
-  # Non-finite factors (a diverged run) would make eigh/svd raise inside the compiled
-  # loop; decompose zeros instead and hand NaN on, so the trainer's loss check reports it.
-  finite = _all_finite(left) & _all_finite(right)
-  left = tf.where(finite[:, None, None], left, 0.0)
-  right = tf.where(finite[:, None, None], right, 0.0)
   basis_u = orthonormalize(left)
   basis_a = orthonormalize(right)
   # ℓ = R_u Q_u and ρ = R_A Q_A (rows), so Σ_i ℓ_i ⊗ ρ_i = Q_uᵀ (R_uᵀ R_A) Q_A.
   c = tf.matmul(basis_u.coefficients, basis_a.coefficients, transpose_a=True)
   lmat, rmat, kept, variance = opt(c, rank, rng, return_kept=True, return_variance=True)
   # u' = Lᵀ Q_u = (Lᵀ T_u) ℓ, A' = (Rᵀ T_A) ρ
-  new_left = tf.matmul(tf.matmul(lmat, basis_u.to_basis, transpose_a=True), left)
-  new_right = tf.matmul(tf.matmul(rmat, basis_a.to_basis, transpose_a=True), right)
+  mix_u = tf.matmul(lmat, basis_u.to_basis, transpose_a=True)     # [B, r, q]
+  mix_a = tf.matmul(rmat, basis_a.to_basis, transpose_a=True)
   if balance:
-    new_left, new_right = balance_norms(new_left, new_right)
-  nan = tf.constant(float("nan"), left.dtype)
-  new_left = tf.where(finite[:, None, None], new_left, nan)
-  new_right = tf.where(finite[:, None, None], new_right, nan)
-  return Reduction(new_left, new_right, kept, variance)
+    gamma = _balance_scale(_squared_norms(mix_u, basis_u.gram),
+                           _squared_norms(mix_a, basis_a.gram))
+    mix_u *= gamma[:, :, None]
+    mix_a /= gamma[:, :, None]
+  return Reduction(tf.matmul(mix_u, left), tf.matmul(mix_a, right), kept, variance)
 
 
-def _all_finite(x: tf.Tensor) -> tf.Tensor:
-  """[B]: whether every entry of example b is finite."""
-  return tf.reduce_all(tf.math.is_finite(x), axis=list(range(1, x.shape.rank)))
+def _squared_norms(mix: tf.Tensor, gram: tf.Tensor) -> tf.Tensor:
+  """‖Σ_i mix_ji F_i‖² for every j, from the Gram matrix of F: [B, r]."""
+  return tf.reduce_sum(tf.matmul(mix, gram) * mix, axis=-1)
+
+
+def _balance_scale(sq_left: tf.Tensor, sq_right: tf.Tensor) -> tf.Tensor:
+  """γ = (‖A‖/‖u‖)^{1/2} = (‖A‖²/‖u‖²)^{1/4}, 1 where either norm is zero."""
+  ok = (sq_left > 0.0) & (sq_right > 0.0)
+  return tf.where(ok, tf.pow(tf.where(ok, sq_right, 1.0) / tf.where(ok, sq_left, 1.0), 0.25),
+                  1.0)
 
 
 def balance_norms(left: tf.Tensor, right: tf.Tensor):
   """Rescale pairs (u, A) → (γu, A/γ) with γ = √(‖A‖/‖u‖), so ‖u‖ = ‖A‖; zero-safe."""
-  nu = tf.norm(left, axis=-1, keepdims=True)
-  na = tf.norm(right, axis=-1, keepdims=True)
-  ok = (nu > 0.0) & (na > 0.0)
-  gamma = tf.where(ok, tf.sqrt(tf.where(ok, na, 1.0) / tf.where(ok, nu, 1.0)), 1.0)
-  return left * gamma, right / gamma
+  gamma = _balance_scale(tf.reduce_sum(tf.square(left), -1), tf.reduce_sum(tf.square(right), -1))
+  return left * gamma[..., None], right / gamma[..., None]
 
 
 def kf_reduce(u: tf.Tensor, a: tf.Tensor, hhat: tf.Tensor, d: tf.Tensor,
