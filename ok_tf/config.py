@@ -81,12 +81,13 @@ PRESETS = {
         "quick": dict(units=64, rank=8, truncation=25, batch_size=32, lr=10 ** -2.5,
                       clip=100.0, steps=40_000, log_every=1000, checkpoint_every=10_000,
                       eval_every=10_000),
-        # A reduced study a CPU finishes in a few hours per run: n 128 is where OK's
-        # O(r n³) step still runs at ~100 steps/s on 2 cores; 300k characters per
-        # stream (9.6M characters, about two passes over the training text).
-        "cpu": dict(units=128, rank=8, truncation=25, batch_size=32, lr=10 ** -3,
-                    clip=100.0, steps=300_000, log_every=1000, checkpoint_every=10_000,
-                    eval_every=25_000),
+        # A reduced study a CPU finishes in a few hours: n 64 keeps OK (r 8) at roughly
+        # 60-80 steps/s on 2 cores, so 150k steps (4.8M characters, about one pass over
+        # the training text) take about 35-45 min per OK run and the five-method study
+        # (ok, kf, uoro, tbptt T 25 and T 100) a few hours.
+        "cpu": dict(units=64, rank=8, truncation=25, batch_size=32, lr=10 ** -3,
+                    clip=100.0, steps=150_000, log_every=1000, checkpoint_every=10_000,
+                    eval_every=10_000),
         "paper": dict(units=256, rank=8, truncation=25, batch_size=32, lr=10 ** -3.5,
                       clip=100.0, steps=1_000_000, log_every=1000, checkpoint_every=10_000,
                       eval_every=10_000),
