@@ -288,7 +288,6 @@ CELLS = {"rhn": RHNCell, "tanh": TanhRNNCell, "lstm": LSTMCell}
 
 def get(name: str, units: int, **kwargs) -> KroneckerCell:
   """A cell by name: ``"rhn"``, ``"tanh"`` or ``"lstm"``."""
-  try:
-    return CELLS[name](units, **kwargs)
-  except KeyError:
-    raise ValueError(f"unknown cell {name!r}; choose one of {sorted(CELLS)}") from None
+  if name not in CELLS:
+    raise ValueError(f"unknown cell {name!r}; choose one of {sorted(CELLS)}")
+  return CELLS[name](units, **kwargs)

@@ -120,7 +120,10 @@ def opt(c: tf.Tensor, rank: int, rng: tf.random.Generator, return_kept: bool = F
   # p_i = k σ_i / s_m on the mixed coordinates (uniform k/d when s_m = 0: scaled out).
   d = float(q) - tf.cast(split.kept, dtype)[:, None]
   p = tf.where(positive, k * split.sigma / tf.where(positive, tail, 1.0), k / d)
-  w = tf.where(is_kept, tf.zeros_like(p), tf.sqrt(tf.clip_by_value(1.0 - p, 0.0, 1.0)))
+  # 1 − p_i within rounding of 0 (ties such as σ = (1, 1, 1, 0)) is exactly 0: p_i = 1.
+  one_minus_p = tf.clip_by_value(1.0 - p, 0.0, 1.0)
+  one_minus_p = tf.where(one_minus_p > _tolerance(dtype), one_minus_p, tf.zeros_like(p))
+  w = tf.where(is_kept, tf.zeros_like(p), tf.sqrt(one_minus_p))
   w = w / tf.norm(w, axis=-1, keepdims=True)
   e_last = tf.one_hot(q - 1, q, dtype=dtype)[None, :]
   hv = w + e_last
