@@ -502,7 +502,8 @@ def load_model(run_dir, checkpoint: str | None = None, vocab_size: int = 50,
     dtype: the dtype of the returned model (default: the run's); weights are cast.
 
   Returns:
-    (model, config, step) with step None for ``"init"``-less prefixes without a number.
+    (model, config, step): step is the checkpoint's step, 0 for ``"init"``, None when the
+    prefix carries no number.
   """
   run_dir = pathlib.Path(run_dir)
   with open(run_dir / "config.json") as f:

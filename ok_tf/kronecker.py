@@ -159,8 +159,12 @@ def orthonormalize(family: tf.Tensor) -> Basis:
   """Orthonormalise the rows of ``family`` ``[B, q, dim]`` through the q × q Gram matrix.
 
   With F Fᵀ = E Λ Eᵀ: Q = Λ^{−1/2} Eᵀ F and R = E Λ^{1/2}, keeping only eigenvalues
-  above a relative cutoff (q·100·eps·λ_max), so zero and linearly dependent vectors
-  give zero rows of Q and zero columns of R rather than NaN.  This costs one
+  above a relative cutoff (q·eps·λ_max), so zero and linearly dependent vectors give
+  zero rows of Q and zero columns of R rather than NaN.  Dropping a direction is the
+  only source of bias (R T = E_kept E_keptᵀ is an orthogonal projection), so the cutoff
+  sits at the Gram matrix's rounding level: directions with σ_i/σ_max below
+  √(q·eps) (≈1e-3 in float32, ≈5e-8 in float64) are lost.  A kept direction close to
+  the cutoff may be imperfectly normalised, which costs a little variance, not bias.  This costs one
   ``[q, dim] × [dim, q]`` product instead of a tall QR and is the faster choice on CPU
   (ALGORITHMS.md §7).
 
@@ -173,7 +177,7 @@ def orthonormalize(family: tf.Tensor) -> Basis:
   finite = tf.reduce_all(tf.math.is_finite(gram), axis=[1, 2])[:, None, None]
   lam, vecs = tf.linalg.eigh(tf.where(finite, gram, 0.0))    # ascending
   lam_max = tf.reduce_max(lam, axis=-1, keepdims=True)
-  cutoff = lam_max * (100.0 * q * float(np.finfo(dtype.as_numpy_dtype).eps))
+  cutoff = lam_max * (q * float(np.finfo(dtype.as_numpy_dtype).eps))
   keep = (lam > cutoff) & (lam > 0.0)
   safe = tf.where(keep, lam, 1.0)
   inv_sqrt = tf.where(keep, tf.math.rsqrt(safe), 0.0)
