@@ -95,12 +95,12 @@ class _Trainer(tf.Module):
     self.optimizer.apply_gradients(zip(list(recurrent_grads) + list(readout_grads),
                                        self.variables_))
 
-  def _loss_and_grads(self, state):
+  def _loss_and_grads(self, state, targets):
     """Per-stream losses, ∂L_b/∂s_b per stream, and the exact readout gradient."""
     with tf.GradientTape() as tape:
       tape.watch(state)
       logits = self.model.logits(state)
-      losses = models.cross_entropy(logits, self._targets)
+      losses = models.cross_entropy(logits, targets)
       mean = tf.reduce_mean(losses)
     grads = tape.gradient(mean, [state] + self.model.readout_variables)
     batch = tf.cast(tf.shape(losses)[0], grads[0].dtype)
@@ -181,8 +181,7 @@ class OnlineTrainer(_Trainer):
       task_state, inputs, targets, reset = self.task.next(task_state, self.data_rng)
       x = self.model.one_hot(inputs)
       est_state = est.step(est.reset(est_state, reset), x, self.method_rng)
-      self._targets = targets
-      losses, dl_dh, readout_grads = self._loss_and_grads(est_state.h)
+      losses, dl_dh, readout_grads = self._loss_and_grads(est_state.h, targets)
       grads = est.gradient(est_state, dl_dh)
       if shadow is not None:
         shadow_state = shadow.step(shadow.reset(shadow_state, reset), x)
