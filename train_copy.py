@@ -12,16 +12,13 @@ steps_per_sec, wall_time), TensorBoard summaries and checkpoints to its run dire
 
 from __future__ import annotations
 
-import sys
 
 from absl import app
-from absl import flags
 from absl import logging
 
 from ok_tf import config as config_lib
 from ok_tf import experiment
 from ok_tf import runs
-from ok_tf import training
 from ok_tf.tasks import copy as copy_task
 
 config_lib.define_flags("copy")
@@ -40,15 +37,7 @@ def run_one(cfg: config_lib.CopyConfig, resume: bool):
 
 def main(argv):
   del argv
-  try:
-    configs, resume = config_lib.from_flags("copy")
-  except config_lib.ConfigError as e:
-    sys.exit(f"train_copy.py: {e}")
-  for cfg in configs:
-    try:
-      run_one(cfg, resume)
-    except (runs.RunDirError, training.NonFiniteLossError) as e:
-      sys.exit(f"train_copy.py: {e}")
+  experiment.main("train_copy.py", "copy", run_one)
 
 
 if __name__ == "__main__":

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 
 from absl import app
-from absl import flags
 from absl import logging
 
 from ok_tf import config as config_lib
 from ok_tf import evaluation
 from ok_tf import experiment
 from ok_tf import runs
-from ok_tf import training
 from ok_tf.data import ptb
 
 config_lib.define_flags("ptb")
@@ -91,17 +88,9 @@ def run_one(cfg: config_lib.PTBConfig, resume: bool) -> dict:
 
 def main(argv):
   del argv
-  try:
-    configs, resume = config_lib.from_flags("ptb")
-    ptb.resolve_data_dir(configs[0].data_dir or None)
-  except (config_lib.ConfigError, ptb.PtbDataMissingError) as e:
-    sys.exit(f"train_ptb.py: {e}")
-  for cfg in configs:
-    try:
-      run_one(cfg, resume)
-    except (runs.RunDirError, training.NonFiniteLossError, ptb.PtbDataMissingError,
-            ptb.PtbChecksumError) as e:
-      sys.exit(f"train_ptb.py: {e}")
+  # run_one reads (and checksums) the data before it creates anything.
+  experiment.main("train_ptb.py", "ptb", run_one,
+                  errors=(ptb.PtbDataMissingError, ptb.PtbChecksumError))
 
 
 if __name__ == "__main__":

@@ -265,6 +265,18 @@ def plot_groups(ax, curves, marker_if_short=True):
                       alpha=0.2, linewidth=0)
 
 
+def finish_figure(fig, ax, out: str, *, which: str = "major", legend_size: float = 8,
+                  legend_loc: str = "best") -> list[str]:
+  """Grid, a legend when anything is labelled, OUT.png and OUT.pdf; closes the figure."""
+  import matplotlib.pyplot as plt
+  ax.grid(True, which=which, alpha=0.3)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=legend_size, loc=legend_loc)
+  paths = save_figure(fig, out)
+  plt.close(fig)
+  return paths
+
+
 def save_figure(fig, out: str) -> list[str]:
   """Writes OUT.png and OUT.pdf; returns the paths."""
   out = str(out)

@@ -393,6 +393,22 @@ def _log2_axis(ax):
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
+def _variance_series(ax, rows, x_key, method, condition, label):
+  """Relative variance ± SE against ``x_key``: solid circles untrained, dashed squares trained."""
+  untrained = condition.startswith("untrained")
+  ax.errorbar([r[x_key] for r in rows], [r["rel_var"] for r in rows],
+              yerr=[r["rel_var_se"] for r in rows], color=COLORS.get(method), capsize=2,
+              marker="o" if untrained else "s", linestyle="-" if untrained else "--",
+              markersize=4, label=label)
+
+
+def _log_variance_axes(ax, xlabel):
+  _log2_axis(ax)
+  ax.set_yscale("log")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel("relative variance E‖ĝ − g‖² / ‖g‖²")
+
+
 def plot_size(rows, methods, out) -> list[str]:
   fig, ax = plt.subplots(figsize=(6.4, 4.4))
   measured = _measured(rows, "size")
@@ -408,22 +424,10 @@ def plot_size(rows, methods, out) -> list[str]:
                    key=lambda r: (r["units"], str(r["checkpoint_step"])))
       if not sel:
         continue
-      untrained = name.startswith("untrained")
-      ax.errorbar([r["units"] for r in sel], [r["rel_var"] for r in sel],
-                  yerr=[r["rel_var_se"] for r in sel], color=COLORS.get(m), capsize=2,
-                  marker="o" if untrained else "s", linestyle="-" if untrained else "--",
-                  markersize=4, label=f"{method_label(m, rk)}, {name}")
-  _log2_axis(ax)
-  ax.set_yscale("log")
-  ax.set_xlabel("hidden units n")
-  ax.set_ylabel("relative variance E‖ĝ − g‖² / ‖g‖²")
+      _variance_series(ax, sel, "units", m, name, f"{method_label(m, rk)}, {name}")
+  _log_variance_axes(ax, "hidden units n")
   ax.set_title("Gradient noise vs network size (PTB)")
-  ax.grid(True, which="both", alpha=0.3)
-  if ax.get_legend_handles_labels()[0]:
-    ax.legend(fontsize=6.5, loc="best")
-  paths = common.save_figure(fig, out)
-  plt.close(fig)
-  return paths
+  return common.finish_figure(fig, ax, out, which="both", legend_size=6.5)
 
 
 def plot_rank(rows, out) -> list[str]:
@@ -435,22 +439,10 @@ def plot_rank(rows, out) -> list[str]:
                    key=lambda r: r["rank"])
       if not sel:
         continue
-      untrained = cond.startswith("untrained")
-      ax.errorbar([r["rank"] for r in sel], [r["rel_var"] for r in sel],
-                  yerr=[r["rel_var_se"] for r in sel], color=COLORS[m], capsize=2,
-                  marker="o" if untrained else "s", linestyle="-" if untrained else "--",
-                  markersize=4, label=f"{m}, n={sel[0]['units']}, {cond}")
-  _log2_axis(ax)
-  ax.set_yscale("log")
-  ax.set_xlabel("rank r (Kronecker terms)")
-  ax.set_ylabel("relative variance E‖ĝ − g‖² / ‖g‖²")
+      _variance_series(ax, sel, "rank", m, cond, f"{m}, n={sel[0]['units']}, {cond}")
+  _log_variance_axes(ax, "rank r (Kronecker terms)")
   ax.set_title("Gradient noise vs rank at equal memory")
-  ax.grid(True, which="both", alpha=0.3)
-  if ax.get_legend_handles_labels()[0]:
-    ax.legend(fontsize=7, loc="best")
-  paths = common.save_figure(fig, out)
-  plt.close(fig)
-  return paths
+  return common.finish_figure(fig, ax, out, which="both", legend_size=7)
 
 
 def plot_ok(rows, steps_rows, methods, burn_in, out) -> list[str]:

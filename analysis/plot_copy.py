@@ -51,12 +51,7 @@ def plot_copy(paths, out: str = "copy_curve", published: bool = False,
   ax.set_xlabel(common.X_LABELS.get(x, x))
   ax.set_ylabel("curriculum level T")
   ax.set_title(title or "Copy task with curriculum")
-  ax.grid(True, alpha=0.3)
-  if ax.get_legend_handles_labels()[0]:
-    ax.legend(fontsize=8, loc="upper left")
-  paths_out = common.save_figure(fig, out)
-  plt.close(fig)
-  return paths_out
+  return common.finish_figure(fig, ax, out, legend_loc="upper left")
 
 
 def main(argv=None):

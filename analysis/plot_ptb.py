@@ -67,12 +67,7 @@ def plot_ptb(paths, out: str = "ptb_curve", published: bool = False,
   ax.set_xlabel(common.X_LABELS.get(x, x))
   ax.set_ylabel("validation BPC")
   ax.set_title(title or "Character-level Penn Treebank")
-  ax.grid(True, which="both", alpha=0.3)
-  if ax.get_legend_handles_labels()[0]:
-    ax.legend(fontsize=8, loc="upper right")
-  paths_out = common.save_figure(fig, out)
-  plt.close(fig)
-  return paths_out
+  return common.finish_figure(fig, ax, out, which="both", legend_loc="upper right")
 
 
 def main(argv=None):

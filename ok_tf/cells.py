@@ -24,7 +24,6 @@ A cell provides, batched over a leading axis B:
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import keras

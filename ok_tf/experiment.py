@@ -8,6 +8,7 @@ and exact resume from the last checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Callable, Optional
 
 import keras
@@ -101,6 +102,21 @@ def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = Fal
     run.close()
     raise
   return run, trainer, model
+
+
+def main(script: str, task: str, run_one, errors: tuple = ()) -> None:
+  """Entry point of ``train_{task}.py``: flags → configs → ``run_one(cfg, resume)`` each.
+
+  A bad flag, a run directory that cannot be used, a diverged run or any of ``errors``
+  stops the script with one line naming the problem (no traceback).
+  """
+  try:
+    configs, resume = config_lib.from_flags(task)
+    for cfg in configs:
+      run_one(cfg, resume)
+  except (config_lib.ConfigError, runs.RunDirError, training.NonFiniteLossError) + tuple(
+      errors) as e:
+    sys.exit(f"{script}: {e}")
 
 
 def _scalar(v):

@@ -32,7 +32,8 @@ class RecurrentModel(keras.Model):
     self.vocab_size = int(vocab_size)
     self.units = int(units)
     self.init_stddev = float(init_stddev)
-    self.cell_name = cell if isinstance(cell, str) else type(cell).__name__
+    names = {cls: name for name, cls in cells.CELLS.items()}
+    self.cell_name = cell if isinstance(cell, str) else names.get(type(cell), type(cell).__name__)
     init = keras.initializers.RandomNormal(stddev=self.init_stddev)
     if isinstance(cell, str):
       cell = cells.get(cell, self.units, kernel_initializer=init, dtype=dtype)
@@ -78,7 +79,7 @@ class RecurrentModel(keras.Model):
     return tf.transpose(logits, [1, 0, 2]), states[-1]
 
   def get_config(self):
-    return {"cell": self.cell_name if isinstance(self.cell_name, str) else "rhn",
+    return {"cell": self.cell_name,
             "units": self.units, "vocab_size": self.vocab_size,
             "init_stddev": self.init_stddev, "dtype": self.dtype_policy.name,
             "name": self.name}

@@ -54,7 +54,7 @@ class StateVariables(tf.Module):
 def make_generator(seed: int, stream: int) -> tf.random.Generator:
   """An independent Philox generator per (seed, stream): distinct keys, not counters."""
   return tf.random.Generator.from_key_counter(key=2 * int(seed) + int(stream),
-                                              counter=[0, 0, 0, 0][:2], alg="philox")
+                                              counter=[0, 0], alg="philox")
 
 
 def make_optimizer(learning_rate: float, epsilon: float = 1e-8) -> keras.optimizers.Optimizer:
