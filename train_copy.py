@@ -7,7 +7,9 @@
     python train_copy.py --run_dir=runs/copy/x --resume    # continue a killed run
 
 Each run writes config.json, metrics.csv (step, chars, level, ema_bits, loss_bits,
-steps_per_sec, wall_time), TensorBoard summaries and checkpoints to its run directory.
+steps_per_sec, wall_time), TensorBoard summaries and checkpoints to its run directory,
+and at the end results.json (level, max_level, ema_bits, steps, chars, wall_time,
+steps_per_sec).
 """
 
 from __future__ import annotations
@@ -29,8 +31,16 @@ def run_one(cfg: config_lib.CopyConfig, resume: bool):
   run, trainer, _ = experiment.train(cfg, task, copy_task.VOCAB_SIZE, resume=resume)
   metrics = runs.read_csv(run.path / runs.METRICS_FILE)
   last = metrics[-1] if metrics else {}
-  logging.info("finished %s: level %s after %s characters", run.path, last.get("level"),
-               last.get("chars"))
+  if metrics and experiment.finished(trainer, cfg):
+    wall = float(last["wall_time"])
+    run.write_results({
+        "level": last["level"], "max_level": max(int(r["level"]) for r in metrics),
+        "ema_bits": last["ema_bits"], "steps": last["step"], "chars": last["chars"],
+        "wall_time": wall, "steps_per_sec": last["step"] / wall if wall > 0 else None,
+    })
+  logging.info("%s %s: level %s after %s characters",
+               "finished" if experiment.finished(trainer, cfg) else "stopped early",
+               run.path, last.get("level"), last.get("chars"))
   run.close()
   return last
 

@@ -67,6 +67,9 @@ def run_one(cfg: config_lib.PTBConfig, resume: bool) -> dict:
   hook = ValidationHook(cfg, data)
   run, trainer, model = experiment.train(cfg, task, data.vocab_size, resume=resume,
                                          after_chunk=hook, on_start=hook.on_start)
+  if not experiment.finished(trainer, cfg):
+    run.close()
+    return {}
   metrics = runs.read_csv(run.path / runs.METRICS_FILE)
   final_step, final_bpc = hook.last
   run.restore_best()

@@ -1,7 +1,7 @@
 """Copy task: curriculum level T reached versus characters seen.
 
     python analysis/plot_copy.py RUN_DIRS... [--published] [--out copy_curve]
-        [--x chars|wall_time|step]
+        [--x chars|wall_time|step] [--logx]
 
 Each RUN_DIR is a run directory or a folder searched for them. Runs are grouped
 by method label ("ok (r=16)", "tbptt (T=25)", ...; split by learning rate when
@@ -32,7 +32,7 @@ def copy_curves(runs, x: str = "chars", num: int = 500):
 
 
 def plot_copy(paths, out: str = "copy_curve", published: bool = False,
-              x: str = "chars", title: str | None = None) -> list[str]:
+              x: str = "chars", title: str | None = None, logx: bool = False) -> list[str]:
   """Plots the runs under `paths`; returns the written files (PNG, PDF)."""
   runs = common.load_runs(paths, task="copy")
   curves = copy_curves(runs, x=x)
@@ -48,6 +48,8 @@ def plot_copy(paths, out: str = "copy_curve", published: bool = False,
       ax.errorbar(px, p["mean"], yerr=[p["mean"] - p["min"], p["max"] - p["mean"]],
                   fmt="ks", markersize=4, capsize=3, linestyle="none",
                   label=p["label"])
+  if logx:
+    ax.set_xscale("log")
   ax.set_xlabel(common.X_LABELS.get(x, x))
   ax.set_ylabel("curriculum level T")
   ax.set_title(title or "Copy task with curriculum")
@@ -64,9 +66,11 @@ def main(argv=None):
   parser.add_argument("--x", default="chars", choices=["chars", "wall_time", "step"],
                       help="x axis (default: characters seen)")
   parser.add_argument("--title", default=None)
+  parser.add_argument("--logx", action="store_true",
+                      help="logarithmic x axis (e.g. short runs beside the published points)")
   args = parser.parse_args(argv)
   for p in plot_copy(args.runs, out=args.out, published=args.published,
-                     x=args.x, title=args.title):
+                     x=args.x, title=args.title, logx=args.logx):
     print(p)
 
 

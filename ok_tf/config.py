@@ -20,6 +20,7 @@ from absl import flags
 METHODS = ("ok", "kf", "kf_avg", "uoro", "rtrl", "tbptt")
 CELLS = ("rhn", "tanh", "lstm")
 RANKED = ("ok", "kf_avg")
+STRATEGIES = ("none", "mirrored")
 
 
 class ConfigError(ValueError):
@@ -47,6 +48,10 @@ class TrainConfig:
   checkpoint_every: int = 10_000
   deterministic: bool = True          # tf.config.experimental.enable_op_determinism
   shadow_exact: bool = False
+  strategy: str = "none"              # "mirrored": streams split across devices
+  devices: str = ""                   # mirrored: comma-separated devices (default: all GPUs)
+  cpu_devices: int = 0                # split the CPU into this many logical devices
+  max_minutes: float = 0.0            # stop (with a checkpoint) after this wall time; 0: none
   run_dir: str = ""
 
 
@@ -73,6 +78,11 @@ PRESETS = {
         # A small RHN that passes level 10 in a few minutes on 2 CPU cores.
         "quick": dict(units=32, rank=8, truncation=25, batch_size=16, lr=10 ** -2.5,
                       clip=1.0, steps=60_000, log_every=1000, checkpoint_every=10_000),
+        # The CPU-scale study (results/copy): the largest RHN for which the whole study
+        # (11 runs, analysis/study.py copy_cpu) fits about 1.5 h on 2 cores, run as two
+        # single-threaded jobs at a time (OK r 16 ≈ 90 steps/s per core at n 64).
+        "cpu": dict(units=64, rank=16, truncation=25, batch_size=16, lr=10 ** -2.5,
+                    clip=1.0, steps=100_000, log_every=1000, checkpoint_every=10_000),
         # The published configuration (PROTOCOL.md: n 128, B 16, r 16, lr 10^-3.5).
         "paper": dict(units=128, rank=16, truncation=25, batch_size=16, lr=10 ** -3.5,
                       clip=1.0, steps=2_000_000, log_every=1000, checkpoint_every=20_000),
@@ -127,6 +137,15 @@ def define_flags(task: str) -> None:
   flags.DEFINE_boolean("shadow_exact", False,
                        "Run exact RTRL beside the estimator and log the gradient's cosine "
                        "and relative error (small networks only).")
+  flags.DEFINE_enum("strategy", None, list(STRATEGIES),
+                    "none: one device; mirrored: tf.distribute.MirroredStrategy, the streams "
+                    "split evenly across the devices, each keeping its own streams' state.")
+  flags.DEFINE_string("devices", None, "mirrored: comma-separated devices, e.g. "
+                      "/gpu:0,/gpu:1 (default: all GPUs, else the CPU).")
+  flags.DEFINE_integer("cpu_devices", None, "Split the CPU into this many logical devices "
+                       "(to try --strategy=mirrored without GPUs).")
+  flags.DEFINE_float("max_minutes", None, "Stop with a checkpoint once this many minutes of "
+                     "training have passed in this process; continue later with --resume.")
   flags.DEFINE_string("run_dir", None, "Run directory (default runs/<task>/<method>_<time>).")
   flags.DEFINE_boolean("resume", False, "Continue the run in --run_dir from its last checkpoint.")
   if task == "copy":
@@ -219,6 +238,13 @@ def validate(cfg: TrainConfig) -> None:
        f"--steps ({cfg.steps}) must be a multiple of --truncation ({cfg.truncation}) for tbptt")
   if cfg.shadow_exact:
     need(cfg.method != "tbptt", "--shadow_exact compares an online estimator with exact RTRL; tbptt has none")
+  need(cfg.strategy in STRATEGIES, f"unknown --strategy {cfg.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+  need(cfg.max_minutes >= 0, f"--max_minutes must be ≥ 0 (0: no limit), got {cfg.max_minutes}")
+  need(cfg.cpu_devices >= 0, f"--cpu_devices must be ≥ 0, got {cfg.cpu_devices}")
+  if cfg.strategy == "mirrored":
+    need(not cfg.shadow_exact, "--shadow_exact runs on one device; drop --strategy=mirrored")
+  else:
+    need(not cfg.devices, "--devices is for --strategy=mirrored")
   if isinstance(cfg, CopyConfig):
     need(cfg.max_length >= 1, f"--max_length must be positive, got {cfg.max_length}")
   if isinstance(cfg, PTBConfig):

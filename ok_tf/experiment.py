@@ -7,8 +7,10 @@ and exact resume from the last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
+import time
 from typing import Callable, Optional
 
 import keras
@@ -33,21 +35,63 @@ def setup(cfg: config_lib.TrainConfig) -> None:
   keras.utils.set_random_seed(cfg.seed)
 
 
-def build_model(cfg: config_lib.TrainConfig, vocab_size: int) -> models.RecurrentModel:
-  return models.RecurrentModel(cfg.cell, cfg.units, vocab_size, dtype=cfg.dtype)
+def configure_devices(cfg: config_lib.TrainConfig) -> None:
+  """Split the CPU into ``cfg.cpu_devices`` logical devices (before TensorFlow starts)."""
+  if cfg.cpu_devices <= 1:
+    return
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  try:
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(cfg.cpu_devices)])
+  except RuntimeError as e:
+    raise config_lib.ConfigError(f"--cpu_devices must be set before TensorFlow starts ({e})")
 
 
-def build_trainer(cfg: config_lib.TrainConfig, model, task):
+def make_strategy(cfg: config_lib.TrainConfig) -> Optional[tf.distribute.Strategy]:
+  """``None`` for one device, else a MirroredStrategy over ``cfg.devices``.
+
+  Without ``--devices`` it takes all GPUs, or, with none, all logical CPUs.
+  """
+  if cfg.strategy == "none":
+    return None
+  devices = [d.strip() for d in cfg.devices.split(",") if d.strip()]
+  if not devices:
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+  try:
+    strategy = tf.distribute.MirroredStrategy(devices)
+  except (ValueError, RuntimeError) as e:
+    raise config_lib.ConfigError(f"--devices={cfg.devices!r} cannot be used: {e}")
+  n = strategy.num_replicas_in_sync
+  if cfg.batch_size % n:
+    raise config_lib.ConfigError(
+        f"--batch_size={cfg.batch_size} streams cannot be split evenly across {n} devices "
+        f"({', '.join(devices)}); choose a multiple of {n}")
+  logging.info("mirrored over %d devices: %s (%d streams each)", n, ", ".join(devices),
+               cfg.batch_size // n)
+  return strategy
+
+
+def build_model(cfg: config_lib.TrainConfig, vocab_size: int,
+                strategy: Optional[tf.distribute.Strategy] = None) -> models.RecurrentModel:
+  with strategy.scope() if strategy is not None else contextlib.nullcontext():
+    return models.RecurrentModel(cfg.cell, cfg.units, vocab_size, dtype=cfg.dtype)
+
+
+def build_trainer(cfg: config_lib.TrainConfig, model, task,
+                  strategy: Optional[tf.distribute.Strategy] = None):
   """The online trainer with the configured estimator, or the TBPTT trainer."""
-  optimizer = training.make_optimizer(cfg.lr, cfg.adam_epsilon)
+  with strategy.scope() if strategy is not None else contextlib.nullcontext():
+    optimizer = training.make_optimizer(cfg.lr, cfg.adam_epsilon)
   clip = cfg.clip or None
   if cfg.method == "tbptt":
     return training.TBPTTTrainer(model, task, optimizer, cfg.batch_size, cfg.truncation,
-                                 clip_norm=clip, seed=cfg.seed)
+                                 clip_norm=clip, seed=cfg.seed, strategy=strategy)
   rank = cfg.rank if cfg.method in config_lib.RANKED else None
   est = estimators.get(cfg.method, model.cell, rank=rank)
   return training.OnlineTrainer(model, est, task, optimizer, cfg.batch_size, clip_norm=clip,
-                                seed=cfg.seed, shadow_exact=cfg.shadow_exact)
+                                seed=cfg.seed, shadow_exact=cfg.shadow_exact,
+                                strategy=strategy)
 
 
 ChunkHook = Callable[[int, object, runs.RunDir], dict]
@@ -68,8 +112,9 @@ def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = Fal
     on_start: ``hook(step, trainer, run)`` after restoring, before training.
   """
   setup(cfg)
-  model = build_model(cfg, vocab_size)
-  trainer = build_trainer(cfg, model, task)
+  strategy = make_strategy(cfg)
+  model = build_model(cfg, vocab_size, strategy)
+  trainer = build_trainer(cfg, model, task, strategy)
   run = runs.RunDir(cfg.run_dir, dataclasses.asdict(cfg), resume=resume)
   run.checkpoint(**trainer.trackables())
   start, wall_offset = 0, 0.0
@@ -83,6 +128,7 @@ def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = Fal
     on_start(start, trainer, run)
   progress = runs.Progress(cfg.steps, start, wall_offset)
   step = start
+  started = time.perf_counter()
   try:
     while step < cfg.steps:
       n = min(cfg.log_every, cfg.steps - step)
@@ -96,12 +142,22 @@ def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = Fal
       row.update(progress.update(step, row))
       run.log_metrics(row)
       run.scalars(step, {k: v for k, v in row.items() if k not in ("step",) and v is not None})
-      if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+      out_of_time = cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes
+      if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
         run.save(step)
+      if out_of_time and step < cfg.steps:
+        logging.warning("stopping at step %d of %d after --max_minutes=%g; continue with "
+                        "--run_dir=%s --resume", step, cfg.steps, cfg.max_minutes, run.path)
+        break
   except training.NonFiniteLossError:
     run.close()
     raise
   return run, trainer, model
+
+
+def finished(trainer, cfg: config_lib.TrainConfig) -> bool:
+  """Whether the run reached ``cfg.steps`` (not stopped early by ``--max_minutes``)."""
+  return int(trainer.step.numpy()) >= cfg.steps
 
 
 def main(script: str, task: str, run_one, errors: tuple = ()) -> None:
@@ -112,6 +168,7 @@ def main(script: str, task: str, run_one, errors: tuple = ()) -> None:
   """
   try:
     configs, resume = config_lib.from_flags(task)
+    configure_devices(configs[0])
     for cfg in configs:
       run_one(cfg, resume)
   except (config_lib.ConfigError, runs.RunDirError, training.NonFiniteLossError) + tuple(

@@ -58,7 +58,11 @@ BEST_DIR = "best"
 
 # Config keys that may differ between a run and its resumption.
 RESUME_MAY_CHANGE = frozenset(
-    {"steps", "log_every", "checkpoint_every", "eval_every", "resume"})
+    {"steps", "log_every", "checkpoint_every", "eval_every", "resume", "max_minutes"})
+
+# Config fields added after runs were already made: a stored config without them
+# meant these values, so such runs still resume.
+ABSENT_MEANS = {"strategy": "none", "devices": "", "cpu_devices": 0, "max_minutes": 0.0}
 
 # Methods whose label carries the rank r of the approximation.
 RANKED_METHODS = ("ok", "kf_avg")
@@ -295,7 +299,7 @@ class RunDir:
       keys = (set(stored) | set(new)) - RESUME_MAY_CHANGE
       missing = object()
       diff = sorted(k for k in keys
-                    if stored.get(k, missing) != new.get(k, missing))
+                    if stored.get(k, ABSENT_MEANS.get(k, missing)) != new.get(k, missing))
       if diff:
         details = ", ".join(
             f"{k} (stored {stored.get(k, '<absent>')!r}, "

@@ -15,6 +15,16 @@ object with pure TensorFlow methods (see :mod:`ok_tf.tasks.copy` and
 before the step.  All mutable state (weights, Adam slots, estimator and task state,
 random generators, step) lives in variables returned by ``trackables()`` so that a
 checkpoint restores a run exactly.
+
+Several devices (``strategy=tf.distribute.MirroredStrategy(...)``): the B streams are
+split into R equal shards, one per device (streams ``i·B/R … (i+1)·B/R − 1`` on device
+i). Each device keeps its own shard's task state, estimator state (or TBPTT hidden
+state) and random generators; the weights and Adam slots are mirrored. Per step every
+device computes the mean gradient over its streams, the devices average them (so the
+update uses the global batch mean, clipped by its global norm) and apply the same Adam
+update. Random draws are made for the global batch on every device, each keeping its
+own rows (:class:`ShardedGenerator`), so a distributed run follows the single-device
+run of the same seed up to rounding.
 """
 
 from __future__ import annotations
@@ -57,6 +67,62 @@ def make_generator(seed: int, stream: int) -> tf.random.Generator:
                                               counter=[0, 0], alg="philox")
 
 
+class ShardedGenerator(tf.Module):
+  """A generator that draws for the global batch and returns one shard's rows.
+
+  ``uniform(shape)`` with ``shape[0]`` = the shard's batch b draws
+  ``[count·b, *shape[1:]]`` from the wrapped generator and keeps rows
+  ``index·b … (index+1)·b − 1``: every shard's generator holds the same key and
+  counter and advances identically, so shard i sees exactly the numbers streams
+  ``i·b …`` see in a single-device run.
+  """
+
+  def __init__(self, generator: tf.random.Generator, index: int, count: int):
+    super().__init__()
+    self.generator = generator
+    self.index, self.count = int(index), int(count)
+
+  def uniform(self, shape, minval=0, maxval=None, dtype=tf.float32):
+    shape = tf.convert_to_tensor(shape, tf.int32)
+    static = tf.get_static_value(shape)
+    if static is not None:
+      b, rest = int(static[0]), [int(d) for d in static[1:]]
+      draw = self.generator.uniform([self.count * b] + rest, minval, maxval, dtype)
+      return draw[self.index * b:(self.index + 1) * b]
+    b, rest = shape[0], shape[1:]
+    draw = self.generator.uniform(tf.concat([[self.count * b], rest], 0), minval, maxval,
+                                  dtype)
+    return tf.reshape(draw, tf.concat([[self.count, b], rest], 0))[self.index]
+
+
+class _Shard(tf.Module):
+  """What one device keeps for its streams: task, task state, generators, method state."""
+
+  def __init__(self, task, seed: int, index: int, count: int):
+    super().__init__(name=f"shard_{index}")
+    self.task = task
+    self.data_rng = ShardedGenerator(make_generator(seed, 0), index, count)
+    self.method_rng = ShardedGenerator(make_generator(seed, 1), index, count)
+    self.task_state = StateVariables(task.init(self.data_rng), name="task_state")
+
+
+class _ShardList(tf.Module):
+  """The shards, as one checkpointable object."""
+
+  def __init__(self, shards):
+    super().__init__(name="shards")
+    self.shards = list(shards)
+
+
+def shard_task(task, index: int, count: int):
+  """The task of streams ``index·B/count … (index+1)·B/count − 1`` (``task.shard``)."""
+  if count == 1:
+    return task
+  if not hasattr(task, "shard"):
+    raise ValueError(f"{type(task).__name__} cannot be split across devices (no shard())")
+  return task.shard(index, count)
+
+
 def make_optimizer(learning_rate: float, epsilon: float = 1e-8) -> keras.optimizers.Optimizer:
   """Adam with TF1's defaults (β1 0.9, β2 0.999, ε 1e-8, as the paper used)."""
   return keras.optimizers.Adam(learning_rate=learning_rate, epsilon=epsilon)
@@ -66,34 +132,102 @@ class _Trainer(tf.Module):
   """Shared parts: model, task, optimiser, generators, step counter, chunked running."""
 
   def __init__(self, model: models.RecurrentModel, task, optimizer, batch_size: int,
-               clip_norm: float | None = None, seed: int = 0, jit_compile: bool = False):
+               clip_norm: float | None = None, seed: int = 0, jit_compile: bool = False,
+               strategy: tf.distribute.Strategy | None = None):
     super().__init__()
     self.model = model
     self.task = task
     self.optimizer = optimizer
     self.batch_size = int(batch_size)
     self.clip_norm = clip_norm
-    self.data_rng = make_generator(seed, 0)
-    self.method_rng = make_generator(seed, 1)
-    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    self.task_state = StateVariables(task.init(self.data_rng), name="task_state")
+    self.strategy = strategy
+    self.replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     self.variables_ = model.recurrent_variables + model.readout_variables
-    optimizer.build(self.variables_)
-    self._compiled = tf.function(self._run, jit_compile=jit_compile)
+    if strategy is None:
+      self.data_rng = make_generator(seed, 0)
+      self.method_rng = make_generator(seed, 1)
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+      self.task_state = StateVariables(task.init(self.data_rng), name="task_state")
+      optimizer.build(self.variables_)
+      self._compiled = tf.function(self._run, jit_compile=jit_compile)
+      return
+    if self.batch_size % self.replicas:
+      raise ValueError(f"the batch of {self.batch_size} streams cannot be split evenly "
+                       f"across {self.replicas} devices: choose a multiple of {self.replicas}")
+    if jit_compile:
+      raise ValueError("jit_compile is not supported with a distribution strategy")
+    self.local_batch = self.batch_size // self.replicas
+    with strategy.scope():
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+      optimizer.build(self.variables_)
+    # Per-device state is created outside the strategy's scope: plain variables on
+    # each device, not mirrored ones.
+    self.shards = []
+    for i, device in enumerate(strategy.extended.worker_devices):
+      with tf.device(device):
+        self.shards.append(_Shard(shard_task(task, i, self.replicas), seed, i, self.replicas))
+    self._shard_list = _ShardList(self.shards)
+    self._compiled = tf.function(self._run_distributed)
 
   def trackables(self) -> dict:
     """Everything a checkpoint must hold to resume this run exactly."""
-    return {"model": self.model, "optimizer": self.optimizer, "data_rng": self.data_rng,
-            "method_rng": self.method_rng, "step": self.step, "task_state": self.task_state}
+    common = {"model": self.model, "optimizer": self.optimizer, "step": self.step}
+    if self.strategy is not None:
+      return {**common, "shards": self._shard_list}
+    return {**common, "data_rng": self.data_rng, "method_rng": self.method_rng,
+            "task_state": self.task_state}
+
+  def _local_shard(self) -> _Shard:
+    """The shard of the replica being traced (inside ``strategy.run``)."""
+    ctx = tf.distribute.get_replica_context()
+    index = tf.get_static_value(ctx.replica_id_in_sync_group)
+    return self.shards[int(index)]
+
+  def _run_distributed(self, num_steps):
+    """The chunk loop in cross-replica context, one ``strategy.run`` per update."""
+    updates = self._updates(num_steps)
+    losses_ta = tf.TensorArray(tf.float32, size=updates)
+    for i in tf.range(updates):
+      out = self.strategy.run(self._replica_update)
+      losses_ta = losses_ta.write(i, self.strategy.experimental_local_results(out)[0])
+    self.step.assign_add(tf.cast(num_steps, tf.int64))
+    shard = self.shards[0]
+    return tf.reshape(losses_ta.stack(), [-1]), shard.task.metrics(shard.task_state.read())
+
+  def _updates(self, num_steps):
+    return num_steps
+
+  def _replica_update(self):
+    raise NotImplementedError
+
+  def _global_mean(self, value):
+    """The mean over devices of a per-device value (identity on one device)."""
+    ctx = tf.distribute.get_replica_context()
+    if self.strategy is None or ctx is None:
+      return value
+    return ctx.all_reduce(tf.distribute.ReduceOp.MEAN, value)
 
   def tracing_count(self) -> int:
     return self._compiled.experimental_get_tracing_count()
 
   def _apply(self, recurrent_grads, readout_grads):
+    """Clip W's gradient by global norm and apply one Adam step to W and W_out.
+
+    Under a strategy (replica context) the gradients are first averaged over the
+    devices, so clipping sees the global batch mean; Keras then sums what each device
+    hands it, hence the division by the number of devices.
+    """
+    recurrent_grads, readout_grads = list(recurrent_grads), list(readout_grads)
+    distributed = self.strategy is not None
+    if distributed:
+      both = self._global_mean(recurrent_grads + readout_grads)
+      recurrent_grads, readout_grads = both[:len(recurrent_grads)], both[len(recurrent_grads):]
     if self.clip_norm:
       recurrent_grads, _ = tf.clip_by_global_norm(recurrent_grads, self.clip_norm)
-    self.optimizer.apply_gradients(zip(list(recurrent_grads) + list(readout_grads),
-                                       self.variables_))
+    grads = recurrent_grads + readout_grads
+    if distributed:
+      grads = [g / self.replicas for g in grads]
+    self.optimizer.apply_gradients(zip(grads, self.variables_))
 
   def _loss_and_grads(self, state, targets):
     """Per-stream losses, ∂L_b/∂s_b per stream, and the exact readout gradient."""
@@ -144,18 +278,44 @@ class OnlineTrainer(_Trainer):
 
   def __init__(self, model, estimator: estimators_lib.Estimator, task, optimizer,
                batch_size: int, clip_norm: float | None = None, seed: int = 0,
-               shadow_exact: bool = False, jit_compile: bool = False):
+               shadow_exact: bool = False, jit_compile: bool = False,
+               strategy: tf.distribute.Strategy | None = None):
     self.estimator = estimator
-    super().__init__(model, task, optimizer, batch_size, clip_norm, seed, jit_compile)
+    if shadow_exact and strategy is not None:
+      raise ValueError("shadow_exact runs on one device only (drop the strategy)")
+    super().__init__(model, task, optimizer, batch_size, clip_norm, seed, jit_compile,
+                     strategy)
+    self.shadow = estimators_lib.RTRL(model.cell) if shadow_exact else None
+    if strategy is not None:
+      for shard, device in zip(self.shards, strategy.extended.worker_devices):
+        with tf.device(device):
+          shard.estimator_state = StateVariables(estimator.init(self.local_batch),
+                                                 name="estimator_state")
+      return
     self.estimator_state = StateVariables(estimator.init(self.batch_size),
                                           name="estimator_state")
-    self.shadow = estimators_lib.RTRL(model.cell) if shadow_exact else None
     if self.shadow is not None:
       self.shadow_state = StateVariables(self.shadow.init(self.batch_size), name="shadow_state")
 
   def trackables(self):
+    if self.strategy is not None:
+      return super().trackables()  # the shards hold the estimator states
     extra = {"shadow_state": self.shadow_state} if self.shadow is not None else {}
     return {**super().trackables(), "estimator_state": self.estimator_state, **extra}
+
+  def _replica_update(self):
+    """One online step of this device's streams (inside ``strategy.run``)."""
+    shard, est = self._local_shard(), self.estimator
+    task_state, inputs, targets, reset = shard.task.next(shard.task_state.read(),
+                                                         shard.data_rng)
+    x = self.model.one_hot(inputs)
+    est_state = est.step(est.reset(shard.estimator_state.read(), reset), x, shard.method_rng)
+    losses, dl_dh, readout_grads = self._loss_and_grads(est_state.h, targets)
+    self._apply(est.gradient(est_state, dl_dh), readout_grads)
+    loss_bits = self._global_mean(tf.cast(tf.reduce_mean(losses), tf.float32) * LOG2E)
+    shard.task_state.assign(shard.task.observe(task_state, loss_bits))
+    shard.estimator_state.assign(est_state)
+    return loss_bits
 
   def _compare(self, shadow_state, dl_dh, grads):
     """(cosine, relative error) of the estimated vs the exact gradient of W."""
@@ -213,16 +373,89 @@ class TBPTTTrainer(_Trainer):
   """
 
   def __init__(self, model, task, optimizer, batch_size: int, truncation: int,
-               clip_norm: float | None = None, seed: int = 0, jit_compile: bool = False):
+               clip_norm: float | None = None, seed: int = 0, jit_compile: bool = False,
+               strategy: tf.distribute.Strategy | None = None):
     if int(truncation) < 1:
       raise ValueError(f"truncation must be ≥ 1, got {truncation}")
     self.truncation = int(truncation)
-    super().__init__(model, task, optimizer, batch_size, clip_norm, seed, jit_compile)
+    super().__init__(model, task, optimizer, batch_size, clip_norm, seed, jit_compile,
+                     strategy)
+    if strategy is not None:
+      b, t = self.local_batch, self.truncation
+      for shard, device in zip(self.shards, strategy.extended.worker_devices):
+        with tf.device(device):
+          shard.hidden = tf.Variable(model.cell.zero_state(b), trainable=False,
+                                     name="hidden")
+          shard.running = tf.Variable(model.cell.zero_state(b), trainable=False,
+                                      name="running")
+          shard.window = StateVariables(
+              (tf.zeros([t, b], tf.int32), tf.zeros([t, b], tf.int32),
+               tf.zeros([t, b], tf.bool)), name="window")
+      return
     self.hidden = tf.Variable(model.cell.zero_state(self.batch_size), trainable=False,
                               name="hidden")
 
   def trackables(self):
+    if self.strategy is not None:
+      return super().trackables()
     return {**super().trackables(), "hidden": self.hidden}
+
+  def _run_distributed(self, num_steps):
+    """Windows across devices: T forward steps, then one backward pass and update.
+
+    The copy task's curriculum needs the loss of every step averaged over all devices
+    while the window runs, and devices can only synchronise outside a loop of a
+    replica's function. So each window runs forward one ``strategy.run`` per step
+    (recording the window's inputs, targets and resets on each device, and observing
+    the global loss), then one ``strategy.run`` recomputes the window under the tape
+    from its starting state and applies the averaged gradient. The result equals the
+    single-device TBPTT update; the forward pass is computed twice.
+    """
+    windows = num_steps // self.truncation
+    losses_ta = tf.TensorArray(tf.float32, size=num_steps)
+    for w in tf.range(windows):
+      for t in tf.range(self.truncation):
+        out = self.strategy.run(self._replica_forward, args=(t,))
+        losses_ta = losses_ta.write(w * self.truncation + t,
+                                    self.strategy.experimental_local_results(out)[0])
+      self.strategy.run(self._replica_backward)
+    self.step.assign_add(tf.cast(num_steps, tf.int64))
+    shard = self.shards[0]
+    return losses_ta.stack(), shard.task.metrics(shard.task_state.read())
+
+  def _replica_forward(self, t):
+    """Step t of the window on this device's streams; returns the global mean bits."""
+    shard = self._local_shard()
+    model = self.model
+    task_state, inputs, targets, reset = shard.task.next(shard.task_state.read(),
+                                                         shard.data_rng)
+    state = tf.where(reset[:, None], tf.zeros_like(shard.running), shard.running)
+    state = model.cell(model.one_hot(inputs), state)
+    loss = tf.reduce_mean(models.cross_entropy(model.logits(state), targets))
+    loss_bits = self._global_mean(tf.cast(loss, tf.float32) * LOG2E)
+    shard.task_state.assign(shard.task.observe(task_state, loss_bits))
+    shard.running.assign(state)
+    recorded = shard.window.read()
+    shard.window.assign(tuple(tf.tensor_scatter_nd_update(buf, [[t]], [row])
+                              for buf, row in zip(recorded, (inputs, targets, reset))))
+    return loss_bits
+
+  def _replica_backward(self):
+    """Recompute this device's window under the tape and apply the averaged update."""
+    shard = self._local_shard()
+    model, cell = self.model, self.model.cell
+    inputs, targets, reset = shard.window.read()
+    recurrent = model.recurrent_variables
+    with tf.GradientTape() as tape:
+      state = tf.stop_gradient(shard.hidden.read_value())
+      total = tf.zeros([], cell.compute_dtype)
+      for t in tf.range(self.truncation):
+        state = tf.where(reset[t][:, None], tf.zeros_like(state), state)
+        state = cell(model.one_hot(inputs[t]), state)
+        total += tf.reduce_mean(models.cross_entropy(model.logits(state), targets[t]))
+    grads = tape.gradient(total, recurrent + model.readout_variables)
+    self._apply(grads[:len(recurrent)], grads[len(recurrent):])
+    shard.hidden.assign(state)
 
   def run(self, num_steps):
     if num_steps % self.truncation:
@@ -233,16 +466,17 @@ class TBPTTTrainer(_Trainer):
   def window_loss(self, state, task_state):
     """Forward over one window: (Σ_t batch-mean loss, final state, task state, bits [T])."""
     cell = self.model.cell
+    task, rng = self.task, self.data_rng
     bits = tf.TensorArray(tf.float32, size=self.truncation)
     total = tf.zeros([], cell.compute_dtype)
     for t in tf.range(self.truncation):
-      task_state, inputs, targets, reset = self.task.next(task_state, self.data_rng)
+      task_state, inputs, targets, reset = task.next(task_state, rng)
       state = tf.where(reset[:, None], tf.zeros_like(state), state)
       state = cell(self.model.one_hot(inputs), state)
       loss = tf.reduce_mean(models.cross_entropy(self.model.logits(state), targets))
       total += loss
       loss_bits = tf.cast(tf.stop_gradient(loss), tf.float32) * LOG2E
-      task_state = self.task.observe(task_state, loss_bits)
+      task_state = task.observe(task_state, loss_bits)
       bits = bits.write(t, loss_bits)
     return total, state, task_state, bits.stack()
 

@@ -127,6 +127,8 @@ def test_plot_copy(copy_runs, tmp_path):
   _nonempty(plot_copy.plot_copy([str(copy_runs)], out=out, published=True), out)
   out2 = str(tmp_path / "copy_wall")
   _nonempty(plot_copy.plot_copy([str(copy_runs)], out=out2, x="wall_time"), out2)
+  out3 = str(tmp_path / "copy_log")
+  _nonempty(plot_copy.plot_copy([str(copy_runs)], out=out3, published=True, logx=True), out3)
 
 
 def test_plot_copy_command_line(copy_runs, tmp_path):

@@ -109,6 +109,27 @@ def test_copy_resume_reproduces_uninterrupted_run(method, copy_run_600, tmp_path
   assert float(rows_b[4]["wall_time"]) > float(rows_b[3]["wall_time"])
 
 
+def test_copy_max_minutes_stops_with_checkpoint_then_resumes(copy_run_600, tmp_path):
+  """--max_minutes stops after the chunk that passes the budget, with a checkpoint there
+  and no results.json; --resume finishes the run, equal to the uninterrupted one."""
+  run_dir = tmp_path / "limited"
+  proc, _ = run_script("train_copy.py", *TINY_COPY, "--rank=2", "--steps=600",
+                       "--max_minutes=0.0001", f"--run_dir={run_dir}")
+  check_ok(proc)
+  assert "--resume" in proc.stderr
+  assert len(read_rows(run_dir / "metrics.csv")[1]) == 1
+  assert (run_dir / "checkpoints" / "ckpt-100.index").exists()
+  assert not (run_dir / "results.json").exists()
+  proc, _ = run_script("train_copy.py", *TINY_COPY, "--rank=2", "--steps=600",
+                       f"--run_dir={run_dir}", "--resume")
+  check_ok(proc)
+  assert without_timing(read_rows(run_dir / "metrics.csv")[1]) == without_timing(
+      read_rows(copy_run_600 / "metrics.csv")[1])
+  results = json.loads((run_dir / "results.json").read_text())
+  assert results["steps"] == 600 and results["chars"] == 600 * 8
+  assert results["max_level"] >= results["level"] >= 1
+
+
 def test_copy_grid_makes_one_directory_per_run(tmp_path):
   base = tmp_path / "grid"
   proc, _ = run_script("train_copy.py", "--units=4", "--rank=1", "--batch_size=4",

@@ -36,6 +36,7 @@ Public pieces:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import os
@@ -515,10 +516,20 @@ class PtbStreams:
             raise ValueError(f"ids contain {max_id}, not below vocab_size={vocab_size}")
         self.vocab_size = int(vocab_size)
         self.batch_size = int(batch_size)
+        self.total_streams = int(batch_size)  # all devices' streams (see shard)
         self.reset_every = int(reset_every)
         self.num_symbols = n
         self.offsets = (np.arange(batch_size, dtype=np.int64) * (n // batch_size)).astype(np.int32)
         self.text = tf.constant(ids.astype(np.int32, copy=False), dtype=tf.int32)
+
+    def shard(self, index: int, count: int) -> "PtbStreams":
+        """Streams ``index·B/count … (index+1)·B/count − 1`` (same text, same offsets)."""
+        if self.batch_size % count or not 0 <= index < count:
+            raise ValueError(f"cannot take shard {index} of {count} of {self.batch_size} streams")
+        part = copy.copy(self)
+        part.batch_size = self.batch_size // count
+        part.offsets = self.offsets[index * part.batch_size:(index + 1) * part.batch_size]
+        return part
 
     def init(self, rng: tf.random.Generator | None = None) -> PtbStreamState:
         """Initial state: positions at the evenly spaced offsets, step 0."""
@@ -553,5 +564,5 @@ class PtbStreams:
 
     def metrics(self, state: PtbStreamState) -> dict[str, tf.Tensor]:
         """``{"epoch": steps * B / N}`` as a float32 scalar: passes over the text so far."""
-        epochs = tf.cast(state.step, tf.float64) * (self.batch_size / self.num_symbols)
+        epochs = tf.cast(state.step, tf.float64) * (self.total_streams / self.num_symbols)
         return {"epoch": tf.cast(epochs, tf.float32)}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# All GPU measurements of the speed and reproduction issues in one short script
+# (about 10 minutes on one GPU): the benchmark at the copy and PTB configurations with
+# an n sweep, the copy task's paper configuration with OK for COPY_MINUTES, and a short
+# PTB paper-configuration run for PTB_MINUTES. Everything goes to $OUT (default
+# gpu_out/); the training runs stop with a checkpoint (--max_minutes) and can be
+# continued with --resume.
+#
+#   bash analysis/gpu_check.sh                         # on a machine with a GPU
+#   OUT=/tmp/g COPY_MINUTES=0.2 PTB_MINUTES=0.2 BENCH="--configs=copy --sizes=32 \
+#     --min_time=0.2 --repeats=1 --no-breakdown" DEVICE=cpu bash analysis/gpu_check.sh
+#                                                      # the same machinery on a CPU
+#
+# Needs TensorFlow with GPU support (pip install 'tensorflow[and-cuda]==2.21.0') and
+# the PTB files ($OK_TF_DATA or ../shared/data/ptb_char).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu_out}
+DEVICE=${DEVICE:-gpu}
+COPY_MINUTES=${COPY_MINUTES:-3}
+PTB_MINUTES=${PTB_MINUTES:-2}
+BENCH=${BENCH:-"--sizes=64,128,256 --min_time=1 --repeats=2"}
+mkdir -p "$OUT"
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+  python -c "import tensorflow as tf; print('tensorflow', tf.__version__, tf.config.list_physical_devices())"
+} | tee "$OUT/machine.txt"
+
+# shellcheck disable=SC2086
+python analysis/benchmark.py --device="$DEVICE" --methods=ok,kf,uoro,tbptt \
+  --out_dir="$OUT/benchmark" $BENCH 2>&1 | tee "$OUT/benchmark.log" | grep -v "^W0000\|^I0000" || true
+
+python train_copy.py --preset=paper --method=ok --seed=0 --max_minutes="$COPY_MINUTES" \
+  --run_dir="$OUT/copy_paper_ok_seed0" 2>&1 | tail -n 3
+python train_ptb.py --preset=paper --method=ok --seed=0 --max_minutes="$PTB_MINUTES" \
+  --eval_every=5000 --log_every=1000 --run_dir="$OUT/ptb_paper_ok_seed0" 2>&1 | tail -n 3
+
+# Level / validation BPC reached and speed, next to the published curves.
+python - "$OUT" <<'EOF'
+import csv, json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+summary = {}
+for name in ("copy_paper_ok_seed0", "ptb_paper_ok_seed0"):
+  rows = list(csv.DictReader(open(out / name / "metrics.csv")))
+  last = rows[-1]
+  entry = {"step": int(last["step"]), "wall_time": float(last["wall_time"]),
+           "s_per_1000_steps": 1000 * float(last["wall_time"]) / int(last["step"])}
+  if "level" in last:
+    entry["level"] = int(last["level"])
+  evals = out / name / "eval.csv"
+  if evals.exists():
+    entry["valid_bpc"] = [(int(r["step"]), float(r["valid_bpc"]))
+                          for r in csv.DictReader(open(evals))]
+  summary[name] = entry
+(out / "summary.json").write_text(json.dumps(summary, indent=2))
+print(json.dumps(summary, indent=2))
+EOF

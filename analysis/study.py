@@ -1,0 +1,201 @@
+"""Run a reproduction study (a fixed list of training runs) and collect its small files.
+
+    python analysis/study.py copy_cpu ptb_cpu --workers=2      # the CPU-scale studies
+    python analysis/study.py copy_cpu --dry_run                 # print the commands only
+    python analysis/study.py ptb_cpu --collect_only             # copy finished runs' files
+
+Each run is one ``train_copy.py`` / ``train_ptb.py`` process in its own run directory
+(``--runs_root``/<study>/<run>). Runs go to ``--workers`` processes at a time, each
+limited to ``--threads`` TensorFlow threads: on a small CPU, two single-threaded runs
+side by side do more steps per second in total than one run using both cores. The
+study is idempotent: a finished run (results.json present) is skipped, a started one
+continues from its last checkpoint (``--resume``), so a killed study is restarted with
+the same command. At the end each run's config.json, metrics.csv, eval.csv and
+results.json are copied to ``--results``/<task>/<run>/ and ``runs.md`` there lists every
+run with its command, machine and wall time.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SMALL_FILES = ("config.json", "metrics.csv", "eval.csv", "results.json")
+
+flags.DEFINE_integer("workers", 2, "Runs at a time.")
+flags.DEFINE_integer("threads", 1, "TensorFlow intra-op threads per run.")
+flags.DEFINE_string("runs_root", "runs/study", "Where the run directories go.")
+flags.DEFINE_string("results", "results", "Where the small files are collected.")
+flags.DEFINE_boolean("dry_run", False, "Print the commands and exit.")
+flags.DEFINE_boolean("collect_only", False, "Only collect finished runs' files.")
+flags.DEFINE_list("only", None, "Run only these run names of the studies.")
+flags.DEFINE_list("extra", [], "Extra flags passed to every run, e.g. --steps=2000 "
+                  "(for trying the machinery at a small size).")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training run of a study."""
+  study: str
+  task: str          # "copy" or "ptb" (also the results subfolder)
+  name: str
+  args: tuple        # flags after the preset
+  cost: float        # rough relative cost, longest first
+
+  @property
+  def script(self) -> str:
+    return f"train_{self.task}.py"
+
+
+def _copy_cpu() -> list[Run]:
+  runs = []
+  for seed in (0, 1):
+    runs.append(Run("copy_cpu", "copy", f"ok_r16_seed{seed}", ("--method=ok", "--rank=16",
+                                                             f"--seed={seed}"), 1.0))
+    runs.append(Run("copy_cpu", "copy", f"ok_r8_seed{seed}", ("--method=ok", "--rank=8",
+                                                            f"--seed={seed}"), 0.6))
+    for t in (25, 100):
+      runs.append(Run("copy_cpu", "copy", f"tbptt_T{t}_seed{seed}",
+                      ("--method=tbptt", f"--truncation={t}", f"--seed={seed}"), 0.15))
+  runs.append(Run("copy_cpu", "copy", "kf_seed0", ("--method=kf", "--seed=0"), 0.3))
+  runs.append(Run("copy_cpu", "copy", "kf_avg_r8_seed0", ("--method=kf_avg", "--rank=8",
+                                                          "--seed=0"), 0.5))
+  runs.append(Run("copy_cpu", "copy", "uoro_seed0", ("--method=uoro", "--seed=0"), 0.3))
+  return runs
+
+
+def _ptb_cpu() -> list[Run]:
+  return [
+      Run("ptb_cpu", "ptb", "ok_r8_seed0", ("--method=ok", "--rank=8", "--seed=0"), 2.0),
+      Run("ptb_cpu", "ptb", "kf_seed0", ("--method=kf", "--seed=0"), 0.8),
+      Run("ptb_cpu", "ptb", "uoro_seed0", ("--method=uoro", "--seed=0"), 1.0),
+      Run("ptb_cpu", "ptb", "tbptt_T25_seed0", ("--method=tbptt", "--truncation=25",
+                                                "--seed=0"), 0.4),
+      Run("ptb_cpu", "ptb", "tbptt_T100_seed0", ("--method=tbptt", "--truncation=100",
+                                                 "--seed=0"), 0.4),
+  ]
+
+
+STUDIES = {"copy_cpu": _copy_cpu, "ptb_cpu": _ptb_cpu}
+
+
+def command(run: Run, run_dir: pathlib.Path, resume: bool, extra=()) -> list[str]:
+  cmd = [sys.executable, str(ROOT / run.script), "--preset=cpu", *run.args,
+         f"--run_dir={run_dir}", *extra]
+  return cmd + (["--resume"] if resume else [])
+
+
+def shown_command(run: Run) -> str:
+  """The command as a user types it (without the run directory)."""
+  return " ".join(["python", run.script, "--preset=cpu", *run.args])
+
+
+def machine() -> str:
+  cpu = platform.processor() or platform.machine()
+  try:
+    for line in open("/proc/cpuinfo"):
+      if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+  except OSError:
+    pass
+  return f"{cpu}, {os.cpu_count()} cores, CPU only"
+
+
+def run_one(run: Run, run_dir: pathlib.Path, threads: int, extra) -> tuple[Run, int, float]:
+  done = run_dir / "results.json"
+  if done.exists():
+    logging.info("%s/%s: finished earlier, skipped", run.study, run.name)
+    return run, 0, 0.0
+  resume = run_dir.exists() and (run_dir / "config.json").exists()
+  cmd = command(run, run_dir, resume, extra)
+  env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1",
+             TF_CPP_MIN_LOG_LEVEL="2")
+  run_dir.mkdir(parents=True, exist_ok=True)
+  logging.info("%s/%s: %s %s", run.study, run.name, "resuming" if resume else "starting",
+               " ".join(cmd[1:]))
+  start = time.time()
+  with open(run_dir / "stdout.log", "a") as log:
+    rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+  elapsed = time.time() - start
+  logging.info("%s/%s: exit %d after %.0f s", run.study, run.name, rc, elapsed)
+  return run, rc, elapsed
+
+
+def collect(runs: list[Run], runs_root: pathlib.Path, results: pathlib.Path) -> None:
+  """Copy finished runs' small files and write results/<task>/runs.md."""
+  by_task: dict[str, list[str]] = {}
+  for run in runs:
+    src = runs_root / run.study / run.name
+    if not (src / "results.json").exists():
+      continue
+    dst = results / run.task / run.name
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in SMALL_FILES:
+      if (src / name).exists():
+        shutil.copy2(src / name, dst / name)
+    res = json.loads((src / "results.json").read_text())
+    by_task.setdefault(run.task, []).append(
+        f"| {run.name} | `{shown_command(run)}` | {res.get('wall_time', 0):.0f} s | "
+        f"{res.get('steps_per_sec') or 0:.1f} |")
+  for task, rows in by_task.items():
+    head = ["# Runs", "", f"Machine: {machine()}; each run single-threaded "
+            f"(TF_NUM_INTRAOP_THREADS={flags.FLAGS.threads}), {flags.FLAGS.workers} runs at "
+            "a time. Made with `python analysis/study.py "
+            f"{' '.join(sorted({r.study for r in runs if r.task == task}))}`.", "",
+            "| run | command | training wall time | steps/s |", "|---|---|---:|---:|"]
+    (results / task / "runs.md").write_text("\n".join(head + rows) + "\n")
+    logging.info("collected %d runs into %s", len(rows), results / task)
+
+
+def main(argv):
+  names = argv[1:]
+  unknown = [n for n in names if n not in STUDIES]
+  if not names or unknown:
+    sys.exit(f"study.py: name one or more studies of {', '.join(STUDIES)}"
+             + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+  fv = flags.FLAGS
+  runs = [r for n in names for r in STUDIES[n]()]
+  if fv.only:
+    missing = set(fv.only) - {r.name for r in runs}
+    if missing:
+      sys.exit(f"study.py: --only names unknown runs: {', '.join(sorted(missing))}")
+    runs = [r for r in runs if r.name in fv.only]
+  runs_root = (ROOT / fv.runs_root) if not os.path.isabs(fv.runs_root) else pathlib.Path(
+      fv.runs_root)
+  results = (ROOT / fv.results) if not os.path.isabs(fv.results) else pathlib.Path(fv.results)
+  if fv.dry_run:
+    for r in runs:
+      print(shown_command(r), f"--run_dir={runs_root / r.study / r.name}", *fv.extra)
+    return
+  if not fv.collect_only:
+    order = sorted(runs, key=lambda r: -r.cost)
+    failed = []
+    with concurrent.futures.ThreadPoolExecutor(fv.workers) as pool:
+      futures = [pool.submit(run_one, r, runs_root / r.study / r.name, fv.threads, fv.extra)
+                 for r in order]
+      for f in concurrent.futures.as_completed(futures):
+        run, rc, _ = f.result()
+        if rc:
+          failed.append(f"{run.study}/{run.name} (exit {rc}, see "
+                        f"{runs_root / run.study / run.name / 'stdout.log'})")
+    if failed:
+      logging.error("failed runs: %s", "; ".join(failed))
+  collect(runs, runs_root, results)
+
+
+if __name__ == "__main__":
+  app.run(main)

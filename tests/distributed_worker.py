@@ -1,0 +1,104 @@
+"""Run by tests/test_distributed.py in a fresh process (devices are set before TF starts).
+
+Splits the CPU into two logical devices, then for each case trains the same model with
+the same seed once on one device and once with ``MirroredStrategy`` over the two logical
+devices, and prints one JSON line per case: the largest relative difference of the
+weights and Adam's slots, of the per-step losses, and the task metrics after the same
+steps (two chunks, so the state carried between chunks is checked too).
+
+    python tests/distributed_worker.py 6 ok:copy:1.0 tbptt:ptb:0   # steps, method:task:clip
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+import keras  # noqa: E402  (after the device setup)
+import numpy as np  # noqa: E402
+
+from ok_tf import estimators  # noqa: E402
+from ok_tf import models  # noqa: E402
+from ok_tf import training  # noqa: E402
+from ok_tf.data import ptb  # noqa: E402
+from ok_tf.tasks import copy as copy_task  # noqa: E402
+
+BATCH = 4
+UNITS = 6
+
+
+def make_task(name):
+  if name == "copy":
+    # Low threshold so the curriculum moves during the test (shared level on all shards).
+    return copy_task.CopyTask(batch_size=BATCH, max_length=16, threshold=3.0,
+                              ema_decay=0.5), copy_task.VOCAB_SIZE
+  ids = np.random.default_rng(3).integers(0, 7, size=500)
+  return ptb.PtbStreams(ids, BATCH, reset_every=5, vocab_size=7), 7
+
+
+def build(method, task_name, strategy, clip):
+  keras.utils.set_random_seed(0)
+  task, vocab = make_task(task_name)
+  scope = strategy.scope() if strategy is not None else _null()
+  with scope:
+    model = models.RecurrentModel("rhn", UNITS, vocab, dtype="float64")
+    optimizer = training.make_optimizer(1e-2)
+  if method == "tbptt":
+    trainer = training.TBPTTTrainer(model, task, optimizer, BATCH, truncation=3,
+                                    clip_norm=clip, seed=5, strategy=strategy)
+  else:
+    est = estimators.get(method, model.cell, rank=2 if method in ("ok", "kf_avg") else None)
+    trainer = training.OnlineTrainer(model, est, task, optimizer, BATCH, clip_norm=clip,
+                                     seed=5, strategy=strategy)
+  return trainer, model, optimizer
+
+
+class _null:
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *a):
+    return False
+
+
+def values(model, optimizer):
+  out = [np.asarray(v) for v in model.weights]
+  out += [np.asarray(v) for v in optimizer.variables]
+  return out
+
+
+def rel(a, b):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def compare(method, task_name, steps, clip, strategy):
+  single, m1, o1 = build(method, task_name, None, clip)
+  dist, m2, o2 = build(method, task_name, strategy, clip)
+  out1 = [single.run(steps) for _ in range(2)]
+  out2 = [dist.run(steps) for _ in range(2)]
+  weights = max(rel(a, b) for a, b in zip(values(m2, o2), values(m1, o1)))
+  losses = max(rel(a["loss_bits"], b["loss_bits"]) for a, b in zip(out2, out1))
+  metrics = {k: [float(out1[-1][k]), float(out2[-1][k])] for k in out1[-1] if k != "loss_bits"}
+  moved = rel(values(m1, o1)[0], np.asarray(build(method, task_name, None, clip)[1].weights[0]))
+  print(json.dumps({"method": method, "task": task_name, "weights": weights,
+                    "losses": losses, "metrics": metrics, "moved": moved,
+                    "replicas": dist.replicas, "traces": dist.tracing_count()}))
+
+
+def main(argv):
+  steps = int(argv[1])
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  for case in argv[2:]:
+    method, task_name, clip = case.split(":")
+    compare(method, task_name, steps, float(clip), strategy)
+
+
+if __name__ == "__main__":
+  main(sys.argv)

@@ -1,0 +1,106 @@
+"""Multi-device training (MirroredStrategy over two logical CPU devices) equals one device.
+
+The device split must happen before TensorFlow starts, so the comparisons run in fresh
+processes (tests/distributed_worker.py and the training scripts).
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from ok_tf import runs
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _env():
+  return dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def _worker(steps, *cases):
+  out = subprocess.run([sys.executable, str(ROOT / "tests" / "distributed_worker.py"),
+                        str(steps), *cases], capture_output=True, text=True, env=_env(),
+                       cwd=ROOT, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def test_two_devices_equal_one_device_float64():
+  """Weights, Adam slots, losses and task metrics after 2 chunks match one device.
+
+  float64 weights agree to rounding (≤ 1e-10 relative); the per-step losses are
+  float32 averages (≤ 1e-6). The copy task's curriculum is made to move every step,
+  so the shared level is checked too. OK runs fewer steps: the two devices run the
+  batched linear algebra on 2 instead of 4 rows, which rounds differently (≈1e-16);
+  OK's Gram-matrix orthonormalisation amplifies that to ≈1e-13 within a few steps, and
+  after some steps a discrete choice made at rounding level (a direction kept or cut
+  at the rank threshold, the SVD's basis, which fixes what a sign draw combines) comes
+  out differently, after which the two runs are equal in distribution only.
+  """
+  results = _worker(6, "rtrl:ptb:0", "kf:ptb:0", "kf_avg:copy:1.0", "uoro:copy:1.0",
+                    "tbptt:copy:1.0", "tbptt:ptb:0.01")
+  results += _worker(3, "ok:copy:1.0", "ok:ptb:0.01")
+  assert len(results) == 8
+  for r in results:
+    name = f"{r['method']} on {r['task']}"
+    assert r["replicas"] == 2, name
+    assert r["moved"] > 0.1, f"{name}: the weights did not change, the test is vacuous"
+    assert r["weights"] < 1e-10, f"{name}: weights differ by {r['weights']:.3g}"
+    assert r["losses"] < 1e-6, f"{name}: losses differ by {r['losses']:.3g}"
+    for key, (one, two) in r["metrics"].items():
+      assert one == pytest.approx(two, rel=1e-6), f"{name}: metric {key} {one} vs {two}"
+    assert r["traces"] == 1, f"{name}: retraced ({r['traces']} traces)"
+  copy_levels = [r["metrics"]["level"][0] for r in results if r["task"] == "copy"]
+  assert min(copy_levels) > 3, "the curriculum did not move"
+
+
+def _train(run_dir, *flags):
+  cmd = [sys.executable, str(ROOT / "train_copy.py"), "--preset=quick", "--units=8",
+         "--rank=2", "--log_every=100", "--checkpoint_every=100", f"--run_dir={run_dir}",
+         *flags]
+  out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=600)
+  return out
+
+
+def _metrics(run_dir):
+  rows = runs.read_csv(pathlib.Path(run_dir) / runs.METRICS_FILE)
+  return [(r["step"], r["level"], r["loss_bits"]) for r in rows]
+
+
+def test_train_copy_mirrored_resumes_and_matches_single(tmp_path):
+  """train_copy.py --strategy=mirrored --cpu_devices=2: same curve as one device; a
+  run stopped after 100 steps and resumed equals the uninterrupted one exactly."""
+  mirrored = ["--strategy=mirrored", "--cpu_devices=2"]
+  one = _train(tmp_path / "one", "--steps=200")
+  assert one.returncode == 0, one.stderr[-3000:]
+  two = _train(tmp_path / "two", "--steps=200", *mirrored)
+  assert two.returncode == 0, two.stderr[-3000:]
+  part = _train(tmp_path / "part", "--steps=100", *mirrored)
+  assert part.returncode == 0, part.stderr[-3000:]
+  resumed = _train(tmp_path / "part", "--steps=200", "--resume", *mirrored)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert _metrics(tmp_path / "part") == _metrics(tmp_path / "two")
+  a, b = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+  assert [r[:2] for r in a] == [r[:2] for r in b]
+  for (_, _, la), (_, _, lb) in zip(a, b):
+    assert la == pytest.approx(lb, rel=1e-4)
+  config = json.loads((tmp_path / "two" / "config.json").read_text())
+  assert config["strategy"] == "mirrored" and config["cpu_devices"] == 2
+  # A single-device checkpoint cannot be continued on two devices: refused, not mixed.
+  refused = _train(tmp_path / "one", "--steps=300", "--resume", *mirrored)
+  assert refused.returncode != 0 and "strategy" in refused.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--strategy=mirrored", "--cpu_devices=2", "--batch_size=15"], "split evenly"),
+    (["--devices=/gpu:0"], "--devices is for --strategy=mirrored"),
+    (["--strategy=mirrored", "--shadow_exact"], "one device"),
+])
+def test_bad_distribution_flags(tmp_path, flags, message):
+  out = _train(tmp_path / "bad", "--steps=100", *flags)
+  assert out.returncode != 0
+  assert message in out.stderr.strip().splitlines()[-1]
