@@ -13,6 +13,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
 from analysis import common  # pylint: disable=g-import-not-at-top
+from analysis import copy_table  # pylint: disable=g-import-not-at-top
 from analysis import plot_copy  # pylint: disable=g-import-not-at-top
 from analysis import plot_ptb  # pylint: disable=g-import-not-at-top
 from analysis import ptb_table  # pylint: disable=g-import-not-at-top
@@ -208,3 +209,20 @@ def test_ptb_table_all_lrs_command_line(ptb_runs, tmp_path, capsys):
   assert "| ok (r=8) | 10^-3.5 * | 1.760 ± 0.014 |" in out
   assert "| ok (r=8) | 10^-3 | 1.800 ± 0.141 |" in out
   assert csv_path.exists()
+
+
+def test_copy_table_levels_at_fractions_of_the_shortest_run(copy_runs, tmp_path):
+  """Levels read at the last logged row at or before each fraction of the group's end."""
+  text, rows = copy_table.copy_table([str(copy_runs)], str(tmp_path / "t.csv"),
+                                     published=True, fractions=(0.5, 1.0))
+  by = {r["method"]: r for r in rows}
+  ok, tbptt = by["ok (r=16)"], by["tbptt (T=25)"]
+  assert ok["chars"] == 800 * 16 and tbptt["chars"] == 1000 * 16   # shortest seed
+  assert ok["level@1"] == [13, 26] and ok["level@0.5"] == [7, 13]  # 1 + slope·chars
+  assert tbptt["level@1"] == [9, 17] and ok["max_level"] == [17, 26]
+  assert ok["steps_per_sec"] == pytest.approx(100.0)
+  assert "| ok (r=16) | 10^-3.5 | 2 | 10.0 (7, 13) | 19.5 (13, 26) | 21.5 (17, 26) |" in text
+  assert "| 2M | 32.0M | 41.8 | 44, 43, 38, 45, 39 |" in text
+  lines = (tmp_path / "t.csv").read_text().splitlines()
+  assert lines[0].startswith("method,lr,seeds,chars,level@0.5,level@1,max_level")
+  assert len(lines) == 3
