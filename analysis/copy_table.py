@@ -73,8 +73,9 @@ def to_markdown(rows, fractions) -> str:
   for r in rows:
     cells = [r["method"], common.lr_str(r["lr"]), str(r["seeds"])]
     cells += [_levels(r[f"level@{f:g}"]) for f in fractions]
+    wall = r["wall_time"]
     cells += [_levels(r["max_level"]), f"{r['steps_per_sec']:.0f}",
-              f"{r['wall_time'] / 60:.0f} min"]
+              f"{wall:.0f} s" if wall < 120 else f"{wall / 60:.0f} min"]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 

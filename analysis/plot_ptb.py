@@ -67,7 +67,7 @@ def plot_ptb(paths, out: str = "ptb_curve", published: bool = False,
   ax.set_xlabel(common.X_LABELS.get(x, x))
   ax.set_ylabel("validation BPC")
   ax.set_title(title or "Character-level Penn Treebank")
-  return common.finish_figure(fig, ax, out, which="both", legend_loc="upper right")
+  return common.finish_figure(fig, ax, out, which="both", legend_loc="lower left")
 
 
 def main(argv=None):

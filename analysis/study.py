@@ -11,8 +11,14 @@ side by side do more steps per second in total than one run using both cores. Th
 study is idempotent: a finished run (results.json present) is skipped, a started one
 continues from its last checkpoint (``--resume``), so a killed study is restarted with
 the same command. At the end each run's config.json, metrics.csv, eval.csv and
-results.json are copied to ``--results``/<task>/<run>/ and ``runs.md`` there lists every
-run with its command, machine and wall time.
+results.json are copied to ``--results``/<task>/<run>/ (the learning-rate studies'
+to ``--results``/<task>/lr_grid/<run>/) and ``runs.md`` there lists every run with its
+command, machine and wall time.
+
+Studies: ``copy_cpu`` and ``ptb_cpu`` (the CPU-scale reproduction: every method at one
+learning rate), ``copy_cpu_lr`` and ``ptb_cpu_lr`` (other learning rates of the paper's
+grid, to check that the comparison does not hinge on the learning rate) and
+``ptb_cpu_seeds`` (second seeds for the two closest PTB methods).
 """
 
 from __future__ import annotations
@@ -89,7 +95,51 @@ def _ptb_cpu() -> list[Run]:
   ]
 
 
-STUDIES = {"copy_cpu": _copy_cpu, "ptb_cpu": _ptb_cpu}
+def _lr_variants(study, task, runs, exponents, names=None):
+  """The runs (all, or those in ``names``) again at lr 10^e for each exponent e."""
+  out = []
+  for e in exponents:
+    for r in runs:
+      if names and not any(r.name.startswith(n) for n in names):
+        continue
+      stem, seed = r.name.rsplit("_seed", 1)
+      out.append(Run(study, task, f"{stem}_lr{e:g}_seed{seed}", r.args + (f"--lr=10^{e:g}",),
+                     r.cost))
+  return out
+
+
+def _copy_cpu_lr() -> list[Run]:
+  """The paper's other learning rates for the cheap methods (the study used 10^-2.5)."""
+  return _lr_variants("copy_cpu_lr", "copy", _copy_cpu(), (-3, -3.5),
+                      names=("tbptt", "kf_seed", "uoro"))
+
+
+def _ptb_cpu_lr() -> list[Run]:
+  """Learning rates around the study's 10^-3: every method at 10^-2.5, the cheap ones
+  also at 10^-3.5."""
+  runs = _ptb_cpu()
+  return (_lr_variants("ptb_cpu_lr", "ptb", runs, (-2.5,)) +
+          _lr_variants("ptb_cpu_lr", "ptb", runs, (-3.5,), names=("tbptt", "kf", "uoro")))
+
+
+def _ptb_cpu_seeds() -> list[Run]:
+  """A second seed for OK and for TBPTT(25) at its best learning rate of the grid, and
+  TBPTT(25) at 10^-2, beyond the grid (the two were within 0.05 BPC)."""
+  tbptt = next(r for r in _ptb_cpu() if r.name == "tbptt_T25_seed0")
+  return [
+      Run("ptb_cpu_seeds", "ptb", "ok_r8_seed1", ("--method=ok", "--rank=8", "--seed=1"), 2.0),
+      Run("ptb_cpu_seeds", "ptb", "lr_grid/tbptt_T25_lr-2.5_seed1",
+          tbptt.args[:-1] + ("--seed=1", "--lr=10^-2.5"), 0.4),
+      Run("ptb_cpu_seeds", "ptb", "lr_grid/tbptt_T25_lr-2_seed0", tbptt.args + ("--lr=10^-2",),
+          0.4),
+  ]
+
+
+# Where a study's runs go under results/<task>/ (the main studies at the top).
+SUBFOLDER = {"copy_cpu_lr": "lr_grid", "ptb_cpu_lr": "lr_grid"}
+
+STUDIES = {"copy_cpu": _copy_cpu, "ptb_cpu": _ptb_cpu, "copy_cpu_lr": _copy_cpu_lr,
+           "ptb_cpu_lr": _ptb_cpu_lr, "ptb_cpu_seeds": _ptb_cpu_seeds}
 
 
 def command(run: Run, run_dir: pathlib.Path, resume: bool, extra=()) -> list[str]:
@@ -142,14 +192,14 @@ def collect(runs: list[Run], runs_root: pathlib.Path, results: pathlib.Path) -> 
     src = runs_root / run.study / run.name
     if not (src / "results.json").exists():
       continue
-    dst = results / run.task / run.name
+    dst = results / run.task / SUBFOLDER.get(run.study, "") / run.name
     dst.mkdir(parents=True, exist_ok=True)
     for name in SMALL_FILES:
       if (src / name).exists():
         shutil.copy2(src / name, dst / name)
     res = json.loads((src / "results.json").read_text())
     by_task.setdefault(run.task, []).append(
-        f"| {run.name} | `{shown_command(run)}` | {res.get('wall_time', 0):.0f} s | "
+        f"| {dst.relative_to(results / run.task)} | `{shown_command(run)}` | {res.get('wall_time', 0):.0f} s | "
         f"{res.get('steps_per_sec') or 0:.1f} |")
   for task, rows in by_task.items():
     head = ["# Runs", "", f"Machine: {machine()}; each run single-threaded "
