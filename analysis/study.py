@@ -18,7 +18,8 @@ command, machine and wall time.
 Studies: ``copy_cpu`` and ``ptb_cpu`` (the CPU-scale reproduction: every method at one
 learning rate), ``copy_cpu_lr`` and ``ptb_cpu_lr`` (other learning rates of the paper's
 grid, to check that the comparison does not hinge on the learning rate) and
-``ptb_cpu_seeds`` (second seeds for the two closest PTB methods).
+``ptb_cpu_seeds`` (second seeds for the two closest PTB methods) and
+``copy_cpu_tbptt_lr2`` (TBPTT beyond the grid on the copy task).
 """
 
 from __future__ import annotations
@@ -135,11 +136,18 @@ def _ptb_cpu_seeds() -> list[Run]:
   ]
 
 
+def _copy_cpu_tbptt_lr2() -> list[Run]:
+  """TBPTT one step beyond the grid's largest learning rate (10^-2), where the grid's
+  best (10^-2.5) is its edge."""
+  return _lr_variants("copy_cpu_tbptt_lr2", "copy", _copy_cpu(), (-2,), names=("tbptt",))
+
+
 # Where a study's runs go under results/<task>/ (the main studies at the top).
-SUBFOLDER = {"copy_cpu_lr": "lr_grid", "ptb_cpu_lr": "lr_grid"}
+SUBFOLDER = {"copy_cpu_lr": "lr_grid", "ptb_cpu_lr": "lr_grid", "copy_cpu_tbptt_lr2": "lr_grid"}
 
 STUDIES = {"copy_cpu": _copy_cpu, "ptb_cpu": _ptb_cpu, "copy_cpu_lr": _copy_cpu_lr,
-           "ptb_cpu_lr": _ptb_cpu_lr, "ptb_cpu_seeds": _ptb_cpu_seeds}
+           "ptb_cpu_lr": _ptb_cpu_lr, "ptb_cpu_seeds": _ptb_cpu_seeds,
+           "copy_cpu_tbptt_lr2": _copy_cpu_tbptt_lr2}
 
 
 def command(run: Run, run_dir: pathlib.Path, resume: bool, extra=()) -> list[str]:
