@@ -126,13 +126,13 @@ def _ptb_cpu_lr() -> list[Run]:
 def _ptb_cpu_seeds() -> list[Run]:
   """A second seed for OK and for TBPTT(25) at its best learning rate of the grid, and
   TBPTT(25) at 10^-2, beyond the grid (the two were within 0.05 BPC)."""
-  tbptt = next(r for r in _ptb_cpu() if r.name == "tbptt_T25_seed0")
+  tbptt = ("--method=tbptt", "--truncation=25")
   return [
       Run("ptb_cpu_seeds", "ptb", "ok_r8_seed1", ("--method=ok", "--rank=8", "--seed=1"), 2.0),
       Run("ptb_cpu_seeds", "ptb", "lr_grid/tbptt_T25_lr-2.5_seed1",
-          tbptt.args[:-1] + ("--seed=1", "--lr=10^-2.5"), 0.4),
-      Run("ptb_cpu_seeds", "ptb", "lr_grid/tbptt_T25_lr-2_seed0", tbptt.args + ("--lr=10^-2",),
-          0.4),
+          tbptt + ("--seed=1", "--lr=10^-2.5"), 0.4),
+      Run("ptb_cpu_seeds", "ptb", "lr_grid/tbptt_T25_lr-2_seed0",
+          tbptt + ("--seed=0", "--lr=10^-2"), 0.4),
   ]
 
 

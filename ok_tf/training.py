@@ -30,6 +30,7 @@ run of the same seed up to rounding.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -262,6 +263,18 @@ class _Trainer(tf.Module):
     raise NotImplementedError
 
 
+class _OnlineStep(NamedTuple):
+  """What one online step computes before the update (see OnlineTrainer._estimate)."""
+  task_state: object
+  x: tf.Tensor              # one-hot inputs [B, V]
+  reset: tf.Tensor          # [B] bool
+  est_state: object
+  losses: tf.Tensor         # per-stream cross-entropy [B]
+  dl_dh: tf.Tensor          # ∂L_b/∂s_b [B, S]
+  grads: list               # estimated gradient of W
+  readout_grads: list       # exact gradient of W_out and its bias
+
+
 class OnlineTrainer(_Trainer):
   """Online learning: an estimator of dL_t/dW and one Adam update after every step.
 
@@ -305,17 +318,24 @@ class OnlineTrainer(_Trainer):
 
   def _replica_update(self):
     """One online step of this device's streams (inside ``strategy.run``)."""
-    shard, est = self._local_shard(), self.estimator
-    task_state, inputs, targets, reset = shard.task.next(shard.task_state.read(),
-                                                         shard.data_rng)
-    x = self.model.one_hot(inputs)
-    est_state = est.step(est.reset(shard.estimator_state.read(), reset), x, shard.method_rng)
-    losses, dl_dh, readout_grads = self._loss_and_grads(est_state.h, targets)
-    self._apply(est.gradient(est_state, dl_dh), readout_grads)
-    loss_bits = self._global_mean(tf.cast(tf.reduce_mean(losses), tf.float32) * LOG2E)
-    shard.task_state.assign(shard.task.observe(task_state, loss_bits))
-    shard.estimator_state.assign(est_state)
+    shard = self._local_shard()
+    st = self._estimate(shard.task, shard.task_state.read(), shard.estimator_state.read(),
+                        shard.data_rng, shard.method_rng)
+    self._apply(st.grads, st.readout_grads)
+    loss_bits = self._global_mean(tf.cast(tf.reduce_mean(st.losses), tf.float32) * LOG2E)
+    shard.task_state.assign(shard.task.observe(st.task_state, loss_bits))
+    shard.estimator_state.assign(st.est_state)
     return loss_bits
+
+  def _estimate(self, task, task_state, est_state, data_rng, method_rng) -> "_OnlineStep":
+    """Data, estimator step, loss and both gradients of one step (no update yet)."""
+    est = self.estimator
+    task_state, inputs, targets, reset = task.next(task_state, data_rng)
+    x = self.model.one_hot(inputs)
+    est_state = est.step(est.reset(est_state, reset), x, method_rng)
+    losses, dl_dh, readout_grads = self._loss_and_grads(est_state.h, targets)
+    return _OnlineStep(task_state, x, reset, est_state, losses, dl_dh,
+                       est.gradient(est_state, dl_dh), readout_grads)
 
   def _compare(self, shadow_state, dl_dh, grads):
     """(cosine, relative error) of the estimated vs the exact gradient of W."""
@@ -329,7 +349,6 @@ class OnlineTrainer(_Trainer):
             tf.cast(diff / tf.maximum(norm_exact, tiny), tf.float32))
 
   def _run(self, num_steps):
-    est = self.estimator
     losses_ta = tf.TensorArray(tf.float32, size=num_steps)
     est_state = self.estimator_state.read()
     task_state = self.task_state.read()
@@ -338,19 +357,16 @@ class OnlineTrainer(_Trainer):
     cos_sum = tf.zeros([], tf.float32)
     err_sum = tf.zeros([], tf.float32)
     for i in tf.range(num_steps):
-      task_state, inputs, targets, reset = self.task.next(task_state, self.data_rng)
-      x = self.model.one_hot(inputs)
-      est_state = est.step(est.reset(est_state, reset), x, self.method_rng)
-      losses, dl_dh, readout_grads = self._loss_and_grads(est_state.h, targets)
-      grads = est.gradient(est_state, dl_dh)
+      st = self._estimate(self.task, task_state, est_state, self.data_rng, self.method_rng)
+      est_state = st.est_state
       if shadow is not None:
-        shadow_state = shadow.step(shadow.reset(shadow_state, reset), x)
-        cos, err = self._compare(shadow_state, dl_dh, grads)
+        shadow_state = shadow.step(shadow.reset(shadow_state, st.reset), st.x)
+        cos, err = self._compare(shadow_state, st.dl_dh, st.grads)
         cos_sum += cos
         err_sum += err
-      self._apply(grads, readout_grads)
-      loss_bits = tf.cast(tf.reduce_mean(losses), tf.float32) * LOG2E
-      task_state = self.task.observe(task_state, loss_bits)
+      self._apply(st.grads, st.readout_grads)
+      loss_bits = tf.cast(tf.reduce_mean(st.losses), tf.float32) * LOG2E
+      task_state = self.task.observe(st.task_state, loss_bits)
       losses_ta = losses_ta.write(i, loss_bits)
     self.estimator_state.assign(est_state)
     self.task_state.assign(task_state)
