@@ -32,10 +32,10 @@ the machine's load affects them alike:
   uoro and tbptt have no such product (their cost is O(n²) per step).
 
 With ``--breakdown`` (default), OK at the named configurations is also split: the
-cell linearisation (``cell.linearize`` + ``cell.dense_d``), the H·A products (the
-bound), ``kronecker.ok_reduce`` (with the concatenation of the r + 1 terms) and,
-outside ``est.step``, ``est.reset`` (a ``tf.where`` over the whole state, every step)
-and ``est.gradient``; ``--fine_breakdown`` splits ``ok_reduce`` further (Gram matrix
+cell linearisation (``cell.linearize`` + ``cell.d_diagonals``), the H·A products (the
+bound), ``kronecker.ok_reduce_structured`` (what ``OK.step`` runs) and,
+outside ``est.step``, ``est.reset`` (timed with no stream resetting: what 99 of 100
+PTB steps cost, the ``tf.cond`` that skips the ``tf.where``) and ``est.gradient``; ``--fine_breakdown`` splits ``ok_reduce`` further (Gram matrix
 and eigh of the right family, the mixing matmul, the small SVD/eigh work).  Each part
 runs alone in its own loop (runs of at least ``--breakdown_min_time`` = 1 s, best of
 ``--repeats``), so the parts need not add up exactly to the whole.
@@ -342,22 +342,21 @@ def breakdown_runners(est, model, batch: int, seed: int = 0, fine: bool = False)
     h, _, _ = carry
     ids = rng.uniform([batch], 0, vocab, dtype=tf.int32)
     st = cell.linearize(model.one_hot(ids), h)
-    return st.state, st.jacobian, cell.dense_d(st.gates)
+    return st.state, st.jacobian, cell.d_diagonals(st.gates).values
 
   hhat = probe.hhat
-  d = tf.reshape(cell.dense_d(probe.gates), [batch, s * cols])
+  diagonals = cell.d_diagonals(probe.gates)           # D_t, sparse (S·k non-zeros)
+  balance = getattr(est, "balance", True)
 
   def reduce(carry):
     u, af = carry
     left = tf.concat([u, hhat[:, None, :]], axis=1)
-    right = tf.concat([af, d[:, None, :]], axis=1)
-    red = kronecker.ok_reduce(left, right, rank, rng, balance=getattr(est, "balance", True))
+    red = kronecker.ok_reduce_structured(left, af, diagonals, rank, rng, balance=balance)
     return red.left, red.right
 
   u0 = tf.random.stateless_normal([batch, rank, a], [5, 1])
-  a0 = tf.random.stateless_normal([batch, rank, s * cols], [6, 1]) * 0.1
-  fixed = training.StateVariables(
-      est.init(batch)._replace(u=u0, a=tf.reshape(a0, [batch, rank, s, cols])))
+  a0 = tf.random.stateless_normal([batch, rank, s, cols], [6, 1]) * 0.1
+  fixed = training.StateVariables(est.init(batch)._replace(u=u0, a=a0))
 
   def gradient(acc):
     dl_dh = rng.normal([batch, s])
@@ -367,23 +366,31 @@ def breakdown_runners(est, model, batch: int, seed: int = 0, fine: bool = False)
     return est.reset(state, rng.uniform([batch]) < 0.0)
 
   runners = {
-      "linearize": _loop(linearize, (h0, probe.jacobian, cell.dense_d(probe.gates))),
+      "linearize": _loop(linearize, (h0, probe.jacobian, diagonals.values)),
       "ok_reduce": _loop(reduce, (u0, a0)),
       "gradient": _loop(gradient, tf.zeros([a, cols])),
       "reset": _loop(reset, fixed.read()),
   }
   if fine:
     q = rank + 1
-    family = training.StateVariables(
-        tf.concat([a0, d[:, None, :]], axis=1))   # the r + 1 right factors, [B, q, S·kn]
+    family = training.StateVariables(a0)      # the r dense right factors H·A_i, [B, r, S, kn]
     left0 = tf.concat([u0, hhat[:, None, :]], axis=1)
     mix = _orthogonal(batch, q, 7)
 
-    def gram_eigh(acc):   # orthonormalize(right): Gram matrix [q, S·kn]·[S·kn, q] + eigh
-      return acc + tf.reduce_sum(kronecker.orthonormalize(family.read()).to_basis)
+    def gram_eigh(acc):   # the right family's Gram matrix, blockwise (r×r matmul, D's
+      f = family.read()   # diagonals, ‖D‖²), and its eigh
+      flat = tf.reshape(f, [batch, rank, -1])
+      g = tf.matmul(flat, flat, transpose_b=True)
+      g_rd = kronecker.diagonals_inner(f, diagonals)
+      gram = tf.concat([tf.concat([g, g_rd[:, :, None]], axis=2),
+                        tf.concat([g_rd, kronecker.diagonals_sq_norm(diagonals)[:, None]],
+                                  axis=1)[:, None, :]], axis=1)
+      return acc + tf.reduce_sum(kronecker.orthonormalize_gram(gram).to_basis)
 
-    def mixing(x):        # the new factors: a [q, q] mixing times the [q, S·kn] family
-      return tf.matmul(mix, x)
+    def mixing(x):        # the new factors: an r × r mixing of the H·A_i, then D added
+      flat = tf.matmul(mix[:, :rank, :rank], tf.reshape(x, [batch, rank, -1]))
+      return kronecker.add_diagonals(tf.reshape(flat, tf.shape(x)), mix[:, :rank, rank],
+                                     diagonals)
 
     def small(acc):       # orthonormalize(left), C = R_uᵀ R_A, Opt(C, r) (the SVD)
       bu = kronecker.orthonormalize(left0 + acc[:, None, None])
@@ -554,20 +561,20 @@ def _breakdown(row, parts) -> dict:
   out = {"full_step": row["ms_per_step"]}
   if "estimator_ms" in row:
     out["est.step"] = row["estimator_ms"]
-  out["linearize (cell.linearize + dense_d)"] = parts["linearize"]
+  out["linearize (cell.linearize + d_diagonals)"] = parts["linearize"]
   if "bound_ms" in row:
     out["H·A products"] = row["bound_ms"]
-  out["ok_reduce (with the concat of r+1 terms)"] = parts["ok_reduce"]
+  out["ok_reduce_structured"] = parts["ok_reduce"]
   if "estimator_ms" in row and "bound_ms" in row:
     out["est.step other (reshapes, copies)"] = (row["estimator_ms"] - parts["linearize"]
                                                 - row["bound_ms"] - parts["ok_reduce"])
   if "gram_eigh" in parts:
-    out["  ok_reduce: Gram + eigh of the right family"] = parts["gram_eigh"]
-    out["  ok_reduce: mixing matmul (r+1)x(r+1) on the right family"] = parts["mixing"]
+    out["  ok_reduce: Gram (blockwise) + eigh of the right family"] = parts["gram_eigh"]
+    out["  ok_reduce: mixing (r x r matmul + D on its diagonals)"] = parts["mixing"]
     out["  ok_reduce: left basis, C, Opt (SVD)"] = parts["small"]
-    out["  ok_reduce: other (concat, balance, ...)"] = (
+    out["  ok_reduce: other (balance, small concats, ...)"] = (
         parts["ok_reduce"] - parts["gram_eigh"] - parts["mixing"] - parts["small"])
-  out["est.reset (tf.where on every state field)"] = parts["reset"]
+  out["est.reset (no stream resetting)"] = parts["reset"]
   out["est.gradient"] = parts["gradient"]
   if "estimator_ms" in row:
     out["rest other (data, readout, loss, clip, Adam)"] = (

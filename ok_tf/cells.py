@@ -18,7 +18,9 @@ A cell provides, batched over a leading axis B:
 * ``cell(x, state)``: the next state (an ordinary Keras call; autodiff through it is BPTT);
 * ``cell.linearize(x, state)``: a :class:`CellStep` with the next state, ĥ_t, the gate
   derivatives d_t (``[B, S, k]``) and H_t (``[B, S, S]``, materialised);
-* ``cell.dense_d(step)``: D_t as a dense ``[B, S, k·n]`` matrix;
+* ``cell.dense_d(gates)``: D_t as a dense ``[B, S, k·n]`` matrix;
+* ``cell.d_diagonals(gates)``: D_t as its k + S/n − 1 non-zero diagonals
+  (:class:`ok_tf.kronecker.Diagonals`), what OK's reduction uses;
 * ``cell.output(state)``: the part of the state the readout sees (h).
 """
 
@@ -27,7 +29,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import keras
+import numpy as np
 import tensorflow as tf
+
+from ok_tf import kronecker
 
 
 class CellStep(NamedTuple):
@@ -149,8 +154,8 @@ class KroneckerCell(keras.layers.Layer):
     z = tf.matmul(hhat, kernel)
     new_state, aux = self._gates_and_state(z, state)
     gates = self._gates(aux, state, new_state)
-    jacobian = self._direct_jacobian(aux, state, new_state) + self._recurrent_jacobian(
-        gates, kernel)
+    jacobian = self._add_direct_jacobian(self._recurrent_jacobian(gates, kernel), aux, state,
+                                         new_state)
     return CellStep(new_state, hhat, gates, jacobian)
 
   def dense_d(self, gates: tf.Tensor) -> tf.Tensor:
@@ -158,21 +163,46 @@ class KroneckerCell(keras.layers.Layer):
     d = gates[:, :, :, None] * self._unit_of_state[None, :, None, :]
     return tf.reshape(d, [-1, self.state_size, self.kernel_columns])
 
+  def d_diagonals(self, gates: tf.Tensor) -> kronecker.Diagonals:
+    """D_t as the diagonals of the ``[S, k·n]`` matrix that hold its S·k non-zeros.
+
+    D_t[s, g·n + unit(s)] sits on the diagonal of offset o·n with o = g − ⌊s/n⌋, so
+    the offsets are o·n for o = −(S/n − 1) .. k − 1, and on that diagonal row s holds
+    d_t[s, o + ⌊s/n⌋] (every entry of these diagonals is one of D_t's positions).
+    """
+    n, k, rows = self.units, self.num_gates, self.state_size
+    cols = self.kernel_columns
+    flat = tf.reshape(gates, [-1, rows * k])
+    offsets, values = [], []
+    for o in range(-(self.state_multiplier - 1), k):     # k + S/n − 1 diagonals
+      s = np.arange(max(0, -o * n), min(rows, cols - o * n))
+      offsets.append(o * n)
+      values.append(tf.gather(flat, s * k + o + s // n, axis=1))
+    return kronecker.Diagonals(tuple(offsets), tuple(values), rows, cols)
+
   def _recurrent_jacobian(self, gates, kernel):
     """The part of H_t through h_{t-1} in ĥ_t: D_t W_h^T, placed in h's columns.
 
     (D_t W_h^T)[s, t] = Σ_g d_t[s, g] W[V + t, g·n + unit(s)],  W_h = W[V:V+n, :].
-    Computed from the gate derivatives in O(S·k·n) per example (no dense D).
+    Computed from the gate derivatives in O(S·k·n) per example (no dense D): one
+    [B, S, n] product per gate group, summed by one ``add_n``.
     """
     n, k = self.units, self.num_gates
     w_h = kernel[self.input_dim:self.input_dim + n, :]             # [n(t), k·n]
-    w_h = tf.reshape(w_h, [n, k, n])                               # [t, g, j]
-    w_sel = tf.einsum("tgj,sj->sgt", w_h, self._unit_of_state)     # [s, g, t], weights only
-    through_h = tf.reduce_sum(gates[:, :, :, None] * w_sel[None], axis=2)   # [B, S, n]
+    # w_sel[s, g, t] = W_h[t, g·n + unit(s)]: W_h's blocks transposed, repeated S/n times.
+    w_sel = tf.transpose(tf.reshape(w_h, [n, k, n]), [2, 1, 0])    # [j, g, t]
+    if self.state_multiplier > 1:
+      w_sel = tf.tile(w_sel, [self.state_multiplier, 1, 1])        # [s, g, t]
+    through_h = tf.add_n([gates[:, :, g:g + 1] * w_sel[None, :, g, :] for g in range(k)])
     if self.state_size == n:
       return through_h
     zeros = tf.zeros_like(through_h[:, :, :self.state_size - n])
     return tf.concat([zeros, through_h], axis=-1)
+
+  def _add_direct_jacobian(self, recurrent, aux, state, new_state):
+    """H_t = (∂s_t/∂s_{t-1} with z fixed) + ``recurrent``; cells with a diagonal direct
+    part override this to write only the diagonal."""
+    return self._direct_jacobian(aux, state, new_state) + recurrent
 
   # ----------------------------------------------------------------- per cell
   def _gates_and_state(self, z, state):
@@ -221,6 +251,10 @@ class RHNCell(KroneckerCell):
     _, _, f = aux
     return tf.linalg.diag(f)
 
+  def _add_direct_jacobian(self, recurrent, aux, state, new_state):
+    _, _, f = aux      # diag(f) + recurrent, writing only the diagonal
+    return tf.linalg.set_diag(recurrent, tf.linalg.diag_part(recurrent) + f)
+
 
 @keras.saving.register_keras_serializable(package="ok_tf")
 class TanhRNNCell(KroneckerCell):
@@ -236,6 +270,9 @@ class TanhRNNCell(KroneckerCell):
 
   def _direct_jacobian(self, aux, state, new_state):
     return tf.zeros_like(new_state)[:, :, None] * tf.zeros_like(new_state)[:, None, :]
+
+  def _add_direct_jacobian(self, recurrent, aux, state, new_state):
+    return recurrent   # no direct path: H_t = D_t W_h^T
 
 
 @keras.saving.register_keras_serializable(package="ok_tf")

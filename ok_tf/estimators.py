@@ -172,7 +172,8 @@ class OK(_KroneckerSum):
   """Optimal Kronecker-sum approximation with r terms (ALGORITHMS.md §4).
 
   Each step forms the r+1 terms Σ_i u_i ⊗ (H_t A_i) + ĥ_t ⊗ D_t and reduces them
-  to r with :func:`ok_tf.kronecker.ok_reduce`, the minimum-variance unbiased choice.
+  to r with :func:`ok_tf.kronecker.ok_reduce`, the minimum-variance unbiased choice
+  (computed by :func:`ok_tf.kronecker.ok_reduce_structured`, which keeps D_t sparse).
   """
 
   name = "ok"
@@ -182,12 +183,12 @@ class OK(_KroneckerSum):
     self.balance = balance
 
   def step(self, state, x, rng):
-    st, ha, d = self._families(state, x)
+    st = self._linearize(state, x)
+    ha = tf.matmul(st.jacobian[:, None], state.a)                 # H_t A_i, [B, r, S, k·n]
     left = tf.concat([state.u, st.hhat[:, None, :]], axis=1)
-    right = tf.concat([ha, d[:, None, :]], axis=1)
-    red = kronecker.ok_reduce(left, right, self.rank, rng, balance=self.balance)
-    return KroneckerState(st.state, red.left, self._unflatten(red.right), red.kept,
-                          red.variance)
+    red = kronecker.ok_reduce_structured(left, ha, self.cell.d_diagonals(st.gates), self.rank,
+                                         rng, balance=self.balance)
+    return KroneckerState(st.state, red.left, red.right, red.kept, red.variance)
 
 
 class KFAvg(_KroneckerSum):

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from ok_tf import cells
+from ok_tf import kronecker
 
 NAMES = ("rhn", "tanh", "lstm")
 V = 3  # input size
@@ -99,6 +100,22 @@ def test_dense_d_structure(name):
         for g in range(cell.num_gates):
             expected[:, si, g * N + si % N] = gates[:, si, g]
     np.testing.assert_array_equal(dense, expected)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_d_diagonals_hold_exactly_d(name):
+    """The diagonals of d_diagonals, laid out densely, are D_t; their values are d_t."""
+    cell = make_cell(name)
+    x, s = random_inputs(cell, seed=5)
+    step = cell.linearize(x, s)
+    diag = cell.d_diagonals(step.gates)
+    k, m = cell.num_gates, cell.state_multiplier
+    assert diag.offsets == tuple(o * N for o in range(-(m - 1), k))
+    assert (diag.rows, diag.cols) == (cell.state_size, cell.kernel_columns)
+    # S·k non-zeros in all: every position of every diagonal is one of D_t's
+    assert sum(v.shape[-1] for v in diag.values) == cell.state_size * k
+    np.testing.assert_array_equal(kronecker.diagonals_dense(diag).numpy(),
+                                  cell.dense_d(step.gates).numpy())
 
 
 def _sigmoid(z):

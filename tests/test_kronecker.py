@@ -1,4 +1,5 @@
-"""Tests of ok_tf/kronecker.py: Opt(C, r), (★), orthonormalize, ok_reduce, kf_reduce.
+"""Tests of ok_tf/kronecker.py: Opt(C, r), (★), orthonormalize, ok_reduce (dense and
+structured), Diagonals, kf_reduce.
 
 Statistical checks (ALGORITHMS.md §6, §7): one C is tiled along the batch axis (every
 row an independent draw), K = 32 batches come from independent generator streams
@@ -441,6 +442,73 @@ def test_ok_reduce_kept_range():
     assert kept.dtype == np.int32 and np.all((kept >= 0) & (kept <= rank - 1))
     assert len(set(kept.tolist())) > 1
     assert np.all(red.variance.numpy() >= 0)
+
+
+# ----------------------------------------------------------------------------- Diagonals
+def random_diagonals(rs, batch, rows, cols, offsets):
+    values = []
+    for o in offsets:
+        length = min(rows, cols - o) if o >= 0 else min(rows + o, cols)
+        values.append(tf.constant(rs.normal(size=(batch, length))))
+    return kronecker.Diagonals(tuple(offsets), tuple(values), rows, cols)
+
+
+@pytest.mark.parametrize("rows,cols,offsets", [(5, 10, (0, 5)), (6, 12, (-3, 0, 3, 6, 9)),
+                                               (4, 4, (0,)), (7, 3, (-4, -1, 2))])
+def test_diagonals_against_dense(rows, cols, offsets):
+    """inner, squared norm, dense layout and in-place add agree with dense numpy."""
+    rs = np.random.RandomState(1600 + rows)
+    diag = random_diagonals(rs, 3, rows, cols, offsets)
+    dense = np.zeros((3, rows, cols))
+    for o, v in zip(offsets, diag.values):
+        for i in range(v.shape[-1]):
+            r0 = i + max(0, -o)
+            dense[:, r0, r0 + o] = v.numpy()[:, i]
+    np.testing.assert_array_equal(kronecker.diagonals_dense(diag).numpy(), dense)
+    family = rs.normal(size=(3, 4, rows, cols))
+    np.testing.assert_allclose(kronecker.diagonals_inner(tf.constant(family), diag).numpy(),
+                               np.einsum("brij,bij->br", family, dense), rtol=1e-13)
+    np.testing.assert_allclose(kronecker.diagonals_sq_norm(diag).numpy(),
+                               np.sum(dense ** 2, axis=(1, 2)), rtol=1e-13)
+    coeff = rs.normal(size=(3, 4))
+    got = kronecker.add_diagonals(tf.constant(family), tf.constant(coeff), diag).numpy()
+    np.testing.assert_allclose(got, family + coeff[:, :, None, None] * dense[:, None],
+                               rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("rank", (1, 3))
+def test_ok_reduce_structured_equals_ok_reduce(rank):
+    """Same rng state → the same reduction as ok_reduce on the concatenated family,
+    to float64 rounding, including zero (reset) streams and a zero D."""
+    rs = np.random.RandomState(1700 + rank)
+    b, a, rows, cols = 6, 5, 4, 8
+    diag = random_diagonals(rs, b, rows, cols, (0, 4))
+    values = [v.numpy() for v in diag.values]
+    values[0][2] = 0.0
+    values[1][2] = 0.0                                    # stream 2: D = 0
+    diag = diag._replace(values=tuple(tf.constant(v) for v in values))
+    left = rs.normal(size=(b, rank + 1, a))
+    right = rs.normal(size=(b, rank, rows, cols))
+    left[3], right[3] = 0.0, 0.0                          # stream 3: reset (u = 0, A = 0)
+    left[3, -1] = rs.normal(size=a)
+    dense_d = kronecker.diagonals_dense(diag).numpy().reshape(b, 1, rows * cols)
+    family = np.concatenate([right.reshape(b, rank, -1), dense_d], axis=1)
+    for balance in (True, False):
+        ref = kronecker.ok_reduce(tf.constant(left), tf.constant(family), rank, rng(1701),
+                                  balance=balance)
+        got = kronecker.ok_reduce_structured(tf.constant(left), tf.constant(right), diag, rank,
+                                             rng(1701), balance=balance)
+        assert got.right.shape == (b, rank, rows, cols)
+        np.testing.assert_array_equal(got.kept.numpy(), ref.kept.numpy())
+        np.testing.assert_allclose(got.left.numpy(), ref.left.numpy(), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(got.right.numpy().reshape(b, rank, -1), ref.right.numpy(),
+                                   rtol=0, atol=1e-12)
+        np.testing.assert_allclose(got.variance.numpy(), ref.variance.numpy(), rtol=1e-9,
+                                   atol=1e-12)
+        # and it is the reduction of the true sum: exact for the reset stream
+        target = kron_sum(left, family)
+        np.testing.assert_allclose(kron_sum(got.left, got.right.numpy().reshape(b, rank, -1))[3],
+                                   target[3], atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- kf_reduce
