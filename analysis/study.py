@@ -30,6 +30,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -210,13 +211,34 @@ def collect(runs: list[Run], runs_root: pathlib.Path, results: pathlib.Path) -> 
         f"| {dst.relative_to(results / run.task)} | `{shown_command(run)}` | {res.get('wall_time', 0):.0f} s | "
         f"{res.get('steps_per_sec') or 0:.1f} |")
   for task, rows in by_task.items():
+    path = results / task / "runs.md"
+    studies = {r.study for r in runs if r.task == task}
+    if path.exists():   # keep the studies of the rows kept from the existing table
+      made = re.search(r"analysis/study\.py ([^`]*)`", path.read_text())
+      studies |= set(made.group(1).split()) if made else set()
+    rows = _merge_rows(path, rows)
     head = ["# Runs", "", f"Machine: {machine()}; each run single-threaded "
             f"(TF_NUM_INTRAOP_THREADS={flags.FLAGS.threads}), {flags.FLAGS.workers} runs at "
-            "a time. Made with `python analysis/study.py "
-            f"{' '.join(sorted({r.study for r in runs if r.task == task}))}`.", "",
+            f"a time. Made with `python analysis/study.py {' '.join(sorted(studies))}`.", "",
             "| run | command | training wall time | steps/s |", "|---|---|---:|---:|"]
-    (results / task / "runs.md").write_text("\n".join(head + rows) + "\n")
+    path.write_text("\n".join(head + rows) + "\n")
     logging.info("collected %d runs into %s", len(rows), results / task)
+
+
+def _merge_rows(path: pathlib.Path, rows: list[str]) -> list[str]:
+  """The table rows of an existing runs.md with ``rows`` replacing those of the same run.
+
+  So a study restricted with --only (or one study of several) updates its own rows and
+  keeps the other runs' rows, in their order; new runs are appended.
+  """
+  name = lambda row: row.split("|")[1].strip()
+  new = {name(r): r for r in rows}
+  old = []
+  if path.exists():
+    old = [line for line in path.read_text().splitlines()
+           if line.startswith("| ") and not line.startswith("| run |")]
+  merged = [new.pop(name(r), r) for r in old]
+  return merged + [r for r in rows if name(r) in new]
 
 
 def main(argv):

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -55,3 +56,14 @@ def test_tiny_study_collects_small_files_and_skips_finished_runs(tmp_path):
   again = _study(*args)
   assert again.returncode == 0
   assert again.stderr.count("finished earlier, skipped") == 2
+  # collecting one run of another study (--only) keeps the other rows of runs.md
+  (tmp_path / "runs" / "copy_cpu_lr" / "uoro_lr-3_seed0").mkdir(parents=True)
+  shutil.copytree(tmp_path / "runs" / "copy_cpu" / "tbptt_T25_seed0",
+                  tmp_path / "runs" / "copy_cpu_lr" / "uoro_lr-3_seed0", dirs_exist_ok=True)
+  out = _study("copy_cpu_lr", "--only=uoro_lr-3_seed0", "--collect_only", *args[2:4])
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = [line.split("|")[1].strip() for line in
+          (tmp_path / "results" / "copy" / "runs.md").read_text().splitlines()
+          if line.startswith("| ") and not line.startswith("| run |")]
+  assert sorted(rows) == ["lr_grid/uoro_lr-3_seed0", "ok_r8_seed0", "tbptt_T25_seed0"], rows
+  assert "study.py copy_cpu copy_cpu_lr`" in (tmp_path / "results" / "copy" / "runs.md").read_text()
