@@ -55,3 +55,16 @@ def test_grid_and_skips(tmp_path):
       (128, 16, 16, 4, ["copy", "sweep"]), (256, 8, 32, 50, ["ptb"]), (32, 16, 16, 4, ["sweep"])]
   args = benchmark.parse_args(["--methods=rtrl"])
   assert args.rtrl_max_n == 64 and args.out_dir == "benchmark_out/"
+
+
+def test_kernels_script_times_every_kernel(tmp_path, capsys):
+  from analysis import kernels  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "kernels.json"
+  data = kernels.main(["--configs=8:2:2", "--min_time=0.01", "--repeats=1", f"--out={out}"])
+  assert json.loads(out.read_text()) == json.loads(json.dumps(data))
+  ms = data["configs"]["8:2:2"]["ms"]
+  assert set(ms) == {"product", "product_wide", "gram_r", "gram_r1", "gram_tall", "diag_inner",
+                     "mixing", "mixing_xla", "mixing_tall", "add_diagonals", "concat_gram_r1",
+                     "read_pass", "write_pass"}
+  assert all(v > 0 for v in ms.values())
+  assert capsys.readouterr().out.count("\n| ") == len(ms) + 1     # header + one row each
