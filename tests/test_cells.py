@@ -104,7 +104,7 @@ def test_dense_d_structure(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_d_diagonals_hold_exactly_d(name):
-    """The diagonals of d_diagonals, laid out densely, are D_t; their values are d_t."""
+    """d_diagonals holds d_t[s, g] at row s, column g·n + s mod n, on k + S/n − 1 diagonals."""
     cell = make_cell(name)
     x, s = random_inputs(cell, seed=5)
     step = cell.linearize(x, s)
@@ -114,6 +114,12 @@ def test_d_diagonals_hold_exactly_d(name):
     assert (diag.rows, diag.cols) == (cell.state_size, cell.kernel_columns)
     # S·k non-zeros in all: every position of every diagonal is one of D_t's
     assert sum(v.shape[-1] for v in diag.values) == cell.state_size * k
+    gates = step.gates.numpy()
+    for o, v in zip(diag.offsets, diag.values):
+        rows = np.arange(max(0, -o), max(0, -o) + v.shape[-1])
+        # row s of the diagonal at offset o sits in column s + o = g·n + s mod n
+        np.testing.assert_array_equal(v.numpy(), gates[:, rows, (rows + o) // N])
+    # dense_d lays these out (test_dense_d_structure checks it against D_t's definition)
     np.testing.assert_array_equal(kronecker.diagonals_dense(diag).numpy(),
                                   cell.dense_d(step.gates).numpy())
 
