@@ -35,7 +35,8 @@ With ``--breakdown`` (default), OK at the named configurations is also split: th
 cell linearisation (``cell.linearize`` + ``cell.d_diagonals``), the H·A products (the
 bound), ``kronecker.ok_reduce_structured`` (what ``OK.step`` runs) and,
 outside ``est.step``, ``est.reset`` (timed with no stream resetting: what 99 of 100
-PTB steps cost, the ``tf.cond`` that skips the ``tf.where``) and ``est.gradient``; ``--fine_breakdown`` splits ``ok_reduce`` further (Gram matrix
+PTB steps cost, the ``tf.cond`` that skips the ``tf.where``) and ``est.gradient``;
+``--fine_breakdown`` splits ``ok_reduce`` further (Gram matrix
 and eigh of the right family, the mixing matmul, the small SVD/eigh work).  Each part
 runs alone in its own loop (runs of at least ``--breakdown_min_time`` = 1 s, best of
 ``--repeats``), so the parts need not add up exactly to the whole.
@@ -377,20 +378,12 @@ def breakdown_runners(est, model, batch: int, seed: int = 0, fine: bool = False)
     left0 = tf.concat([u0, hhat[:, None, :]], axis=1)
     mix = _orthogonal(batch, q, 7)
 
-    def gram_eigh(acc):   # the right family's Gram matrix, blockwise (r×r matmul, D's
-      f = family.read()   # diagonals, ‖D‖²), and its eigh
-      flat = tf.reshape(f, [batch, rank, -1])
-      g = tf.matmul(flat, flat, transpose_b=True)
-      g_rd = kronecker.diagonals_inner(f, diagonals)
-      gram = tf.concat([tf.concat([g, g_rd[:, :, None]], axis=2),
-                        tf.concat([g_rd, kronecker.diagonals_sq_norm(diagonals)[:, None]],
-                                  axis=1)[:, None, :]], axis=1)
+    def gram_eigh(acc):   # the right family's Gram matrix (blockwise) and its eigh
+      gram = kronecker.gram_with_diagonals(family.read(), diagonals)
       return acc + tf.reduce_sum(kronecker.orthonormalize_gram(gram).to_basis)
 
-    def mixing(x):        # the new factors: an r × r mixing of the H·A_i, then D added
-      flat = tf.matmul(mix[:, :rank, :rank], tf.reshape(x, [batch, rank, -1]))
-      return kronecker.add_diagonals(tf.reshape(flat, tf.shape(x)), mix[:, :rank, rank],
-                                     diagonals)
+    def mixing(x):        # the new factors: an r-term mixing of the H·A_i, then D added
+      return kronecker.mix_with_diagonals(mix[:, :rank], x, diagonals)
 
     def small(acc):       # orthonormalize(left), C = R_uᵀ R_A, Opt(C, r) (the SVD)
       bu = kronecker.orthonormalize(left0 + acc[:, None, None])

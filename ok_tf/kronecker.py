@@ -16,8 +16,9 @@ Functions:
 * :func:`ok_reduce_structured` the same reduction when the last right factor is a sparse
   :class:`Diagonals` matrix (D_t): no concatenation, the Gram matrix blockwise.
 * :class:`Diagonals`   batched matrices given by a few of their diagonals, with
-  :func:`diagonals_inner`, :func:`diagonals_sq_norm`, :func:`add_diagonals` and
-  :func:`diagonals_dense`.
+  :func:`diagonals_inner`, :func:`diagonals_sq_norm`, :func:`add_diagonals`,
+  :func:`diagonals_dense`, and the two halves of the structured reduction,
+  :func:`gram_with_diagonals` and :func:`mix_with_diagonals`.
 * :func:`kf_reduce`    KF-RTRL's reduction from 2 terms to 1 (vectorised over replicas).
 """
 
@@ -313,18 +314,40 @@ def ok_reduce_structured(left: tf.Tensor, right: tf.Tensor, last: Diagonals, ran
   Returns:
     A :class:`Reduction` with ``left`` ``[B, r, a]`` and ``right`` ``[B, r, rows, cols]``.
   """
-  shape = tf.shape(right)
-  flat = tf.reshape(right, [shape[0], rank, -1])
+  gram_left = tf.matmul(left, left, transpose_b=True)
+  mix_u, mix_a, kept, variance = _ok_mixing(gram_left, gram_with_diagonals(right, last),
+                                            rank, rng, balance)
+  return Reduction(tf.matmul(mix_u, left), mix_with_diagonals(mix_a, right, last), kept,
+                   variance)
+
+
+def gram_with_diagonals(right: tf.Tensor, last: Diagonals) -> tf.Tensor:
+  """The Gram matrix of (ρ_1..ρ_r, M), ρ ``[B, r, rows, cols]`` dense, M :class:`Diagonals`.
+
+  Blockwise, without forming the family: ρ_i·ρ_j by one matmul, ρ_i·M from M's
+  diagonals of ρ_i (:func:`diagonals_inner`), M·M = ‖M‖².  Returns ``[B, r+1, r+1]``.
+  """
+  rank = right.shape[1]
+  flat = tf.reshape(right, [tf.shape(right)[0], rank, -1])
   g_rr = tf.matmul(flat, flat, transpose_b=True)                    # [B, r, r]
   g_rd = diagonals_inner(right, last)                               # [B, r]
   g_dd = diagonals_sq_norm(last)                                    # [B]
-  gram_right = tf.concat([tf.concat([g_rr, g_rd[:, :, None]], axis=2),
-                          tf.concat([g_rd, g_dd[:, None]], axis=1)[:, None, :]], axis=1)
-  gram_left = tf.matmul(left, left, transpose_b=True)
-  mix_u, mix_a, kept, variance = _ok_mixing(gram_left, gram_right, rank, rng, balance)
-  new_right = tf.reshape(tf.matmul(mix_a[:, :, :rank], flat), shape)
-  new_right = add_diagonals(new_right, mix_a[:, :, rank], last)
-  return Reduction(tf.matmul(mix_u, left), new_right, kept, variance)
+  return tf.concat([tf.concat([g_rr, g_rd[:, :, None]], axis=2),
+                    tf.concat([g_rd, g_dd[:, None]], axis=1)[:, None, :]], axis=1)
+
+
+def mix_with_diagonals(mix: tf.Tensor, right: tf.Tensor, last: Diagonals) -> tf.Tensor:
+  """A'_j = Σ_{i≤r} mix_ji ρ_i + mix_j,r+1 M: ``mix`` ``[B, r', r+1]``, ρ ``[B, r, rows, cols]``.
+
+  One r-term matmul, then M added on its diagonals in place (:func:`add_diagonals`).
+  Returns ``[B, r', rows, cols]``.
+  """
+  rank = right.shape[1]
+  shape = tf.shape(right)
+  flat = tf.reshape(right, [shape[0], rank, -1])
+  out_shape = tf.concat([shape[:1], tf.shape(mix)[1:2], shape[2:]], axis=0)
+  new = tf.reshape(tf.matmul(mix[:, :, :rank], flat), out_shape)
+  return add_diagonals(new, mix[:, :, rank], last)
 
 
 def _ok_mixing(gram_left: tf.Tensor, gram_right: tf.Tensor, rank: int,
