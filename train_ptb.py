@@ -24,6 +24,7 @@ from ok_tf import evaluation
 from ok_tf import experiment
 from ok_tf import runs
 from ok_tf.data import ptb
+from ok_tf.tasks import ptb as ptb_task
 
 config_lib.define_flags("ptb")
 
@@ -63,7 +64,7 @@ class ValidationHook:
 
 def run_one(cfg: config_lib.PTBConfig, resume: bool) -> dict:
   data = ptb.load_ptb(ptb.resolve_data_dir(cfg.data_dir or None), cfg.tokenization)
-  task = ptb.PtbStreams(data.train, cfg.batch_size, cfg.reset_every, vocab_size=data.vocab_size)
+  task = ptb_task.PtbStreams(data.train, cfg.batch_size, cfg.reset_every, vocab_size=data.vocab_size)
   hook = ValidationHook(cfg, data)
   run, trainer, model = experiment.train(cfg, task, data.vocab_size, resume=resume,
                                          after_chunk=hook, on_start=hook.on_start)

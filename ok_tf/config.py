@@ -21,6 +21,7 @@ METHODS = ("ok", "kf", "kf_avg", "uoro", "rtrl", "tbptt")
 CELLS = ("rhn", "tanh", "lstm")
 RANKED = ("ok", "kf_avg")
 STRATEGIES = ("none", "mirrored")
+GRAD_SCALES = ("mean", "published")
 
 
 class ConfigError(ValueError):
@@ -40,6 +41,7 @@ class TrainConfig:
   batch_size: int = 16
   lr: float = 10 ** -2.5
   clip: float = 1.0                   # global-norm clip of W's gradient; 0 disables
+  grad_scale: str = "mean"            # "published": W's gradient / B before clip and Adam
   adam_epsilon: float = 1e-8          # TF1's default, as in the paper (Keras 3's is 1e-7)
   steps: int = 10_000                 # characters per stream
   seed: int = 0
@@ -85,7 +87,8 @@ PRESETS = {
                     clip=1.0, steps=100_000, log_every=1000, checkpoint_every=10_000),
         # The published configuration (PROTOCOL.md: n 128, B 16, r 16, lr 10^-3.5).
         "paper": dict(units=128, rank=16, truncation=25, batch_size=16, lr=10 ** -3.5,
-                      clip=1.0, steps=2_000_000, log_every=1000, checkpoint_every=20_000),
+                      clip=1.0, grad_scale="published", steps=2_000_000, log_every=1000,
+                      checkpoint_every=20_000),
     },
     "ptb": {
         "quick": dict(units=64, rank=8, truncation=25, batch_size=32, lr=10 ** -2.5,
@@ -99,8 +102,8 @@ PRESETS = {
                     clip=100.0, steps=150_000, log_every=1000, checkpoint_every=10_000,
                     eval_every=10_000),
         "paper": dict(units=256, rank=8, truncation=25, batch_size=32, lr=10 ** -3.5,
-                      clip=100.0, steps=1_000_000, log_every=1000, checkpoint_every=10_000,
-                      eval_every=10_000),
+                      clip=100.0, grad_scale="published", steps=1_000_000, log_every=1000,
+                      checkpoint_every=10_000, eval_every=10_000),
     },
 }
 
@@ -127,6 +130,10 @@ def define_flags(task: str) -> None:
   flags.DEFINE_integer("batch_size", None, "Streams B.")
   flags.DEFINE_list("lr", None, "Learning rate(s), e.g. 10^-3.5 or 1e-3,3e-4 (a list runs a grid).")
   flags.DEFINE_float("clip", None, "Clip W's gradient to this global norm (0: no clipping).")
+  flags.DEFINE_enum("grad_scale", None, list(GRAD_SCALES),
+                    "Scale of W's gradient before clipping and Adam: mean (the batch-mean "
+                    "gradient) or published (the batch mean divided by B again, as the "
+                    "published runs; docs/protocol.md). Default from the preset.")
   flags.DEFINE_float("adam_epsilon", 1e-8, "Adam's ε (TF1's default 1e-8, as in the paper).")
   flags.DEFINE_integer("steps", None, "Training steps (characters per stream).")
   flags.DEFINE_list("seed", ["0"], "Seed(s); a list runs one run per seed.")
@@ -229,6 +236,8 @@ def validate(cfg: TrainConfig) -> None:
   need(cfg.units >= 1, f"--units must be positive, got {cfg.units}")
   need(cfg.batch_size >= 1, f"--batch_size must be positive, got {cfg.batch_size}")
   need(cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr must be positive, got {cfg.lr}")
+  need(cfg.grad_scale in GRAD_SCALES,
+       f"unknown --grad_scale {cfg.grad_scale!r}; choose one of {', '.join(GRAD_SCALES)}")
   need(cfg.clip >= 0, f"--clip must be ≥ 0 (0 disables clipping), got {cfg.clip}")
   need(cfg.steps >= 1, f"--steps must be positive, got {cfg.steps}")
   need(cfg.log_every >= 1, f"--log_every must be positive, got {cfg.log_every}")

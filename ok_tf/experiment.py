@@ -84,14 +84,16 @@ def build_trainer(cfg: config_lib.TrainConfig, model, task,
   with strategy.scope() if strategy is not None else contextlib.nullcontext():
     optimizer = training.make_optimizer(cfg.lr, cfg.adam_epsilon)
   clip = cfg.clip or None
+  scale = training.grad_scale_factor(cfg.grad_scale, cfg.batch_size)
   if cfg.method == "tbptt":
     return training.TBPTTTrainer(model, task, optimizer, cfg.batch_size, cfg.truncation,
-                                 clip_norm=clip, seed=cfg.seed, strategy=strategy)
+                                 clip_norm=clip, seed=cfg.seed, strategy=strategy,
+                                 recurrent_grad_scale=scale)
   rank = cfg.rank if cfg.method in config_lib.RANKED else None
   est = estimators.get(cfg.method, model.cell, rank=rank)
   return training.OnlineTrainer(model, est, task, optimizer, cfg.batch_size, clip_norm=clip,
                                 seed=cfg.seed, shadow_exact=cfg.shadow_exact,
-                                strategy=strategy)
+                                strategy=strategy, recurrent_grad_scale=scale)
 
 
 ChunkHook = Callable[[int, object, runs.RunDir], dict]

@@ -62,7 +62,8 @@ RESUME_MAY_CHANGE = frozenset(
 
 # Config fields added after runs were already made: a stored config without them
 # meant these values, so such runs still resume.
-ABSENT_MEANS = {"strategy": "none", "devices": "", "cpu_devices": 0, "max_minutes": 0.0}
+ABSENT_MEANS = {"strategy": "none", "devices": "", "cpu_devices": 0, "max_minutes": 0.0,
+                "grad_scale": "mean"}
 
 # Methods whose label carries the rank r of the approximation.
 RANKED_METHODS = ("ok", "kf_avg")

@@ -4,7 +4,7 @@ Both run many steps inside one compiled ``tf.function`` call (a ``tf.range`` loo
 a chunk of steps), so Python is off the per-step path, and they do not retrace between
 chunks (the number of steps is a tensor argument).  Data comes from a *task*, a small
 object with pure TensorFlow methods (see :mod:`ok_tf.tasks.copy` and
-:class:`ok_tf.data.ptb.PtbStreams`)::
+:mod:`ok_tf.tasks.ptb`)::
 
     task_state = task.init(rng)
     task_state, inputs [B], targets [B], reset [B] = task.next(task_state, rng)
@@ -124,6 +124,23 @@ def shard_task(task, index: int, count: int):
   return task.shard(index, count)
 
 
+def grad_scale_factor(grad_scale: str, batch_size: int) -> float:
+  """The factor applied to W's batch-mean gradient before clipping and Adam.
+
+  ``"mean"``: 1 (the batch-mean gradient). ``"published"``: ``1 / B``, as the published
+  runs, whose loss is the batch mean and whose summed per-stream products are divided
+  by the batch size again, so that their clip threshold c and Adam's ε act on 1/B of
+  the mean gradient g (``Adam(clip(g/B, c), ε) = Adam(clip(g, c·B), B·ε)``: Adam is
+  invariant to the scale of its input up to ε). W_out's gradient is the plain mean in
+  both. docs/protocol.md, "Gradient scale".
+  """
+  if grad_scale == "mean":
+    return 1.0
+  if grad_scale == "published":
+    return 1.0 / int(batch_size)
+  raise ValueError(f"unknown grad_scale {grad_scale!r}; choose 'mean' or 'published'")
+
+
 def make_optimizer(learning_rate: float, epsilon: float = 1e-8) -> keras.optimizers.Optimizer:
   """Adam with TF1's defaults (β1 0.9, β2 0.999, ε 1e-8, as the paper used)."""
   return keras.optimizers.Adam(learning_rate=learning_rate, epsilon=epsilon)
@@ -134,8 +151,10 @@ class _Trainer(tf.Module):
 
   def __init__(self, model: models.RecurrentModel, task, optimizer, batch_size: int,
                clip_norm: float | None = None, seed: int = 0, jit_compile: bool = False,
-               strategy: tf.distribute.Strategy | None = None):
+               strategy: tf.distribute.Strategy | None = None,
+               recurrent_grad_scale: float = 1.0):
     super().__init__()
+    self.recurrent_grad_scale = float(recurrent_grad_scale)
     self.model = model
     self.task = task
     self.optimizer = optimizer
@@ -212,7 +231,10 @@ class _Trainer(tf.Module):
     return self._compiled.experimental_get_tracing_count()
 
   def _apply(self, recurrent_grads, readout_grads):
-    """Clip W's gradient by global norm and apply one Adam step to W and W_out.
+    """Scale and clip W's gradient by global norm and apply one Adam step to W and W_out.
+
+    W's gradient is first multiplied by ``recurrent_grad_scale`` (1, or 1/B for the
+    published gradient scale, :func:`grad_scale_factor`).
 
     Under a strategy (replica context) the gradients are first averaged over the
     devices, so clipping sees the global batch mean; Keras then sums what each device
@@ -223,6 +245,8 @@ class _Trainer(tf.Module):
     if distributed:
       both = self._global_mean(recurrent_grads + readout_grads)
       recurrent_grads, readout_grads = both[:len(recurrent_grads)], both[len(recurrent_grads):]
+    if self.recurrent_grad_scale != 1.0:
+      recurrent_grads = [g * tf.cast(self.recurrent_grad_scale, g.dtype) for g in recurrent_grads]
     if self.clip_norm:
       recurrent_grads, _ = tf.clip_by_global_norm(recurrent_grads, self.clip_norm)
     grads = recurrent_grads + readout_grads
@@ -292,12 +316,13 @@ class OnlineTrainer(_Trainer):
   def __init__(self, model, estimator: estimators_lib.Estimator, task, optimizer,
                batch_size: int, clip_norm: float | None = None, seed: int = 0,
                shadow_exact: bool = False, jit_compile: bool = False,
-               strategy: tf.distribute.Strategy | None = None):
+               strategy: tf.distribute.Strategy | None = None,
+               recurrent_grad_scale: float = 1.0):
     self.estimator = estimator
     if shadow_exact and strategy is not None:
       raise ValueError("shadow_exact runs on one device only (drop the strategy)")
     super().__init__(model, task, optimizer, batch_size, clip_norm, seed, jit_compile,
-                     strategy)
+                     strategy, recurrent_grad_scale)
     self.shadow = estimators_lib.RTRL(model.cell) if shadow_exact else None
     if strategy is not None:
       for shard, device in zip(self.shards, strategy.extended.worker_devices):
@@ -390,12 +415,13 @@ class TBPTTTrainer(_Trainer):
 
   def __init__(self, model, task, optimizer, batch_size: int, truncation: int,
                clip_norm: float | None = None, seed: int = 0, jit_compile: bool = False,
-               strategy: tf.distribute.Strategy | None = None):
+               strategy: tf.distribute.Strategy | None = None,
+               recurrent_grad_scale: float = 1.0):
     if int(truncation) < 1:
       raise ValueError(f"truncation must be ≥ 1, got {truncation}")
     self.truncation = int(truncation)
     super().__init__(model, task, optimizer, batch_size, clip_norm, seed, jit_compile,
-                     strategy)
+                     strategy, recurrent_grad_scale)
     if strategy is not None:
       b, t = self.local_batch, self.truncation
       for shard, device in zip(self.shards, strategy.extended.worker_devices):

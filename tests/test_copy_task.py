@@ -116,24 +116,47 @@ def test_layout_async_streams():
     assert len(set(starts_per_stream)) > 1
 
 
-@pytest.mark.parametrize("level", [1, 3, 10])
-def test_length_range(level):
-    task = CopyTask(batch_size=2000, max_length=16)
+def published_length_probabilities(level: int, window: int = 5) -> dict[int, float]:
+    """P(L = l) for L = max(1, T - U), U uniform on {0..window-1} (the published rule)."""
+    probs: dict[int, float] = {}
+    for u in range(window):
+        length = max(1, level - u)
+        probs[length] = probs.get(length, 0.0) + 1.0 / window
+    return probs
+
+
+@pytest.mark.parametrize("level", [1, 2, 3, 4, 5, 6, 10])
+def test_length_distribution_is_the_published_rule(level):
+    """Lengths max(1, T - U), U ~ U{0..4}: each length's frequency within 4.5 standard errors.
+
+    At T = 2 length 1 has probability 0.8 (a uniform draw on {1, 2} would give 0.5, a
+    z of about 60 with these counts), so the test tells the two rules apart.
+    """
+    batch = 4000
+    task = CopyTask(batch_size=batch, max_length=16)
     rng = tf.random.Generator.from_seed(level)
     state = with_level(task.init(rng), level)
     state, _, _, reset = task.next(state, rng)
     assert bool(tf.reduce_all(reset))
     lengths = state.length.numpy()
-    expected = set(range(max(1, level - 4), level + 1))
-    assert set(np.unique(lengths)) == expected
-    # roughly uniform
-    counts = np.bincount(lengths)[min(expected):]
-    assert counts.min() > 0.6 * len(lengths) / len(expected)
+    probs = published_length_probabilities(level)
+    assert set(np.unique(lengths)) <= set(probs)
+    for length, p in probs.items():
+        freq = np.mean(lengths == length)
+        se = np.sqrt(p * (1 - p) / batch) if p < 1 else 1e-12
+        z = (freq - p) / se if p < 1 else (freq - p) * 1e12
+        assert abs(z) < 4.5, (level, length, freq, p)
     # bits are fair coin flips within the sequence and zero beyond it
     bits = state.bits.numpy()
     mask = np.arange(16)[None, :] < lengths[:, None]
     assert np.all(bits[~mask] == 0)
-    assert 0.45 < bits[mask].mean() < 0.55
+    assert abs(bits[mask].mean() - 0.5) < 4.5 * np.sqrt(0.25 / mask.sum())
+
+
+def test_published_length_probabilities():
+    assert published_length_probabilities(1) == {1: 1.0}
+    assert published_length_probabilities(2) == pytest.approx({1: 0.8, 2: 0.2})
+    assert published_length_probabilities(5) == pytest.approx({1: .2, 2: .2, 3: .2, 4: .2, 5: .2})
 
 
 def test_curriculum_constant_zero_loss():

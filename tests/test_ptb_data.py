@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ok_tf.data import ptb
+from ok_tf.tasks import ptb as ptb_task
 
 EXPECTED_COUNTS = {
     "published": {"train": 5_101_618, "valid": 399_782, "test": 449_945},
@@ -211,80 +212,29 @@ def test_tfds_without_data_or_network_says_what_to_do(tmp_path, monkeypatch):
     assert "offline" in message and ptb.ENV_VAR in message and "--data_dir" in message
 
 
-# ----------------------------------------------------------------------------- streams
+# ----------------------------------------------------------------------------- streams on the real text
 
 
-def test_streams_offsets_targets_wrap_and_resets():
-    ids = np.arange(10, dtype=np.int32)  # synthetic text: symbol i at position i
-    streams = ptb.PtbStreams(ids, batch_size=3, reset_every=3, vocab_size=10)
-    assert streams.vocab_size == 10
-    rng = tf.random.Generator.from_seed(0)
-    state = streams.init(rng)
-    assert state.position.dtype == tf.int32 and state.step.dtype == tf.int64
-    assert state.position.numpy().tolist() == [0, 3, 6]  # b * (10 // 3)
-
-    traces = []
-
-    @tf.function
-    def step(state):
-        traces.append(1)
-        state, inputs, targets, reset = streams.next(state, rng)
-        state = streams.observe(state, tf.constant(0.0))
-        return state, inputs, targets, reset
-
-    seen = []
-    for _ in range(8):
-        state, inputs, targets, reset = step(state)
-        assert inputs.shape == (3,) and targets.shape == (3,) and reset.shape == (3,)
-        assert inputs.dtype == tf.int32 and targets.dtype == tf.int32 and reset.dtype == tf.bool
-        seen.append((inputs.numpy().tolist(), targets.numpy().tolist(), reset.numpy().tolist()))
-    assert len(traces) == 1  # no retracing
-
-    for t, (inp, tgt, rst) in enumerate(seen):
-        expected_inp = [(o + t) % 10 for o in (0, 3, 6)]
-        assert inp == expected_inp, t
-        assert tgt == [(x + 1) % 10 for x in expected_inp], t  # includes the wrap 9 -> 0
-        assert rst == [t % 3 == 0] * 3, t
-    assert state.position.numpy().tolist() == [8, 1, 4]  # wrapped around
-    assert int(state.step) == 8
-    assert float(streams.metrics(state)["epoch"]) == pytest.approx(8 * 3 / 10)
-
-
-def test_streams_reset_only_at_start_when_zero():
-    streams = ptb.PtbStreams(np.array([2, 0, 1, 1, 0], np.int32), batch_size=2, reset_every=0, vocab_size=3)
-    state = streams.init(None)
-    resets = []
-    for _ in range(4):
-        state, inputs, targets, reset = streams.next(state, None)
-        resets.append(bool(reset.numpy().all()) if reset.numpy().any() else False)
-    assert resets == [True, False, False, False]
-
-
-def test_streams_in_while_loop_on_real_text(loaded):
+def test_streams_on_real_text(loaded):
+    """Published offsets and per-stream resets on the real training text, in a while loop."""
     data = loaded["published"]
-    streams = ptb.PtbStreams(data.train, batch_size=32, reset_every=100, vocab_size=data.vocab_size)
+    streams = ptb_task.PtbStreams(data.train, batch_size=32, reset_every=100, vocab_size=data.vocab_size)
     n = data.train.size
+    offsets = np.linspace(0, n - 1, 32, dtype=np.int32)  # the published code's expression
+    np.testing.assert_array_equal(streams.offsets, offsets)
 
     @tf.function
     def run(state, k):
         def body(i, s, acc):
             s, inputs, targets, reset = streams.next(s, None)
-            return i + 1, s, acc + tf.reduce_sum(tf.cast(reset, tf.int32))
+            return i + 1, s, acc + tf.cast(reset, tf.int32)
 
-        _, s, acc = tf.while_loop(lambda i, s, acc: i < k, body, (tf.constant(0), state, tf.constant(0)))
+        _, s, acc = tf.while_loop(lambda i, s, acc: i < k, body,
+                                  (tf.constant(0), state, tf.zeros([32], tf.int32)))
         return s, acc
 
     state, resets = run(streams.init(None), tf.constant(250))
-    assert int(resets) == 3 * 32  # steps 0, 100, 200
-    expected = (np.arange(32) * (n // 32) + 250) % n
-    assert np.array_equal(state.position.numpy(), expected)
-
-
-def test_streams_validation():
-    with pytest.raises(ValueError, match="too short"):
-        ptb.PtbStreams(np.arange(3), batch_size=4)
-    with pytest.raises(ValueError, match="vocab_size"):
-        ptb.PtbStreams(np.arange(5), batch_size=2, vocab_size=3)
-    with pytest.raises(ValueError, match="reset_every"):
-        ptb.PtbStreams(np.arange(5), batch_size=2, reset_every=-1)
-    assert ptb.PtbStreams(np.arange(5), batch_size=2).vocab_size == 5
+    positions = (offsets[:, None] + np.arange(250)[None, :]) % n
+    expected = (positions % 100 == 0).sum(axis=1) + (offsets % 100 != 0)  # + the step-0 reset
+    np.testing.assert_array_equal(resets.numpy(), expected)
+    np.testing.assert_array_equal(state.position.numpy(), (offsets + 250) % n)

@@ -336,3 +336,56 @@ def test_non_finite_loss_from_huge_learning_rate(method):
   assert message.startswith("the training loss became "), message
   step = int(message.split(" at step ")[1].split(":")[0])
   assert 1 <= step < 20  # the first step runs at the initial, finite weights
+
+
+@pytest.mark.parametrize("method", ["kf", "tbptt"])
+def test_published_grad_scale_is_clip_times_batch(method):
+  """W's gradient / B with clip c equals the plain gradient with clip c·B (ε ≈ 0).
+
+  clip(g/B, c) = clip(g, c·B)/B and Adam without ε is invariant to the scale of its
+  input, so the two trainers reach the same weights (float64); the plain gradient with
+  the same clip c does not (the clip binds).
+  """
+  steps, clip = 12, 0.05
+  data = scripted_data(steps, seed=4, resets=[(5, 1)])
+
+  def train(scale, clip_norm):
+    model = make_model(seed=2)
+    opt = training.make_optimizer(1e-2, epsilon=1e-30)  # ε·B negligible too
+    task = ScriptedTask(*data)
+    if method == "tbptt":
+      trainer = training.TBPTTTrainer(model, task, opt, BATCH, truncation=3, clip_norm=clip_norm,
+                                      recurrent_grad_scale=scale)
+    else:
+      est = estimators.get(method, model.cell)
+      trainer = training.OnlineTrainer(model, est, task, opt, BATCH, clip_norm=clip_norm,
+                                       recurrent_grad_scale=scale)
+    trainer.run(steps)
+    return [v.numpy() for v in model.recurrent_variables + model.readout_variables]
+
+  published = train(training.grad_scale_factor("published", BATCH), clip)
+  equivalent = train(training.grad_scale_factor("mean", BATCH), clip * BATCH)
+  plain = train(1.0, clip)
+  for a, b in zip(published, equivalent):  # equal up to rounding (1e-8 after 12 Adam steps)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+  assert max(np.max(np.abs(a - b)) for a, b in zip(published, plain)) > 1e-4  # 1e4 × the rounding
+
+
+def test_adam_on_gradient_over_batch_is_adam_with_epsilon_times_batch():
+  """Adam(g/B, ε) = Adam(g, B·ε): the published scale makes W's ε effectively B·ε."""
+  batch, eps = 16, 1e-3
+  grads = np.random.default_rng(0).standard_normal((5, 7)) * 1e-2
+
+  def adam(scale, epsilon):
+    var = keras.Variable(np.zeros(7), dtype="float64")
+    opt = training.make_optimizer(1e-2, epsilon=epsilon)
+    for g in grads:
+      opt.apply_gradients([(tf.constant(g * scale), var)])
+    return var.numpy()
+
+  np.testing.assert_allclose(adam(1.0 / batch, eps), adam(1.0, eps * batch), rtol=1e-12)
+  assert np.max(np.abs(adam(1.0 / batch, eps) - adam(1.0, eps))) > 1e-4
+  assert training.grad_scale_factor("published", batch) == 1.0 / batch
+  assert training.grad_scale_factor("mean", batch) == 1.0
+  with pytest.raises(ValueError, match="grad_scale"):
+    training.grad_scale_factor("sum", batch)

@@ -30,19 +30,16 @@ Public pieces:
   the vocabulary in ``info.metadata["vocab"]``.
 * :func:`resolve_data_dir`, :func:`load_ptb`: the plain loader of the training scripts
   (same checksum and tokenisation code, no TFDS preparation).
-* :class:`PtbStreams`: the training "task" (pure TF, for compiled loops): ``B`` streams
-  at evenly spaced offsets, one character per step, resets every ``reset_every`` steps.
+The training streams over the loaded ids are :class:`ok_tf.tasks.ptb.PtbStreams`.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import os
 import pathlib
 import socket
-import typing
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -461,108 +458,3 @@ class PtbChar(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split: str, ids: np.ndarray):
         yield split, {"ids": ids}
-
-
-# ----------------------------------------------------------------------------- training streams
-
-
-class PtbStreamState(typing.NamedTuple):
-    """State of :class:`PtbStreams`: a NamedTuple of tensors (usable as a loop variable)."""
-
-    position: tf.Tensor  # [B] int32: index of the next input character of each stream
-    step: tf.Tensor  # [] int64: number of steps taken so far
-
-
-class PtbStreams:
-    """Next-character prediction on ``B`` streams through one text, in pure TensorFlow.
-
-    Stream ``b`` starts at offset ``b * (N // B)`` (``N = len(ids)``) and advances by one
-    character per step, wrapping around at the end: at each step the input is
-    ``ids[pos]`` and the target ``ids[(pos + 1) % N]``. ``reset`` is True for all
-    streams when ``step % reset_every == 0`` (so at step 0 too); with ``reset_every == 0``
-    only at step 0. The text is a ``tf.constant`` made once here; the methods use only
-    TF ops with static shapes, so they run inside ``tf.function`` without retracing.
-    The ``(state, rng)`` signatures match the copy task's; ``rng`` is unused.
-
-    ``vocab_size`` should be passed (e.g. ``PtbData.vocab_size``); if omitted it is taken
-    as ``max(ids) + 1``, which is right for the training split only.
-    """
-
-    def __init__(
-        self,
-        ids: np.ndarray,
-        batch_size: int,
-        reset_every: int = 100,
-        vocab_size: int | None = None,
-    ):
-        ids = np.asarray(ids)
-        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
-        n = int(ids.size)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if n < max(2, batch_size):
-            raise ValueError(f"text of {n} symbols is too short for {batch_size} streams (need >= max(2, B))")
-        if n >= 2**31 - 1:
-            raise ValueError(f"text of {n} symbols is too long for int32 positions")
-        if reset_every < 0:
-            raise ValueError(f"reset_every must be >= 0 (0: reset only at step 0), got {reset_every}")
-        if ids.min() < 0:
-            raise ValueError("ids must be non-negative")
-        max_id = int(ids.max())
-        if vocab_size is None:
-            vocab_size = max_id + 1
-        elif max_id >= vocab_size:
-            raise ValueError(f"ids contain {max_id}, not below vocab_size={vocab_size}")
-        self.vocab_size = int(vocab_size)
-        self.batch_size = int(batch_size)
-        self.total_streams = int(batch_size)  # all devices' streams (see shard)
-        self.reset_every = int(reset_every)
-        self.num_symbols = n
-        self.offsets = (np.arange(batch_size, dtype=np.int64) * (n // batch_size)).astype(np.int32)
-        self.text = tf.constant(ids.astype(np.int32, copy=False), dtype=tf.int32)
-
-    def shard(self, index: int, count: int) -> "PtbStreams":
-        """Streams ``index·B/count … (index+1)·B/count − 1`` (same text, same offsets)."""
-        if self.batch_size % count or not 0 <= index < count:
-            raise ValueError(f"cannot take shard {index} of {count} of {self.batch_size} streams")
-        part = copy.copy(self)
-        part.batch_size = self.batch_size // count
-        part.offsets = self.offsets[index * part.batch_size:(index + 1) * part.batch_size]
-        return part
-
-    def init(self, rng: tf.random.Generator | None = None) -> PtbStreamState:
-        """Initial state: positions at the evenly spaced offsets, step 0."""
-        del rng
-        return PtbStreamState(
-            position=tf.constant(self.offsets, dtype=tf.int32),
-            step=tf.constant(0, dtype=tf.int64),
-        )
-
-    def next(
-        self, state: PtbStreamState, rng: tf.random.Generator | None = None
-    ) -> tuple[PtbStreamState, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """One step: ``(new_state, inputs [B] int32, targets [B] int32, reset [B] bool)``."""
-        del rng
-        position = tf.ensure_shape(tf.convert_to_tensor(state.position, tf.int32), [self.batch_size])
-        step = tf.convert_to_tensor(state.step, tf.int64)
-        following = position + 1
-        following = tf.where(following >= self.num_symbols, following - self.num_symbols, following)
-        inputs = tf.gather(self.text, position)
-        targets = tf.gather(self.text, following)
-        if self.reset_every > 0:
-            flag = tf.equal(tf.math.floormod(step, tf.constant(self.reset_every, tf.int64)), 0)
-        else:
-            flag = tf.equal(step, 0)
-        reset = tf.fill([self.batch_size], flag)
-        return PtbStreamState(position=following, step=step + 1), inputs, targets, reset
-
-    def observe(self, state: PtbStreamState, loss_bits: tf.Tensor) -> PtbStreamState:
-        """No-op (the copy task uses this hook for its curriculum): returns ``state``."""
-        del loss_bits
-        return state
-
-    def metrics(self, state: PtbStreamState) -> dict[str, tf.Tensor]:
-        """``{"epoch": steps * B / N}`` as a float32 scalar: passes over the text so far."""
-        epochs = tf.cast(state.step, tf.float64) * (self.total_streams / self.num_symbols)
-        return {"epoch": tf.cast(epochs, tf.float32)}

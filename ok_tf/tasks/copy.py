@@ -1,6 +1,6 @@
 """Copy task (string memorisation) with a curriculum, in pure TensorFlow.
 
-Protocol (docs/PROTOCOL.md, "Copy task (string memorisation) with curriculum"):
+Protocol (docs/protocol.md, "Copy task"), as in the published runs:
 
 * Alphabet of ``VOCAB_SIZE = 4`` symbols: bits ``0`` and ``1``, start marker
   ``START = 2`` and blank ``BLANK = 3``.
@@ -13,9 +13,11 @@ Protocol (docs/PROTOCOL.md, "Copy task (string memorisation) with curriculum"):
 * Curriculum: the level ``T`` starts at 1. An exponential moving average of the
   per-step loss in bits (decay 0.999 per step, initial value 1.0) is kept; when
   it drops below 0.15 bits, ``T <- T + 1`` and the average is set back to 0.3.
-* Every new sequence draws its length uniformly from
-  ``{max(1, T - 4), ..., T}`` (``length_window = 5`` values) with the *current*
-  level, and fresh uniform random bits.
+* Every new sequence draws its length as ``L = max(1, T - U)`` with ``U`` uniform on
+  ``{0, ..., length_window - 1}`` (``length_window = 5``) and the *current* level ``T``,
+  and fresh uniform random bits. For ``T >= 5`` this is uniform on ``{T - 4, ..., T}``;
+  below, the clipping puts the mass of ``U >= T`` on length 1 (at ``T = 2``: length 1
+  with probability 0.8), as the published code's ``max(1, T - randint(5))``.
 * The ``B`` streams of a batch run asynchronously: when a stream's sequence has
   ended, it draws a new one at its next step, and the trainer resets that
   stream's hidden state and approximation state to zero before the step
@@ -91,7 +93,7 @@ class CopyTask:
     threshold: float = 0.15
     ema_after_increase: float = 0.3
     initial_ema: float = 1.0
-    length_window: int = 5  # lengths uniform in {max(1, T - (length_window - 1)), ..., T}
+    length_window: int = 5  # lengths max(1, T - U), U uniform in {0, ..., length_window - 1}
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -140,16 +142,16 @@ class CopyTask:
     ) -> tuple[CopyState, tf.Tensor, tf.Tensor, tf.Tensor]:
         """One time step for every stream: ``(new_state, inputs, targets, reset)``.
 
-        Finished streams first draw a new sequence (length uniform in
-        ``{max(1, T-4), ..., T}`` with the current level ``T``, fresh bits) at
+        Finished streams first draw a new sequence (length ``max(1, T - U)``, ``U``
+        uniform on ``{0, ..., length_window - 1}``, with the current level ``T``; fresh bits) at
         position 0; then every stream emits the input/target at its position;
         ``reset[b]`` is True exactly when stream ``b`` emits position 0; then the
         positions advance by one.
         """
         b, m = self.batch_size, self.max_length
         level = tf.convert_to_tensor(state.level, tf.int32)
-        low = tf.maximum(1, level - (self.length_window - 1))
-        new_length = rng.uniform([b], minval=low, maxval=level + 1, dtype=tf.int32)
+        shortfall = rng.uniform([b], minval=0, maxval=self.length_window, dtype=tf.int32)
+        new_length = tf.maximum(1, level - shortfall)
         slots = tf.range(m, dtype=tf.int32)
         new_bits = rng.uniform([b, m], minval=0, maxval=2, dtype=tf.int32)
         new_bits = tf.where(slots[None, :] < new_length[:, None], new_bits, 0)

@@ -1,0 +1,132 @@
+"""Next-character prediction on ``B`` streams through one text, in pure TensorFlow.
+
+Protocol (docs/protocol.md, "Character-level Penn Treebank"), as in the published runs:
+
+* Stream ``b`` starts at offset ``o_b = floor(linspace(0, N - 1, B))[b]`` of the text
+  of ``N`` symbols and advances by one symbol per step, wrapping around at the end.
+  At each step its input is ``ids[p]`` and its target ``ids[(p + 1) mod N]``, where
+  ``p`` is the stream's position.
+* Stream ``b`` is *reset* (its hidden state and approximation state set to zero before
+  the step) when its own position is a multiple of ``reset_every``:
+  ``reset[b] = (p_b mod reset_every == 0)``. The streams start at different offsets, so
+  they reset on different steps, each every ``reset_every`` symbols. Every stream also
+  resets at step 0 (a no-op on the zero initial state, stated for clarity). With
+  ``reset_every == 0`` the streams reset only at step 0.
+
+The text is a ``tf.constant`` made once; the methods use only TF ops with static
+shapes, so they run inside ``tf.function`` / ``tf.while_loop`` without retracing. The
+``(state, rng)`` signatures match the copy task's (:mod:`ok_tf.tasks.copy`); ``rng``
+is unused: the streams are deterministic.
+"""
+
+from __future__ import annotations
+
+import copy
+import typing
+
+import numpy as np
+import tensorflow as tf
+
+
+def stream_offsets(num_symbols: int, batch_size: int) -> np.ndarray:
+    """Start positions of the streams: ``floor(linspace(0, N - 1, B))`` as int32 ``[B]``."""
+    return np.floor(np.linspace(0, num_symbols - 1, batch_size)).astype(np.int32)
+
+
+class PtbStreamState(typing.NamedTuple):
+    """State of :class:`PtbStreams`: a NamedTuple of tensors (usable as a loop variable)."""
+
+    position: tf.Tensor  # [B] int32: index of the next input symbol of each stream
+    step: tf.Tensor  # [] int64: number of steps taken so far
+
+
+class PtbStreams:
+    """``B`` streams through a text of token ids; see the module docstring for the protocol.
+
+    ``vocab_size`` should be passed (e.g. ``PtbData.vocab_size``); if omitted it is taken
+    as ``max(ids) + 1``, which is right for the training split only.
+    """
+
+    def __init__(
+        self,
+        ids: np.ndarray,
+        batch_size: int,
+        reset_every: int = 100,
+        vocab_size: int | None = None,
+    ):
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
+        n = int(ids.size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if n < max(2, batch_size):
+            raise ValueError(f"text of {n} symbols is too short for {batch_size} streams (need >= max(2, B))")
+        if n >= 2**31 - 1:
+            raise ValueError(f"text of {n} symbols is too long for int32 positions")
+        if reset_every < 0:
+            raise ValueError(f"reset_every must be >= 0 (0: reset only at step 0), got {reset_every}")
+        if ids.min() < 0:
+            raise ValueError("ids must be non-negative")
+        max_id = int(ids.max())
+        if vocab_size is None:
+            vocab_size = max_id + 1
+        elif max_id >= vocab_size:
+            raise ValueError(f"ids contain {max_id}, not below vocab_size={vocab_size}")
+        self.vocab_size = int(vocab_size)
+        self.batch_size = int(batch_size)
+        self.total_streams = int(batch_size)  # all devices' streams (see shard)
+        self.reset_every = int(reset_every)
+        self.num_symbols = n
+        self.offsets = stream_offsets(n, batch_size)
+        self.text = tf.constant(ids.astype(np.int32, copy=False), dtype=tf.int32)
+
+    def shard(self, index: int, count: int) -> "PtbStreams":
+        """Streams ``index·B/count … (index+1)·B/count − 1`` (same text, same offsets)."""
+        if self.batch_size % count or not 0 <= index < count:
+            raise ValueError(f"cannot take shard {index} of {count} of {self.batch_size} streams")
+        part = copy.copy(self)
+        part.batch_size = self.batch_size // count
+        part.offsets = self.offsets[index * part.batch_size:(index + 1) * part.batch_size]
+        return part
+
+    def init(self, rng: tf.random.Generator | None = None) -> PtbStreamState:
+        """Initial state: positions at the stream offsets, step 0."""
+        del rng
+        return PtbStreamState(
+            position=tf.constant(self.offsets, dtype=tf.int32),
+            step=tf.constant(0, dtype=tf.int64),
+        )
+
+    def next(
+        self, state: PtbStreamState, rng: tf.random.Generator | None = None
+    ) -> tuple[PtbStreamState, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """One step: ``(new_state, inputs [B] int32, targets [B] int32, reset [B] bool)``.
+
+        ``reset[b] = (p_b mod reset_every == 0) or step == 0`` with ``p_b`` the position
+        of stream b's input symbol at this step.
+        """
+        del rng
+        position = tf.ensure_shape(tf.convert_to_tensor(state.position, tf.int32), [self.batch_size])
+        step = tf.convert_to_tensor(state.step, tf.int64)
+        following = position + 1
+        following = tf.where(following >= self.num_symbols, following - self.num_symbols, following)
+        inputs = tf.gather(self.text, position)
+        targets = tf.gather(self.text, following)
+        first = tf.fill([self.batch_size], tf.equal(step, 0))
+        if self.reset_every > 0:
+            at_multiple = tf.equal(tf.math.floormod(position, self.reset_every), 0)
+            reset = tf.logical_or(first, at_multiple)
+        else:
+            reset = first
+        return PtbStreamState(position=following, step=step + 1), inputs, targets, reset
+
+    def observe(self, state: PtbStreamState, loss_bits: tf.Tensor) -> PtbStreamState:
+        """No-op (the copy task uses this hook for its curriculum): returns ``state``."""
+        del loss_bits
+        return state
+
+    def metrics(self, state: PtbStreamState) -> dict[str, tf.Tensor]:
+        """``{"epoch": steps * B / N}`` as a float32 scalar: passes over the text so far."""
+        epochs = tf.cast(state.step, tf.float64) * (self.total_streams / self.num_symbols)
+        return {"epoch": tf.cast(epochs, tf.float32)}
