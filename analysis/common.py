@@ -1,6 +1,6 @@
 """Shared helpers of the analysis scripts.
 
-Published numbers (from docs/PROTOCOL.md), loading and grouping of runs,
+Loading and grouping of runs (the published curves: analysis/published.py),
 alignment of per-seed curves on a common x grid, statistics, figure output.
 """
 
@@ -22,48 +22,6 @@ matplotlib.use("Agg")
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
-
-# ----------------------------------------------------------------------------
-# Published numbers (Benzing et al. 2019, docs/PROTOCOL.md)
-
-PUBLISHED_SOURCE = "Benzing et al. 2019"
-
-# Copy task: OK, n = 128, batch 16, r = 16, lr 10^-3.5, 5 seeds.
-PUBLISHED_COPY = {
-    "label": f"published OK r=16, n=128 ({PUBLISHED_SOURCE})",
-    "batch_size": 16,
-    "steps": np.array([250_000, 500_000, 1_000_000, 1_500_000, 2_000_000]),
-    # level T reached, one column per seed
-    "per_seed": np.array([
-        [23, 22, 23, 22, 20],
-        [30, 29, 28, 28, 25],
-        [37, 35, 32, 35, 32],
-        [42, 39, 36, 42, 35],
-        [44, 43, 38, 45, 39],
-    ], dtype=float),
-    "mean": np.array([22.0, 28.0, 34.2, 38.8, 41.8]),
-}
-PUBLISHED_COPY["chars"] = PUBLISHED_COPY["steps"] * PUBLISHED_COPY["batch_size"]
-PUBLISHED_COPY["min"] = PUBLISHED_COPY["per_seed"].min(axis=1)
-PUBLISHED_COPY["max"] = PUBLISHED_COPY["per_seed"].max(axis=1)
-
-# PTB: OK, n = 256, batch 32, r = 8, lr 10^-3.5, 1M steps, 5 seeds.
-PUBLISHED_PTB = {
-    "label": f"published OK r=8, n=256 ({PUBLISHED_SOURCE})",
-    "table_label": "OK r=8 (published)",
-    "batch_size": 32,
-    "lr": 10 ** -3.5,
-    "steps": np.array([10_000, 50_000, 100_000, 200_000, 500_000, 1_000_000]),
-    # mean validation BPC of 5 seeds (approximate except the final 1.748)
-    "valid_bpc": np.array([2.97, 2.31, 2.07, 1.91, 1.79, 1.748]),
-    "final_valid_bpc": 1.748,
-    "best_valid_bpc": 1.742,
-    "best_valid_per_seed": np.array([1.7411, 1.7404, 1.7414, 1.7447, 1.7433]),
-    "train_steps": 1_000_000,
-}
-PUBLISHED_PTB["chars"] = PUBLISHED_PTB["steps"] * PUBLISHED_PTB["batch_size"]
-PUBLISHED_PTB["train_chars"] = (PUBLISHED_PTB["train_steps"] *
-                                PUBLISHED_PTB["batch_size"])
 
 # ----------------------------------------------------------------------------
 # Loading and grouping

@@ -6,9 +6,11 @@
 One row per method label (and learning rate, when a method has several): the seeds,
 the level at the given fractions of the shortest run's characters (mean over seeds,
 per-seed values in brackets), the highest level reached, the characters, and the mean
-wall time and steps/s (from metrics.csv). --published adds the published OK runs'
-levels (n 128, r 16; PROTOCOL.md) at their own characters, as a second table. Markdown
-to stdout, the rows to CSV.
+wall time and steps/s (from metrics.csv). --published adds a row with the published
+OK runs' level (n 128, r 16; analysis/published/: mean and range of the five runs) at
+the same characters, and a second table at the published anchor points.
+--at_steps=6000,9000,... prints the level of every method at those steps beside the
+published runs' at the same steps. Markdown to stdout, the rows to CSV.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import math
 import pathlib
 import sys
 
+import numpy as np
+
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:
   sys.path.insert(0, str(_ROOT))
 
 from analysis import common  # pylint: disable=g-import-not-at-top
+from analysis import published as published_lib  # pylint: disable=g-import-not-at-top
 from analysis import ptb_table  # pylint: disable=g-import-not-at-top
 
 
@@ -63,7 +68,13 @@ def _levels(levels) -> str:
   return text + (f" ({', '.join(map(str, levels))})" if len(levels) > 1 else "")
 
 
-def to_markdown(rows, fractions) -> str:
+def published_at_chars(chars: float) -> dict | None:
+  """The published level (mean, min, max) at the step with these characters."""
+  p = published_lib.copy_levels()
+  return published_lib.at_step(p, chars / p["batch_size"])
+
+
+def to_markdown(rows, fractions, published: bool = False) -> str:
   end = ptb_table.fmt_chars(min(r["chars"] for r in rows)) if rows else "n/a"
   header = (["method", "lr", "seeds"] + [f"level at {f:g}×" for f in fractions] +
             ["highest level", "steps/s", "training time"])
@@ -77,16 +88,48 @@ def to_markdown(rows, fractions) -> str:
     cells += [_levels(r["max_level"]), f"{r['steps_per_sec']:.0f}",
               f"{wall:.0f} s" if wall < 120 else f"{wall / 60:.0f} min"]
     lines.append("| " + " | ".join(cells) + " |")
+  if published and rows:
+    end_chars = min(r["chars"] for r in rows)
+    cells = ["published OK r=16, n=128: mean (range of 5)", common.lr_str(10 ** -3.5), "5"]
+    cells += [published_lib.band_text(published_at_chars(f * end_chars)) for f in fractions]
+    cells += ["–", "–", "–"]
+    lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
+ANCHOR_STEPS = (10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 1_500_000, 2_000_000)
+
+
 def published_markdown() -> str:
-  p = common.PUBLISHED_COPY
+  """The published runs' levels at anchor steps (mean, per run)."""
+  p = published_lib.copy_levels()
   lines = [f"{p['label']}, level T:", "",
-           "| steps | characters | mean | per seed |", "|---:|---:|---:|---|"]
-  for steps, chars, mean, seeds in zip(p["steps"], p["chars"], p["mean"], p["per_seed"]):
-    lines.append(f"| {steps / 1e6:g}M | {ptb_table.fmt_chars(float(chars))} | {mean:.1f} | "
-                 f"{', '.join(str(int(s)) for s in seeds)} |")
+           "| steps | characters | mean | per run |", "|---:|---:|---:|---|"]
+  for step in ANCHOR_STEPS:
+    i = int(np.searchsorted(p["step"], step))
+    lines.append(f"| {step / 1e6:g}M | {ptb_table.fmt_chars(float(p['chars'][i]))} | "
+                 f"{p['mean'][i]:.1f} | {', '.join(str(int(v)) for v in p['per_run'][i])} |")
+  return "\n".join(lines)
+
+
+def steps_markdown(runs, steps) -> str:
+  """The level of every method at ``steps`` (mean over seeds) beside the published runs'."""
+  header = ["method", "lr"] + [f"{s // 1000}k" if s % 1000 == 0 else str(s) for s in steps]
+  lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+  for label, members in common.group_runs(runs).items():
+    members = [m for m in members if m["metrics"]]
+    if not members:
+      continue
+    cells = [label, common.lr_str(members[0]["config"].get("lr"))]
+    for s in steps:
+      levels = [level_at(m["metrics"], s * m["config"]["batch_size"]) for m in members
+                if m["metrics"][-1]["step"] >= s]
+      cells.append(_levels(levels) if levels else "–")
+    lines.append("| " + " | ".join(cells) + " |")
+  p = published_lib.copy_levels()
+  cells = ["published OK r=16, n=128: mean (range of 5)", common.lr_str(p["lr"])]
+  cells += [published_lib.band_text(published_lib.at_step(p, s)) for s in steps]
+  lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -104,10 +147,13 @@ def write_csv(rows, path, fractions) -> None:
 
 
 def copy_table(paths, csv_path: str | None = "copy_table.csv", published: bool = False,
-               fractions=(0.25, 0.5, 1.0)) -> tuple[str, list[dict]]:
+               fractions=(0.25, 0.5, 1.0), at_steps=()) -> tuple[str, list[dict]]:
   runs = common.load_runs(paths, task="copy")
   rows = table_rows(runs, fractions)
-  text = to_markdown(rows, fractions)
+  text = to_markdown(rows, fractions, published=published)
+  if at_steps:
+    text += ("\n\nLevel at the same steps (mean over seeds; published: mean and range of "
+             "the five runs):\n\n" + steps_markdown(runs, at_steps))
   if published:
     text += "\n\n" + published_markdown()
   if csv_path:
@@ -123,11 +169,17 @@ def main(argv=None):
                       help="add the published OK levels (n 128, r 16)")
   parser.add_argument("--fractions", default="0.25,0.5,1",
                       help="fractions of the shortest run's characters")
+  parser.add_argument("--at_steps", default="",
+                      help="comma-separated steps: a table of levels at those steps")
   args = parser.parse_args(argv)
+  try:
+    at_steps = [int(x) for x in args.at_steps.split(",") if x.strip()]
+  except ValueError:
+    parser.error(f"--at_steps takes integers, got {args.at_steps!r}")
   fractions = tuple(float(x) for x in args.fractions.split(","))
   if any(not 0 < f <= 1 or math.isnan(f) for f in fractions):
     parser.error("--fractions must lie in (0, 1]")
-  text, _ = copy_table(args.runs, args.csv, args.published, fractions)
+  text, _ = copy_table(args.runs, args.csv, args.published, fractions, at_steps)
   print(text)
 
 

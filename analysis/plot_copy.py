@@ -7,8 +7,9 @@ Each RUN_DIR is a run directory or a folder searched for them. Runs are grouped
 by method label ("ok (r=16)", "tbptt (T=25)", ...; split by learning rate when
 a method has several); per group the mean level over seeds is drawn (each seed
 interpolated onto a common grid up to the shortest run of the group) with a
-min–max band. --published overlays the published OK points (mean, per-seed
-min/max as error bars). Writes OUT.png and OUT.pdf.
+min–max band. --published draws the published OK runs (analysis/published/): their
+mean level and the band of the five runs, up to the end of the longest run drawn
+(the whole 2M steps with --logx or without runs of ours). Writes OUT.png and OUT.pdf.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ if str(_ROOT) not in sys.path:
   sys.path.insert(0, str(_ROOT))
 
 from analysis import common  # pylint: disable=g-import-not-at-top
+from analysis import published as published_lib  # pylint: disable=g-import-not-at-top
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
 
 
 def copy_curves(runs, x: str = "chars", num: int = 500):
@@ -43,11 +46,9 @@ def plot_copy(paths, out: str = "copy_curve", published: bool = False,
       print("--published: the published runs give no wall times; not drawn",
             file=sys.stderr)
     else:
-      p = common.PUBLISHED_COPY
-      px = p["chars"] if x == "chars" else p["steps"]
-      ax.errorbar(px, p["mean"], yerr=[p["mean"] - p["min"], p["max"] - p["mean"]],
-                  fmt="ks", markersize=4, capsize=3, linestyle="none",
-                  label=p["label"])
+      ends = [float(np.max(c["x"])) for c in curves.values() if len(c["x"])]
+      xmax = None if logx or not ends else 1.02 * max(ends)
+      published_lib.draw_band(ax, published_lib.copy_levels(), x=x, xmax=xmax)
   if logx:
     ax.set_xscale("log")
   ax.set_xlabel(common.X_LABELS.get(x, x))
@@ -62,7 +63,7 @@ def main(argv=None):
   parser.add_argument("--out", default="copy_curve",
                       help="output prefix: OUT.png and OUT.pdf")
   parser.add_argument("--published", action="store_true",
-                      help="overlay the published OK r=16 points")
+                      help="draw the published OK r=16 runs (mean and band)")
   parser.add_argument("--x", default="chars", choices=["chars", "wall_time", "step"],
                       help="x axis (default: characters seen)")
   parser.add_argument("--title", default=None)

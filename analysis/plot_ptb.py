@@ -22,6 +22,7 @@ if str(_ROOT) not in sys.path:
   sys.path.insert(0, str(_ROOT))
 
 from analysis import common  # pylint: disable=g-import-not-at-top
+from analysis import published as published_lib  # pylint: disable=g-import-not-at-top
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 
@@ -59,10 +60,7 @@ def plot_ptb(paths, out: str = "ptb_curve", published: bool = False,
       print("--published: the published runs give no wall times; not drawn",
             file=sys.stderr)
     else:
-      p = common.PUBLISHED_PTB
-      px = p["chars"] if x == "chars" else p["steps"]
-      ax.plot(px, p["valid_bpc"], "ks--", markersize=4, linewidth=1,
-              label=p["label"])
+      published_lib.draw_band(ax, published_lib.ptb_valid(), x=x)
   ax.set_xscale("log")
   ax.set_xlabel(common.X_LABELS.get(x, x))
   ax.set_ylabel("validation BPC")
@@ -76,7 +74,7 @@ def main(argv=None):
   parser.add_argument("--out", default="ptb_curve",
                       help="output prefix: OUT.png and OUT.pdf")
   parser.add_argument("--published", action="store_true",
-                      help="overlay the published OK r=8 curve")
+                      help="draw the published OK r=8 runs (mean and band)")
   parser.add_argument("--all_lrs", action="store_true",
                       help="draw every learning rate, not only each method's best")
   parser.add_argument("--x", default="chars", choices=["chars", "wall_time", "step"],

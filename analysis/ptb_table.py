@@ -10,8 +10,12 @@ key lr) with the lowest mean best_valid_bpc over seeds is reported. Columns:
 method, lr, valid BPC (mean ± std), test BPC (mean ± std), seeds, characters
 trained. std is the sample standard deviation over seeds (ddof = 1). The
 table is printed as Markdown and written as CSV. --published adds the
-published OK r=8 row; --all_lrs prints a second table with every learning rate.
-Runs without results.json (unfinished) are listed on stderr and left out.
+published OK r=8 row (analysis/published/) and a column with the published
+validation BPC (mean and range of the five runs) at each row's characters;
+--all_lrs prints a second table with every learning rate. --at_steps=10000,20000
+prints the validation BPC of every method at those steps (from eval.csv, finished
+or not) beside the published runs' at the same steps. Runs without results.json
+(unfinished) are listed on stderr and left out of the main table.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ if str(_ROOT) not in sys.path:
   sys.path.insert(0, str(_ROOT))
 
 from analysis import common  # pylint: disable=g-import-not-at-top
+from analysis import published as published_lib  # pylint: disable=g-import-not-at-top
 
 CSV_FIELDS = [
     "method", "lr", "valid_bpc_mean", "valid_bpc_std", "test_bpc_mean",
@@ -68,21 +73,55 @@ def _row(label, lr, members, best_lr=True):
   }
 
 
+PUBLISHED_LABEL = "OK r=8 (published)"
+
+
 def published_row():
-  p = common.PUBLISHED_PTB
-  valid = common.mean_std(p["best_valid_per_seed"])
+  """The published runs' row: best validation BPC per run (mean ± std), 1M steps."""
+  p = published_lib.ptb_valid()
+  valid = common.mean_std(list(p["best_per_run"]))
   nan = float("nan")
-  n = len(p["best_valid_per_seed"])
+  chars = float(p["chars"][-1])
   return {
-      "method": p["table_label"], "lr": p["lr"],
+      "method": PUBLISHED_LABEL, "lr": p["lr"],
       "valid_bpc_mean": valid[0], "valid_bpc_std": valid[1],
-      "test_bpc_mean": nan, "test_bpc_std": nan, "seeds": n,
-      "chars": float(p["train_chars"]), "chars_min": float(p["train_chars"]),
-      "chars_max": float(p["train_chars"]),
-      "final_valid_bpc_mean": p["final_valid_bpc"], "best_step_mean": nan,
+      "test_bpc_mean": nan, "test_bpc_std": nan, "seeds": len(p["best_per_run"]),
+      "chars": chars, "chars_min": chars, "chars_max": chars,
+      "final_valid_bpc_mean": float(p["mean"][-1]), "best_step_mean": nan,
       "wall_time_mean": nan, "steps_per_sec_mean": nan, "best_lr": True,
       "run_dirs": "",
   }
+
+
+def published_at_chars(chars: float) -> dict | None:
+  """The published validation BPC (mean, min, max) at the step with these characters."""
+  p = published_lib.ptb_valid()
+  return published_lib.at_step(p, chars / p["batch_size"])
+
+
+def valid_at(run, step: int) -> float | None:
+  """The run's validation BPC logged at ``step`` (eval.csv), or None."""
+  for row in run.get("eval") or []:
+    if int(row["step"]) == step:
+      return float(row["valid_bpc"])
+  return None
+
+
+def steps_markdown(runs, steps, digits: int = 3) -> str:
+  """Validation BPC of every method at ``steps`` beside the published runs'."""
+  header = ["method", "lr"] + [f"{s // 1000}k" if s % 1000 == 0 else str(s) for s in steps]
+  lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+  for label, members in common.group_runs(runs, split_lr=True).items():
+    cells = [label, common.lr_str(members[0]["config"].get("lr"))]
+    for s in steps:
+      values = [v for v in (valid_at(m, s) for m in members) if v is not None]
+      cells.append(f"{sum(values) / len(values):.{digits}f}" if values else "–")
+    lines.append("| " + " | ".join(cells) + " |")
+  p = published_lib.ptb_valid()
+  cells = [f"{PUBLISHED_LABEL}: mean (range of 5)", common.lr_str(p["lr"])]
+  cells += [published_lib.band_text(published_lib.at_step(p, s), digits) for s in steps]
+  lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
 
 
 def finished_runs(runs):
@@ -132,9 +171,12 @@ def fmt_chars(c) -> str:
   return f"{c:.0f}"
 
 
-def to_markdown(rows, digits: int = 3, mark_best: bool = False) -> str:
-  """The rows as a Markdown table."""
+def to_markdown(rows, digits: int = 3, mark_best: bool = False,
+                published: bool = False) -> str:
+  """The rows as a Markdown table (with ``published``: the published BPC at each row's characters)."""
   header = ["method", "lr", "valid BPC", "test BPC", "seeds", "characters trained"]
+  if published:
+    header.append("published OK valid BPC at these characters")
   lines = ["| " + " | ".join(header) + " |",
            "|" + "|".join(["---"] * len(header)) + "|"]
   for r in rows:
@@ -149,6 +191,9 @@ def to_markdown(rows, digits: int = 3, mark_best: bool = False) -> str:
              fmt_mean_std(r["valid_bpc_mean"], r["valid_bpc_std"], digits),
              fmt_mean_std(r["test_bpc_mean"], r["test_bpc_std"], digits),
              str(r["seeds"]), chars]
+    if published:
+      at = None if r["method"] == PUBLISHED_LABEL else published_at_chars(r["chars_max"])
+      cells.append(published_lib.band_text(at, digits))
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -173,7 +218,7 @@ def write_csv(rows, path) -> None:
 
 def ptb_table(paths, csv_path: str | None = "ptb_table.csv",
               published: bool = False, all_lrs: bool = False,
-              digits: int = 3) -> tuple[str, list[dict]]:
+              digits: int = 3, at_steps=()) -> tuple[str, list[dict]]:
   """Builds the table of the runs under `paths`; returns (markdown, rows).
 
   Writes the rows (best lr per method, plus the published row) to csv_path
@@ -187,7 +232,10 @@ def ptb_table(paths, csv_path: str | None = "ptb_table.csv",
   rows = table_rows(done)
   if published:
     rows.append(published_row())
-  text = to_markdown(rows, digits)
+  text = to_markdown(rows, digits, published=published)
+  if at_steps:
+    text += ("\n\nValidation BPC at the same steps (published: mean and range of the five "
+             "runs):\n\n" + steps_markdown(runs, at_steps, digits))
   if all_lrs:
     text += ("\n\nAll learning rates (* = best mean valid BPC):\n\n" +
              to_markdown(table_rows(done, all_lrs=True), digits, mark_best=True))
@@ -205,9 +253,15 @@ def main(argv=None):
   parser.add_argument("--all_lrs", action="store_true",
                       help="also print every learning rate")
   parser.add_argument("--digits", type=int, default=3)
+  parser.add_argument("--at_steps", default="",
+                      help="comma-separated steps: a table of validation BPC at those steps")
   args = parser.parse_args(argv)
+  try:
+    at_steps = [int(x) for x in args.at_steps.split(",") if x.strip()]
+  except ValueError:
+    parser.error(f"--at_steps takes integers, got {args.at_steps!r}")
   text, _ = ptb_table(args.runs, csv_path=args.csv, published=args.published,
-                      all_lrs=args.all_lrs, digits=args.digits)
+                      all_lrs=args.all_lrs, digits=args.digits, at_steps=at_steps)
   print(text)
 
 

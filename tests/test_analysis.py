@@ -16,6 +16,7 @@ from analysis import common  # pylint: disable=g-import-not-at-top
 from analysis import copy_table  # pylint: disable=g-import-not-at-top
 from analysis import plot_copy  # pylint: disable=g-import-not-at-top
 from analysis import plot_ptb  # pylint: disable=g-import-not-at-top
+from analysis import published  # pylint: disable=g-import-not-at-top
 from analysis import ptb_table  # pylint: disable=g-import-not-at-top
 from ok_tf import runs  # pylint: disable=g-import-not-at-top
 
@@ -142,11 +143,31 @@ def test_plot_copy_command_line(copy_runs, tmp_path):
   _nonempty([str(out) + ".png", str(out) + ".pdf"], str(out))
 
 
-def test_published_copy_numbers():
-  p = common.PUBLISHED_COPY
-  np.testing.assert_allclose(p["per_seed"].mean(axis=1), p["mean"])
-  assert list(p["chars"]) == [4_000_000, 8_000_000, 16_000_000, 24_000_000,
-                              32_000_000]
+def test_published_curves_match_the_anchor_points():
+  """The CSVs give the published anchor points (mean of the five runs)."""
+  copy = published.copy_levels()
+  assert copy["per_run"].shape == (2000, 5) and copy["step"][0] == 1000
+  np.testing.assert_array_equal(copy["chars"], copy["step"] * 16)
+  at = {s: published.at_step(copy, s)["mean"] for s in (10_000, 50_000, 100_000, 2_000_000)}
+  assert at == pytest.approx({10_000: 4.0, 50_000: 11.8, 100_000: 16.0, 2_000_000: 41.8})
+  assert published.at_step(copy, 12_500)["step"] == 12_000  # the last point at or before
+  assert published.at_step(copy, 500) is None and published.at_step(copy, 3e6) is None
+  ptb_ = published.ptb_valid()
+  assert published.at_step(ptb_, 10_000)["mean"] == pytest.approx(2.9736)
+  assert published.at_step(ptb_, 10_000)["min"] == pytest.approx(2.9705)
+  np.testing.assert_allclose(ptb_["best_per_run"], [1.7411, 1.7404, 1.7414, 1.7447, 1.7433])
+  assert published.band_text(published.at_step(copy, 30_000)) == "9.4 (8–10)"
+
+
+def test_tables_quote_the_published_runs_at_the_same_steps(copy_runs, ptb_runs, tmp_path):
+  text, _ = copy_table.copy_table([str(copy_runs)], csv_path=None, published=True,
+                                  at_steps=[1000, 2000])
+  assert "published OK r=16, n=128: mean (range of 5)" in text
+  assert "| 1k | 2k |" in text
+  text, _ = ptb_table.ptb_table([str(ptb_runs)], csv_path=None, published=True,
+                                at_steps=[10_000])
+  assert "published OK valid BPC at these characters" in text
+  assert "2.974 (2.970–2.978)" in text
 
 
 def test_plot_ptb(ptb_runs, tmp_path):
@@ -185,10 +206,13 @@ def test_ptb_table(ptb_runs, tmp_path, capsys):
 
   lines = text.splitlines()
   assert lines[0] == ("| method | lr | valid BPC | test BPC | seeds | "
-                      "characters trained |")
-  assert lines[2] == "| ok (r=8) | 10^-3.5 | 1.760 ± 0.014 | 1.735 ± 0.021 | 2 | 3.2M |"
-  assert lines[3] == "| tbptt (T=100) | 10^-3 | 1.620 ± 0.028 | 1.590 ± 0.014 | 2 | 3.2M |"
-  assert lines[4] == "| OK r=8 (published) | 10^-3.5 | 1.742 ± 0.002 | n/a | 5 | 32.0M |"
+                      "characters trained | published OK valid BPC at these characters |")
+  # 3.2M characters = 100k steps of 32 streams: the published runs' 2.0736 (2.069–2.077)
+  assert lines[2] == ("| ok (r=8) | 10^-3.5 | 1.760 ± 0.014 | 1.735 ± 0.021 | 2 | 3.2M | "
+                      "2.074 (2.069–2.077) |")
+  assert lines[3] == ("| tbptt (T=100) | 10^-3 | 1.620 ± 0.028 | 1.590 ± 0.014 | 2 | 3.2M | "
+                      "2.074 (2.069–2.077) |")
+  assert lines[4] == "| OK r=8 (published) | 10^-3.5 | 1.742 ± 0.002 | n/a | 5 | 32.0M | – |"
 
   with open(csv_path, newline="") as f:
     table = list(csv.DictReader(f))
