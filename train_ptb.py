@@ -1,6 +1,6 @@
 """Train a character-level language model on Penn Treebank, online or with TBPTT.
 
-    python train_ptb.py --preset=quick --data_dir=../shared/data/ptb_char
+    python train_ptb.py --preset=quick --data_dir=DIR         # or OK_TF_DATA=DIR
     python train_ptb.py --preset=cpu --method=kf
     python train_ptb.py --preset=paper --seed=0,1,2,3,4      # n 256, B 32, r 8, 1M steps
     python train_ptb.py --run_dir=runs/ptb/x --resume         # continue a killed run

@@ -87,7 +87,8 @@ from ok_tf import kronecker  # pylint: disable=g-import-not-at-top
 from ok_tf import models  # pylint: disable=g-import-not-at-top
 from ok_tf import training  # pylint: disable=g-import-not-at-top
 
-# The two published configurations (docs/PROTOCOL.md): RHN cells, one-hot inputs.
+# The two published configurations (docs/protocol.md, "The published configurations and
+# results"): RHN cells, one-hot inputs.
 CONFIGS = {
     "copy": dict(n=128, r=16, B=16, V=4, clip=1.0),
     "ptb": dict(n=256, r=8, B=32, V=50, clip=100.0),

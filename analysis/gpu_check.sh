@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# All GPU measurements of the speed and reproduction issues in one short script
+# The GPU measurements of speed and reproduction in one short script
 # (about 10 minutes on one GPU): the benchmark at the copy and PTB configurations with
 # an n sweep, the copy task's paper configuration with OK for COPY_MINUTES, and a short
 # PTB paper-configuration run for PTB_MINUTES. Everything goes to $OUT (default
@@ -12,7 +12,8 @@
 #                                                      # the same machinery on a CPU
 #
 # Needs TensorFlow with GPU support (pip install 'tensorflow[and-cuda]==2.21.0') and
-# the PTB files ($OK_TF_DATA or ../shared/data/ptb_char).
+# the PTB character files where train_ptb.py finds them (e.g. OK_TF_DATA=DIR; without
+# them it says the three ways to provide them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}

@@ -3,7 +3,7 @@
 Benzing et al. (2019) released the logs of five OK runs per task; the CSV files in
 ``analysis/published/`` hold the numbers of those logs (see its README). This module
 reads them into curves that the plots draw as a band and the tables quote at the
-step of our runs:
+steps of the runs in results/:
 
 * :func:`copy_levels`: curriculum level of runs 1–5 every 1000 steps to 2M
   (copy task, RHN n 128, OK r 16, B 16, lr 10^-3.5).

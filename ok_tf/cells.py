@@ -1,6 +1,6 @@
 """Recurrent cells whose weights are one matrix W, with the pieces RTRL needs.
 
-Every cell here belongs to the class of ALGORITHMS.md §1: all trainable parameters sit
+Every cell here belongs to the class of docs/algorithms.md §1: all trainable parameters sit
 in one matrix ``W ∈ R^{a × k·n}`` (``kernel``) that multiplies the row vector
 
     ĥ_t = [x_t, h_{t-1}, 1]              (length a = input_dim + units + 1)

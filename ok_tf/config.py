@@ -59,14 +59,14 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class CopyConfig(TrainConfig):
-  """The copy task with curriculum (PROTOCOL.md)."""
+  """The copy task with curriculum (docs/protocol.md, "Copy task with curriculum")."""
   task: str = "copy"
   max_length: int = 512               # capacity of the copy task's bit buffer
 
 
 @dataclasses.dataclass
 class PTBConfig(TrainConfig):
-  """Character-level Penn Treebank (PROTOCOL.md)."""
+  """Character-level Penn Treebank (docs/protocol.md, "Character-level Penn Treebank")."""
   task: str = "ptb"
   data_dir: str = ""
   tokenization: str = "published"
@@ -76,31 +76,37 @@ class PTBConfig(TrainConfig):
 
 
 PRESETS = {
+    # Purpose and sizes of every preset: docs/protocol.md, "The presets".
     "copy": {
-        # A small RHN that passes level 10 in a few minutes on 2 CPU cores.
+        # Trying the code: a small RHN on which OK passes curriculum level 10 within
+        # minutes on a CPU.
         "quick": dict(units=32, rank=8, truncation=25, batch_size=16, lr=10 ** -2.5,
                       clip=1.0, steps=60_000, log_every=1000, checkpoint_every=10_000),
-        # The CPU-scale study (results/copy): the largest RHN for which the whole study
-        # (11 runs, analysis/study.py copy_cpu) fits about 1.5 h on 2 cores, run as two
-        # single-threaded jobs at a time (OK r 16 ≈ 90 steps/s per core at n 64).
+        # The CPU-scale method study (`analysis/study.py copy_cpu`, results in results/copy):
+        # the largest RHN at which the study's 11 runs fit in about 1.5 h on 2 CPU cores,
+        # two single-threaded runs at a time (OK r 16: about 90 steps/s per core at n 64).
         "cpu": dict(units=64, rank=16, truncation=25, batch_size=16, lr=10 ** -2.5,
                     clip=1.0, steps=100_000, log_every=1000, checkpoint_every=10_000),
-        # The published configuration (PROTOCOL.md: n 128, B 16, r 16, lr 10^-3.5).
+        # The published configuration (docs/protocol.md, "The published configurations and
+        # results": n 128, B 16, r 16, lr 10^-3.5, published gradient scale); meant for a GPU.
         "paper": dict(units=128, rank=16, truncation=25, batch_size=16, lr=10 ** -3.5,
                       clip=1.0, grad_scale="published", steps=2_000_000, log_every=1000,
                       checkpoint_every=20_000),
     },
     "ptb": {
+        # Trying the code: minutes on a CPU, with a validation evaluation every 10k steps.
         "quick": dict(units=64, rank=8, truncation=25, batch_size=32, lr=10 ** -2.5,
                       clip=100.0, steps=40_000, log_every=1000, checkpoint_every=10_000,
                       eval_every=10_000),
-        # A reduced study a CPU finishes in a few hours: n 64 keeps OK (r 8) at roughly
-        # 60-80 steps/s on 2 cores, so 150k steps (4.8M characters, about one pass over
-        # the training text) take about 35-45 min per OK run and the five-method study
-        # (ok, kf, uoro, tbptt T 25 and T 100) a few hours.
+        # The CPU-scale study (`analysis/study.py ptb_cpu`, results in results/ptb): at n 64
+        # OK (r 8) runs at roughly 60-80 steps/s on 2 cores, so 150k steps (4.8M characters,
+        # about one pass over the training text) take about 35-45 min per OK run and the
+        # five-method study (ok, kf, uoro, tbptt T 25 and T 100) a few hours.
         "cpu": dict(units=64, rank=8, truncation=25, batch_size=32, lr=10 ** -3,
                     clip=100.0, steps=150_000, log_every=1000, checkpoint_every=10_000,
                     eval_every=10_000),
+        # The published configuration (docs/protocol.md, "The published configurations and
+        # results": n 256, B 32, r 8, lr 10^-3.5, published gradient scale); meant for a GPU.
         "paper": dict(units=256, rank=8, truncation=25, batch_size=32, lr=10 ** -3.5,
                       clip=100.0, grad_scale="published", steps=1_000_000, log_every=1000,
                       checkpoint_every=10_000, eval_every=10_000),
@@ -158,8 +164,9 @@ def define_flags(task: str) -> None:
   if task == "copy":
     flags.DEFINE_integer("max_length", 512, "Largest curriculum level the task can reach.")
   else:
-    flags.DEFINE_string("data_dir", None, "Folder with the PTB character files "
-                        "(default: $OK_TF_DATA, then ../shared/data/ptb_char).")
+    flags.DEFINE_string("data_dir", None, "Folder with the PTB character files (default: "
+                        "$OK_TF_DATA, then TensorFlow Datasets' manual-download folder "
+                        "<$TFDS_DATA_DIR or ~/tensorflow_datasets>/downloads/manual).")
     flags.DEFINE_enum("tokenization", "published", ["published", "whitespace_eol"],
                       "Symbol stream: the published code's or whitespace + end of line.")
     flags.DEFINE_integer("reset_every", 100, "Reset state every this many characters (0: never).")

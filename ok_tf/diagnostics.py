@@ -5,7 +5,7 @@ g_t = dL_t/dW of the recurrent weights (L_t the cross-entropy of the next-charac
 prediction through the model's readout, so g_t is the real training gradient).  The
 estimator runs on the same inputs with a batch of M rows: every row sees the *same*
 sequence and makes its *own* random draws, so the M per-row estimates ĝ_{b,t} are M
-independent draws of the estimator (ALGORITHMS.md §6).  Per row and step:
+independent draws of the estimator (docs/algorithms.md §6).  Per row and step:
 
     relative variance     ‖ĝ_{b,t} − g_t‖² / ‖g_t‖²        (its mean over rows estimates
                                                           E‖ĝ − g‖² / ‖g‖²)
@@ -15,7 +15,7 @@ independent draws of the estimator (ALGORITHMS.md §6).  Per row and step:
 and per step the bias check of every entry of W: z = (mean_b ĝ_{b,t} − g_t) / (s_b/√M)
 (s_b the sample standard deviation over rows).  For OK, the estimator state also gives
 per row and step the number m of singular values kept exactly, the step variance (★)
-(ALGORITHMS.md §4), ★/‖C‖²_F, and the mixed share of the singular-value mass s_m/Σσ.
+(docs/algorithms.md §4.3), ★/‖C‖²_F, and the mixed share of the singular-value mass s_m/Σσ.
 
 Summaries (:func:`summarize`) average over the steps after a burn-in, the rows and the
 sequences.  Rows are independent runs of the estimator, so a row's average over the

@@ -1,7 +1,7 @@
 """Gradient estimators for online learning of recurrent networks, behind one protocol.
 
 Every estimator tracks, per stream b of a batch, the recurrent state s_t and an
-approximation of the influence matrix G_t = ds_t/dW (ALGORITHMS.md §2):
+approximation of the influence matrix G_t = ds_t/dW (docs/algorithms.md §2):
 
     G_t = H_t G_{t−1} + ĥ_t ⊗ D_t,      G_0 = 0
     dL_t/dW = (∂L_t/∂s_t) G_t
@@ -169,7 +169,7 @@ class _KroneckerSum(Estimator):
 
 
 class OK(_KroneckerSum):
-  """Optimal Kronecker-sum approximation with r terms (ALGORITHMS.md §4).
+  """Optimal Kronecker-sum approximation with r terms (docs/algorithms.md §4).
 
   Each step forms the r+1 terms Σ_i u_i ⊗ (H_t A_i) + ĥ_t ⊗ D_t and reduces them
   to r with :func:`ok_tf.kronecker.ok_reduce`, the minimum-variance unbiased choice

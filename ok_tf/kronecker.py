@@ -1,4 +1,4 @@
-"""Pure, batched functions on Kronecker sums (ALGORITHMS.md §3–§5).
+"""Pure, batched functions on Kronecker sums (docs/algorithms.md §3–§5).
 
 A Kronecker sum ``G = Σ_i u_i ⊗ A_i`` is stored as its two factor families, the left
 vectors ``u`` (``[B, q, a]``) and the right matrices flattened to vectors ``A``
@@ -31,7 +31,7 @@ import tensorflow as tf
 
 
 def _tolerance(dtype) -> float:
-  """Relative tolerance for ties between singular values (ALGORITHMS.md §7)."""
+  """Relative tolerance for ties between singular values (docs/algorithms.md §7)."""
   return max(1e-12, 100.0 * float(np.finfo(dtype.as_numpy_dtype).eps))
 
 
@@ -173,7 +173,7 @@ def orthonormalize(family: tf.Tensor) -> Basis:
   √(q·eps) (≈1e-3 in float32, ≈5e-8 in float64) are lost.  A kept direction close to
   the cutoff may be imperfectly normalised, which costs a little variance, not bias.  This costs one
   ``[q, dim] × [dim, q]`` product instead of a tall QR and is the faster choice on CPU
-  (ALGORITHMS.md §7).
+  (docs/algorithms.md §4.4).
 
   A family with a non-finite entry (a diverged run) gives NaN in T instead of making
   ``eigh`` raise inside a compiled loop, so the NaN reaches the loss and is reported.
@@ -263,7 +263,8 @@ def ok_reduce(left: tf.Tensor, right: tf.Tensor, rank: int, rng: tf.random.Gener
   """OK: replace Σ_{i=1}^{r+1} ℓ_i ⊗ ρ_i by an unbiased r-term sum of minimum variance.
 
   1. Orthonormalise both families: [ℓ] = R_u Q_u, [ρ] = R_A Q_A, vectors as rows
-     (:func:`orthonormalize`; ALGORITHMS.md writes the transposes, Q R with columns).
+     (:func:`orthonormalize`; docs/algorithms.md §4.1 writes the transposes, Q R with
+     columns, see §4.4).
   2. C = R_uᵀ R_A, so Σ_i ℓ_i ⊗ ρ_i = Σ_{jk} C_jk q^u_j ⊗ q^A_k.
   3. (L, R) = Opt(C, r).
   4. u'_j = Σ_i L_ij q^u_i,  A'_j = Σ_i R_ij q^A_i  (one matmul each, no Q formed).

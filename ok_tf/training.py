@@ -306,7 +306,7 @@ class OnlineTrainer(_Trainer):
   G'_t) → readout, loss and exact readout gradient → recurrent gradient
   ``est.gradient(state, ∂L_t/∂s_t)`` → clip it by global norm → Adam update of W and
   W_out together → task.observe(loss in bits).  The estimator state is carried on as if
-  the weights had not changed (ALGORITHMS.md §2).
+  the weights had not changed (docs/algorithms.md §2).
 
   With ``shadow_exact``, exact RTRL runs beside the estimator on the same inputs and
   weights, and the chunk's metrics gain the mean cosine and relative error

@@ -1,7 +1,7 @@
 """Tests of ok_tf/cells.py: forward pass, linearisation (ĥ_t, D_t, H_t), init, config.
 
 Exactness checks run in float64 against autodiff (tf.GradientTape) and against a numpy
-re-implementation of the RHN equations of ALGORITHMS.md §1.
+re-implementation of the RHN equations of docs/algorithms.md §1.
 """
 
 import keras
@@ -129,7 +129,7 @@ def _sigmoid(z):
 
 
 def test_rhn_equations_against_numpy():
-    """ALGORITHMS.md §1: c = 2σ(z_c)−1, f = σ(z_f), h = f h + (1−f) c, d_c, d_f, H_t."""
+    """docs/algorithms.md §1: c = 2σ(z_c)−1, f = σ(z_f), h = f h + (1−f) c, d_c, d_f, H_t."""
     n = N
     cell = make_cell("rhn", seed=5)
     x, s = random_inputs(cell, seed=5)

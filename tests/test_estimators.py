@@ -1,5 +1,5 @@
 """Tests of ok_tf/estimators.py: exact RTRL = BPTT, full-rank OK = RTRL, unbiasedness of
-the stochastic estimators, variance ordering (ALGORITHMS.md §6), and the protocol
+the stochastic estimators, variance ordering (docs/algorithms.md §6), and the protocol
 (reset, dtypes, tf.function tracing, ``get`` errors, OK diagnostics).
 
 Statistical checks: the same input sequence in every batch row (each row an independent

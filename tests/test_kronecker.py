@@ -1,7 +1,7 @@
 """Tests of ok_tf/kronecker.py: Opt(C, r), (★), orthonormalize, ok_reduce (dense and
 structured), Diagonals, kf_reduce.
 
-Statistical checks (ALGORITHMS.md §6, §7): one C is tiled along the batch axis (every
+Statistical checks (docs/algorithms.md §6, §7): one C is tiled along the batch axis (every
 row an independent draw), K = 32 batches come from independent generator streams
 (``Generator.split``), and sample means are compared with z-scores built from the
 standard error across the K batch means.  All seeds / keys are fixed.
@@ -48,7 +48,7 @@ def zscores(batch_means, target, floor=1e-9):
 
 
 def star_numpy(sigma, rank, tol=1e-9):
-    """(★) and m re-derived from the singular values (ALGORITHMS.md §4)."""
+    """(★) and m re-derived from the singular values (docs/algorithms.md §4.2, §4.3)."""
     sigma = np.sort(np.maximum(np.asarray(sigma, np.float64), 0.0))[::-1][:rank + 1]
     for m in range(rank):
         s_m = sigma[m:].sum()

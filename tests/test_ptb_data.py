@@ -20,17 +20,27 @@ EXPECTED_COUNTS = {
 }
 
 
+SKIP_REASON = f"set {ptb.ENV_VAR} to a folder with the PTB character files"
+
+
 @pytest.fixture(scope="module")
 def data_dir() -> pathlib.Path:
-    """The real character files: $OK_TF_DATA, else <repo>/../shared/data/ptb_char (skip if absent)."""
-    candidates = []
-    if os.environ.get(ptb.ENV_VAR):
-        candidates.append(pathlib.Path(os.environ[ptb.ENV_VAR]))
-    candidates.append(pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ptb_char")
-    for d in candidates:
-        if ptb.find_files(d) is not None:
-            return d
-    pytest.skip(f"PTB character files not found in {[str(c) for c in candidates]} (set {ptb.ENV_VAR})")
+    """The real character files, from $OK_TF_DATA only (the test skips without them)."""
+    env = os.environ.get(ptb.ENV_VAR)
+    if not env:
+        pytest.skip(SKIP_REASON)
+    d = pathlib.Path(env)
+    if ptb.find_files(d) is None:
+        pytest.skip(f"{SKIP_REASON} ({ptb.ENV_VAR}={env} does not hold them)")
+    return d
+
+
+@pytest.fixture
+def no_data_anywhere(tmp_path, monkeypatch) -> pathlib.Path:
+    """No $OK_TF_DATA and an empty TFDS data dir; returns TFDS's (absent) manual folder."""
+    monkeypatch.delenv(ptb.ENV_VAR, raising=False)
+    monkeypatch.setenv(ptb.TFDS_DATA_DIR_ENV_VAR, str(tmp_path / "tfds_home"))
+    return tmp_path / "tfds_home" / "downloads" / "manual"
 
 
 @pytest.fixture(scope="module")
@@ -135,28 +145,56 @@ def test_checksum_refuses_modified_copy(data_dir, tmp_path):
     assert hashlib.sha256(path.read_bytes()).hexdigest() in message  # ... and the one found
 
 
-def test_missing_files_message(tmp_path, monkeypatch):
-    with pytest.raises(ptb.PtbDataMissingError) as info:
-        ptb.load_ptb(tmp_path)
-    message = str(info.value)
+def _assert_names_three_options(message: str, manual: pathlib.Path) -> None:
     for split in ptb.SPLITS:
         assert f"{split}.txt" in message and ptb.SHA256[split] in message
-    assert "--data_dir" in message and ptb.ENV_VAR in message and "sha256sum -c SHA256SUMS" in message
+    assert "--data_dir=DIR" in message
+    assert f"{ptb.ENV_VAR}=DIR" in message
+    assert f"manual-download folder, {manual}" in message
+    assert ptb.ARCHIVE_URL in message and "sha256sum -c SHA256SUMS" in message
+
+
+def test_missing_files_message(tmp_path, no_data_anywhere):
+    with pytest.raises(ptb.PtbDataMissingError) as info:
+        ptb.load_ptb(tmp_path)
+    _assert_names_three_options(str(info.value), no_data_anywhere)
     assert isinstance(info.value, FileNotFoundError)
 
 
-def test_resolve_data_dir(tmp_path, monkeypatch, data_dir):
+def test_tfds_manual_dir_follows_tfds(tmp_path, monkeypatch):
+    # The folder TFDS itself uses for a builder with its default data dir.
+    builder = tfds.builder("ptb_char")
+    expected = pathlib.Path(os.fspath(builder.data_dir_root)) / "downloads" / "manual"
+    assert ptb.tfds_manual_dir() == expected
+    monkeypatch.setenv(ptb.TFDS_DATA_DIR_ENV_VAR, str(tmp_path))
+    assert ptb.tfds_manual_dir() == tmp_path / "downloads" / "manual"
+    monkeypatch.delenv(ptb.TFDS_DATA_DIR_ENV_VAR)
+    assert ptb.tfds_manual_dir() == pathlib.Path.home() / "tensorflow_datasets" / "downloads" / "manual"
+
+
+def test_resolve_data_dir_without_data_names_three_options(no_data_anywhere):
+    with pytest.raises(ptb.PtbDataMissingError) as info:
+        ptb.resolve_data_dir(None)
+    message = str(info.value)
+    _assert_names_three_options(message, no_data_anywhere)
+    assert f"{no_data_anywhere} (does not exist)" in message  # what was looked at
+    no_data_anywhere.mkdir(parents=True)
+    with pytest.raises(ptb.PtbDataMissingError, match="no PTB character files"):
+        ptb.resolve_data_dir(None)
+
+
+def test_resolve_data_dir(tmp_path, monkeypatch, data_dir, no_data_anywhere):
     assert ptb.resolve_data_dir(str(tmp_path)) == tmp_path
     monkeypatch.setenv(ptb.ENV_VAR, str(data_dir))
     assert ptb.resolve_data_dir(None) == data_dir
+    assert ptb.resolve_data_dir(str(tmp_path)) == tmp_path  # the flag comes first
     monkeypatch.setenv(ptb.ENV_VAR, str(tmp_path / "nope"))
     with pytest.raises(FileNotFoundError, match=ptb.ENV_VAR):
         ptb.resolve_data_dir(None)
     monkeypatch.delenv(ptb.ENV_VAR)
-    monkeypatch.setattr(ptb, "DEFAULT_DATA_DIR", tmp_path / "absent")
-    with pytest.raises(FileNotFoundError) as info:
-        ptb.resolve_data_dir(None)
-    assert "train.txt" in str(info.value) and "--data_dir" in str(info.value)
+    _copy_data(data_dir, no_data_anywhere, "ptb.char.{split}.txt")  # TFDS's manual folder
+    assert ptb.resolve_data_dir(None) == no_data_anywhere
+    assert ptb.load_ptb(ptb.resolve_data_dir(None)).valid.size == ptb.NUM_SYMBOLS["published"]["valid"]
     with pytest.raises(FileNotFoundError, match="no such directory"):
         ptb.resolve_data_dir(str(tmp_path / "nope"))
 
@@ -199,17 +237,71 @@ def test_tfds_refuses_altered_manual_copy(data_dir, tmp_path):
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
 
 
-def test_tfds_without_data_or_network_says_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setattr(ptb, "_fallback_data_dirs", lambda: [])
-    monkeypatch.setattr(ptb, "_is_online", lambda *a, **k: False)
+def test_tfds_refuses_wrong_files_in_manual_dir(tmp_path):
+    """Files of the right names but other content (no real data needed): PtbChecksumError."""
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    for split in ptb.SPLITS:
+        (manual / f"ptb.char.{split}.txt").write_bytes(b"a b \n ")
+    builder = tfds.builder("ptb_char", data_dir=str(tmp_path / "tfds"))
+    with pytest.raises(ptb.PtbChecksumError, match="split 'train'") as info:
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    assert ptb.SHA256["train"] in str(info.value) and ptb.ARCHIVE_URL in str(info.value)
+
+
+def test_tfds_without_data_or_network_says_what_to_do(tmp_path, monkeypatch, no_data_anywhere):
+    """Empty manual dir and a failing download: PtbDataMissingError naming the three options."""
+    urls = []
+
+    def offline(self, url, *args, **kwargs):
+        urls.append(url)
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", offline)
     builder = tfds.builder("ptb_char", data_dir=str(tmp_path / "tfds"))
     with pytest.raises(ptb.PtbDataMissingError) as info:
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "empty"))
         )
+    assert urls == [ptb.ARCHIVE_URL]
     message = str(info.value)
-    assert "train.txt" in message and "valid.txt" in message and "test.txt" in message
-    assert "offline" in message and ptb.ENV_VAR in message and "--data_dir" in message
+    _assert_names_three_options(message, no_data_anywhere)
+    assert "download failed: OSError: network is unreachable" in message
+    assert str(tmp_path / "empty") in message
+
+
+def test_tfds_downloads_archive_when_manual_dir_is_empty(data_dir, tmp_path, monkeypatch, loaded):
+    """Without manual files the builder downloads and unpacks ARCHIVE_URL and checks the files."""
+    extracted = tmp_path / "extracted"
+    for split, path in ptb.find_files(data_dir).items():
+        member = extracted / ptb.ARCHIVE_MEMBER.format(split=split)
+        member.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, member)
+    urls = []
+
+    def fake_download(self, url, *args, **kwargs):
+        urls.append(url)
+        return extracted
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", fake_download)
+    ds = tfds.load(
+        "ptb_char/published",
+        split="test",
+        data_dir=str(tmp_path / "tfds"),
+        download_and_prepare_kwargs={
+            "download_config": tfds.download.DownloadConfig(manual_dir=str(tmp_path / "empty"))
+        },
+    )
+    assert urls == [ptb.ARCHIVE_URL]
+    assert np.array_equal(next(iter(ds))["ids"].numpy(), loaded["published"].test)
+    # An altered member of the archive is refused like an altered manual copy.
+    member = extracted / ptb.ARCHIVE_MEMBER.format(split="valid")
+    member.write_bytes(member.read_bytes() + b" ")
+    builder = tfds.builder("ptb_char/whitespace_eol", data_dir=str(tmp_path / "tfds2"))
+    with pytest.raises(ptb.PtbChecksumError, match="split 'valid'"):
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "empty"))
+        )
 
 
 # ----------------------------------------------------------------------------- streams on the real text

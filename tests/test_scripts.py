@@ -179,22 +179,23 @@ def test_copy_flag_errors_fail_fast_with_one_line(case, tmp_path):
 # ----------------------------------------------------------------------------- PTB
 
 
+PTB_SKIP_REASON = "set OK_TF_DATA to a folder with the PTB character files"
+
+
 def ptb_data_dir():
-  """$OK_TF_DATA, else <repo>/../shared/data/ptb_char; None if the files are not there."""
-  candidates = [os.environ.get("OK_TF_DATA"), ROOT.parent / "shared" / "data" / "ptb_char"]
-  for d in candidates:
-    if d and all((pathlib.Path(d) / f"{s}.txt").is_file()
-                 or (pathlib.Path(d) / f"ptb.char.{s}.txt").is_file()
-                 for s in ("train", "valid", "test")):
-      return pathlib.Path(d)
+  """$OK_TF_DATA if it holds the three character files, else None."""
+  d = os.environ.get("OK_TF_DATA")
+  if d and all((pathlib.Path(d) / f"{s}.txt").is_file()
+               or (pathlib.Path(d) / f"ptb.char.{s}.txt").is_file()
+               for s in ("train", "valid", "test")):
+    return pathlib.Path(d)
   return None
 
 
 def test_ptb_run_writes_results(tmp_path):
   data_dir = ptb_data_dir()
   if data_dir is None:
-    pytest.skip("character-level PTB files not found in $OK_TF_DATA or "
-                "<repo>/../shared/data/ptb_char")
+    pytest.skip(PTB_SKIP_REASON)
   run_dir = tmp_path / "ptb"
   proc, _ = run_script("train_ptb.py", "--units=8", "--rank=2", "--batch_size=4",
                        "--steps=200", "--log_every=100", "--eval_every=100",
@@ -233,3 +234,21 @@ def test_ptb_missing_data_names_the_files(tmp_path):
   for name in ("train.txt", "valid.txt", "test.txt", str(empty)):
     assert name in proc.stderr, name
   assert not (run_dir / "metrics.csv").exists()
+
+
+def test_ptb_without_data_anywhere_names_three_options(tmp_path):
+  """No --data_dir, no $OK_TF_DATA, an empty TFDS folder: one clean message, three options."""
+  home = tmp_path / "home"
+  home.mkdir()
+  run_dir = tmp_path / "run"
+  proc, _ = run_script("train_ptb.py", "--preset=quick", f"--run_dir={run_dir}",
+                       env_update={"HOME": str(home)}, unset=("OK_TF_DATA", "TFDS_DATA_DIR"),
+                       timeout=120)
+  assert proc.returncode != 0
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert "train_ptb.py: Character-level Penn Treebank files not found." in proc.stderr
+  manual = home / "tensorflow_datasets" / "downloads" / "manual"
+  for text in ("--data_dir=DIR", "OK_TF_DATA=DIR", f"manual-download folder, {manual}",
+               "simple-examples.tgz", "train.txt", "valid.txt", "test.txt"):
+    assert text in proc.stderr, text
+  assert not run_dir.exists()

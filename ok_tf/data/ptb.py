@@ -1,11 +1,11 @@
 """Character-level Penn Treebank (Mikolov et al. 2012 split): files, tokenisation, streams.
 
-Data (docs/PROTOCOL.md, "Character-level Penn Treebank"; ../shared/data/ptb_char/README.md):
-the three files ``ptb.char.{train,valid,test}.txt`` of Mikolov's RNNLM
-``simple-examples`` archive (also accepted under the names ``{train,valid,test}.txt``).
-Each file is the word-level file with words joined by ``_``, every character
-followed by one space, and every line ending in ``" \\n"``; the file ends with
-``"\\n "``, i.e. a trailing line holding only a space, which is *not* a line of text.
+Data (docs/protocol.md, "Character-level Penn Treebank"): the three files
+``ptb.char.{train,valid,test}.txt`` of Mikolov's RNNLM ``simple-examples`` archive
+(also accepted under the names ``{train,valid,test}.txt``). Each file is the word-level
+file with words joined by ``_``, every character followed by one space, and every line
+ending in ``" \\n"``; the file ends with ``"\\n "``, i.e. a trailing line holding only a
+space, which is *not* a line of text.
 The SHA-256 of every file is checked against :data:`SHA256`; altered copies are refused.
 
 Two tokenisations (``TOKENIZATIONS``):
@@ -31,6 +31,12 @@ Public pieces:
 * :func:`resolve_data_dir`, :func:`load_ptb`: the plain loader of the training scripts
   (same checksum and tokenisation code, no TFDS preparation).
 The training streams over the loaded ids are :class:`ok_tf.tasks.ptb.PtbStreams`.
+
+Where the files are found (:func:`resolve_data_dir`), in order: ``--data_dir``, the
+environment variable ``OK_TF_DATA``, TFDS's manual-download folder
+(:func:`tfds_manual_dir`, ``<TFDS data dir>/downloads/manual``). The TFDS builder reads
+its ``manual_dir`` and otherwise downloads the archive :data:`ARCHIVE_URL` itself
+(checking the three files' SHA-256 either way).
 """
 
 from __future__ import annotations
@@ -39,7 +45,6 @@ import dataclasses
 import hashlib
 import os
 import pathlib
-import socket
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -55,7 +60,7 @@ DEFAULT_TOKENIZATION = "published"
 ENV_VAR = "OK_TF_DATA"
 EOS = "<eos>"
 
-#: SHA-256 of the distributed character files (../shared/data/ptb_char/SHA256SUMS).
+#: SHA-256 of the distributed character files (:func:`sha256sums_text` writes them as SHA256SUMS).
 SHA256 = {
     "train": "e313d91425e06c4f0a8fb6e881dcce0c291f2a0e9f4dda54833069b122f91da9",
     "valid": "21661f63ec355085879458b6524644d4add5573541b4be14fb52ab2e2e995eb8",
@@ -88,8 +93,8 @@ FILE_NAME_CANDIDATES = (
     ARCHIVE_MEMBER,  # a directory holding the unpacked archive
 )
 
-#: Default data directory: ``<repo>/../shared/data/ptb_char``.
-DEFAULT_DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ptb_char"
+#: Environment variable of TFDS's data directory (default ``~/tensorflow_datasets``).
+TFDS_DATA_DIR_ENV_VAR = "TFDS_DATA_DIR"
 
 
 class PtbDataMissingError(FileNotFoundError):
@@ -108,8 +113,19 @@ def sha256sums_text() -> str:
     return "".join(f"{SHA256[s]}  {s}.txt\n" for s in SPLITS)
 
 
+def tfds_manual_dir() -> pathlib.Path:
+    """TFDS's default manual-download folder, where the builder ``ptb_char`` looks for the files.
+
+    ``<data_dir>/downloads/manual`` as TFDS builds it (``DatasetBuilder._make_download_manager``),
+    with ``data_dir`` = ``$TFDS_DATA_DIR`` if set, else ``~/tensorflow_datasets``
+    (``tfds.core.constants.get_default_data_dir``). Read at call time.
+    """
+    root = os.environ.get(TFDS_DATA_DIR_ENV_VAR) or os.path.join("~", "tensorflow_datasets")
+    return pathlib.Path(root).expanduser() / "downloads" / "manual"
+
+
 def missing_data_message(searched: Iterable[str] = ()) -> str:
-    """Explain which files are needed, where to put them and how to check them.
+    """Explain which files are needed, the three ways to provide them and how to check them.
 
     ``searched`` lists the places already looked at (included in the message).
     """
@@ -118,18 +134,18 @@ def missing_data_message(searched: Iterable[str] = ()) -> str:
     if searched:
         lines.append("Looked in:")
         lines += [f"  - {place}" for place in searched]
-    lines += [
-        "Put these three files in one directory (names ptb.char.<split>.txt are accepted too):",
-    ]
+    lines += ["The three files (names ptb.char.<split>.txt are accepted too):"]
     lines += [f"  {s}.txt  ({FILE_BYTES[s]:,} bytes, sha256 {SHA256[s]})" for s in SPLITS]
     lines += [
-        "They are simple-examples/data/ptb.char.{train,valid,test}.txt of",
+        "Provide them, all in one folder DIR, in one of three ways:",
+        "  1. the flag --data_dir=DIR;",
+        f"  2. the environment variable {ENV_VAR}=DIR;",
+        f"  3. TensorFlow Datasets' manual-download folder, {tfds_manual_dir()}",
+        f"     (<${TFDS_DATA_DIR_ENV_VAR} or ~/tensorflow_datasets>/downloads/manual): put them there.",
+        "The files are simple-examples/data/ptb.char.{train,valid,test}.txt of the archive",
         f"  {ARCHIVE_URL}",
-        "Then either pass the directory with --data_dir=DIR, or set the environment variable",
-        f"{ENV_VAR}=DIR, or place it at the default {DEFAULT_DATA_DIR}.",
-        "For tensorflow-datasets, give it as the manual directory: tfds.load('ptb_char', ...,",
-        "download_and_prepare_kwargs={'download_config': tfds.download.DownloadConfig(manual_dir=DIR)}).",
-        "Check the copies with `sha256sum -c SHA256SUMS` inside DIR, where SHA256SUMS holds:",
+        "(tfds.load('ptb_char') downloads and checks it itself when online).",
+        "Check copies with `sha256sum -c SHA256SUMS` inside DIR, where SHA256SUMS holds:",
     ]
     lines += ["  " + line for line in sha256sums_text().splitlines()]
     return "\n".join(lines)
@@ -287,10 +303,11 @@ class PtbData:
 def resolve_data_dir(flag_value: str | None) -> pathlib.Path:
     """Directory of the PTB character files.
 
-    In order: ``flag_value`` (e.g. ``--data_dir``), else the environment variable
-    ``OK_TF_DATA``, else :data:`DEFAULT_DATA_DIR` (``<repo>/../shared/data/ptb_char``) if
-    it exists. Raises :class:`PtbDataMissingError` (a ``FileNotFoundError``) naming the
-    expected files when none applies or the chosen directory does not exist.
+    In order: ``flag_value`` (``--data_dir``), else the environment variable
+    ``OK_TF_DATA``, else TFDS's manual-download folder (:func:`tfds_manual_dir`) if it
+    holds the three files. Raises :class:`PtbDataMissingError` (a ``FileNotFoundError``)
+    naming the three options and the expected files when none applies or the chosen
+    directory does not exist.
     """
     if flag_value:
         path = pathlib.Path(flag_value).expanduser()
@@ -303,11 +320,16 @@ def resolve_data_dir(flag_value: str | None) -> pathlib.Path:
         if not path.is_dir():
             raise PtbDataMissingError(missing_data_message([f"{ENV_VAR}={env} (no such directory)"]))
         return path
-    if DEFAULT_DATA_DIR.is_dir():
-        return DEFAULT_DATA_DIR.resolve()
+    manual = tfds_manual_dir()
+    if find_files(manual) is not None:
+        return manual
     raise PtbDataMissingError(
         missing_data_message(
-            ["--data_dir (not given)", f"${ENV_VAR} (not set)", f"{DEFAULT_DATA_DIR} (does not exist)"]
+            [
+                "--data_dir (not given)",
+                f"${ENV_VAR} (not set)",
+                f"{manual} ({'no PTB character files' if manual.is_dir() else 'does not exist'})",
+            ]
         )
     )
 
@@ -325,25 +347,6 @@ def load_ptb(data_dir: str | os.PathLike, tokenization: str = DEFAULT_TOKENIZATI
 
 
 # ----------------------------------------------------------------------------- TFDS builder
-
-
-def _is_online(host: str = "www.fit.vutbr.cz", port: int = 80, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the archive's host can be opened (quick, no download)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _fallback_data_dirs() -> list[pathlib.Path]:
-    """Directories the builder tries after its manual dir: ``$OK_TF_DATA``, then the default."""
-    dirs = []
-    env = os.environ.get(ENV_VAR)
-    if env:
-        dirs.append(pathlib.Path(env).expanduser())
-    dirs.append(DEFAULT_DATA_DIR)
-    return dirs
 
 
 _CITATION = """\
@@ -386,7 +389,12 @@ class PtbChar(tfds.core.GeneratorBasedBuilder):
             ),
         ),
     ]
-    MANUAL_DOWNLOAD_INSTRUCTIONS = missing_data_message()
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Optional: without it the builder downloads the archive itself. Put the three files "
+        + ", ".join(f"ptb.char.{s}.txt" for s in SPLITS)
+        + f" of {ARCHIVE_URL} (simple-examples/data/; also accepted as <split>.txt) in manual_dir, "
+        "by default <data_dir>/downloads/manual. Their SHA-256 are checked."
+    )
     # TFDS 4.9.x derives code_path through `importlib_resources`, which it does not install on
     # Python >= 3.9 (tensorflow/datasets#11212); giving the path directly avoids that import.
     code_path = epath.Path(__file__)
@@ -417,40 +425,37 @@ class PtbChar(tfds.core.GeneratorBasedBuilder):
             ),
         )
 
-    def _locate_files(self, dl_manager: tfds.download.DownloadManager) -> dict[str, pathlib.Path]:
-        """The three files: manual dir, then $OK_TF_DATA / default dir, then the archive online."""
-        searched = []
+    def _manual_files(
+        self, dl_manager: tfds.download.DownloadManager
+    ) -> tuple[dict[str, pathlib.Path] | None, str]:
+        """The three files in ``dl_manager.manual_dir`` (or ``None``) and where that was."""
         try:
             manual = pathlib.Path(os.fspath(dl_manager.manual_dir))
-        except AssertionError:  # no manual dir, or it is missing / empty
-            manual = None
-            searched.append("the TFDS manual directory (missing or empty)")
-        if manual is not None:
-            files = find_files(manual)
-            if files is not None:
-                return files
-            searched.append(f"manual directory {manual}")
-        for d in _fallback_data_dirs():
-            files = find_files(d)
-            if files is not None:
-                return files
-            searched.append(str(d))
-        if not _is_online():
-            searched.append(f"{ARCHIVE_URL} (offline)")
-            raise PtbDataMissingError(missing_data_message(searched))
+        except AssertionError as e:  # TFDS: the manual dir is missing or empty
+            return None, f"the TFDS manual directory ({str(e).split('. ')[0]})"
+        return find_files(manual), f"the TFDS manual directory {manual} (no PTB character files)"
+
+    def _download_files(
+        self, dl_manager: tfds.download.DownloadManager, searched: list[str]
+    ) -> dict[str, pathlib.Path]:
+        """Download and unpack :data:`ARCHIVE_URL`; the three files inside it."""
         try:
             root = pathlib.Path(os.fspath(dl_manager.download_and_extract(ARCHIVE_URL)))
-        except Exception as e:  # network or archive failure: say what to do instead
-            searched.append(f"{ARCHIVE_URL} (download failed: {e})")
+        except Exception as e:  # offline, server or archive failure: say what to do instead
+            searched.append(f"{ARCHIVE_URL} (download failed: {type(e).__name__}: {e})")
             raise PtbDataMissingError(missing_data_message(searched)) from e
         files = find_files(root)
         if files is None:
-            searched.append(f"{ARCHIVE_URL} (archive lacks {ARCHIVE_MEMBER})")
+            searched.append(f"{ARCHIVE_URL} (the archive lacks {ARCHIVE_MEMBER})")
             raise PtbDataMissingError(missing_data_message(searched))
         return files
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        texts = read_verified(self._locate_files(dl_manager))
+        """Files from ``manual_dir`` if they are there, else from the downloaded archive; checked."""
+        files, where = self._manual_files(dl_manager)
+        if files is None:
+            files = self._download_files(dl_manager, [where])
+        texts = read_verified(files)
         ids, vocab = tokenize(texts, self.builder_config.name)
         if tuple(vocab) != VOCABS[self.builder_config.name]:  # fixed by the checksums; guard anyway
             raise RuntimeError(f"Vocabulary {vocab} differs from the constant one; report this as a bug.")
