@@ -32,6 +32,8 @@ config_lib.define_flags("ptb")
 class ValidationHook:
   """Evaluates validation BPC every ``eval_every`` steps and keeps the best checkpoint."""
 
+  columns = ("valid_bpc",)  # metrics.csv carries it on the evaluation rows only
+
   def __init__(self, cfg: config_lib.PTBConfig, data: ptb.PtbData):
     self.cfg = cfg
     self.data = data

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import sys
 import time
 from typing import Callable, Optional
@@ -26,6 +27,21 @@ from ok_tf import training
 
 # Metrics columns that depend on the machine, not on the computation.
 TIMING_COLUMNS = ("steps_per_sec", "wall_time")
+
+# A log row whose mean training loss exceeds DIVERGED_FACTOR × log2(V) bits (twice the
+# loss of guessing uniformly) counts as diverged; DIVERGED_ROWS such rows in a row stop
+# the run (no checkpoint is written from a diverged row, so the last one is kept).
+DIVERGED_FACTOR = 2.0
+DIVERGED_ROWS = 3
+
+
+class DivergedError(RuntimeError):
+  """The training loss stayed far above the uniform guess for several log rows."""
+
+
+def diverged(loss_bits: float, vocab_size: int) -> bool:
+  """Whether a log row's mean loss (bits) counts as diverged (see DIVERGED_FACTOR)."""
+  return not math.isfinite(loss_bits) or loss_bits > DIVERGED_FACTOR * math.log2(vocab_size)
 
 
 def setup(cfg: config_lib.TrainConfig) -> None:
@@ -110,7 +126,13 @@ def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = Fal
     resume: continue the run in ``cfg.run_dir`` from its last checkpoint.
     after_chunk: ``hook(step, trainer, run) -> dict`` called after every chunk of
       ``log_every`` steps, before the metrics row is written and the checkpoint saved;
-      the returned values join the metrics row (e.g. a validation evaluation).
+      the returned values join the metrics row (e.g. a validation evaluation). Its
+      attribute ``columns``, if any, names the keys it returns on some rows only.
+
+  Raises:
+    DivergedError: the mean training loss of ``DIVERGED_ROWS`` consecutive log rows
+      exceeded ``DIVERGED_FACTOR × log2(vocab_size)`` bits; the run directory keeps
+      the last checkpoint written before (no checkpoint is saved from such a row).
     on_start: ``hook(step, trainer, run)`` after restoring, before training.
   """
   setup(cfg)
@@ -119,6 +141,7 @@ def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = Fal
   trainer = build_trainer(cfg, model, task, strategy)
   run = runs.RunDir(cfg.run_dir, dataclasses.asdict(cfg), resume=resume)
   run.checkpoint(**trainer.trackables())
+  run.expect_metrics(getattr(after_chunk, "columns", ()))
   start, wall_offset = 0, 0.0
   if run.resumed:
     start = run.restore_latest() or 0
@@ -131,6 +154,7 @@ def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = Fal
   progress = runs.Progress(cfg.steps, start, wall_offset)
   step = start
   started = time.perf_counter()
+  bad_rows = 0
   try:
     while step < cfg.steps:
       n = min(cfg.log_every, cfg.steps - step)
@@ -144,14 +168,26 @@ def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = Fal
       row.update(progress.update(step, row))
       run.log_metrics(row)
       run.scalars(step, {k: v for k, v in row.items() if k not in ("step",) and v is not None})
+      bad_rows = bad_rows + 1 if diverged(row["loss_bits"], vocab_size) else 0
+      if bad_rows:
+        logging.warning("step %d: training loss %.4g bits per step, above %g x log2(V) = %.3g "
+                        "(%d such log rows in a row; %d stop the run)", step, row["loss_bits"],
+                        DIVERGED_FACTOR, DIVERGED_FACTOR * math.log2(vocab_size), bad_rows,
+                        DIVERGED_ROWS)
+      if bad_rows >= DIVERGED_ROWS:
+        raise DivergedError(
+            f"training diverged: the loss stayed above {DIVERGED_FACTOR:g} x log2(V) = "
+            f"{DIVERGED_FACTOR * math.log2(vocab_size):.3g} bits per step for {bad_rows} log "
+            f"rows (now {row['loss_bits']:.4g} at step {step}); the last checkpoint before "
+            f"it is kept in {run.path}: lower --lr or clip the gradient (--clip)")
       out_of_time = cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes
-      if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
+      if not bad_rows and (step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time):
         run.save(step)
       if out_of_time and step < cfg.steps:
         logging.warning("stopping at step %d of %d after --max_minutes=%g; continue with "
                         "--run_dir=%s --resume", step, cfg.steps, cfg.max_minutes, run.path)
         break
-  except training.NonFiniteLossError:
+  except (training.NonFiniteLossError, DivergedError):
     run.close()
     raise
   return run, trainer, model
@@ -173,8 +209,8 @@ def main(script: str, task: str, run_one, errors: tuple = ()) -> None:
     configure_devices(configs[0])
     for cfg in configs:
       run_one(cfg, resume)
-  except (config_lib.ConfigError, runs.RunDirError, training.NonFiniteLossError) + tuple(
-      errors) as e:
+  except (config_lib.ConfigError, runs.RunDirError, training.NonFiniteLossError,
+          DivergedError) + tuple(errors) as e:
     sys.exit(f"{script}: {e}")
 
 

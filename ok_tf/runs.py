@@ -176,7 +176,8 @@ def read_csv(path) -> list[dict]:
 
 
 class _CsvLog:
-  """Append-only CSV file; the header is the keys of the first row ever written."""
+  """Append-only CSV file; the header is the keys of the first row ever written,
+  followed by the ``expected`` columns that row lacks (columns logged only on some rows)."""
 
   def __init__(self, path: pathlib.Path):
     self.path = path
@@ -184,6 +185,7 @@ class _CsvLog:
     self._writer = None
     self._fields: list[str] | None = None
     self._warned: set[str] = set()
+    self.expected: list[str] = []
 
   def _open(self, first_row: dict) -> None:
     header = None
@@ -194,7 +196,7 @@ class _CsvLog:
     if header:
       self._fields = header
     else:
-      self._fields = list(first_row.keys())
+      self._fields = list(first_row.keys()) + [c for c in self.expected if c not in first_row]
     self._writer = csv.DictWriter(self._file, fieldnames=self._fields,
                                   extrasaction="ignore", restval="")
     if not header:
@@ -332,8 +334,13 @@ class RunDir:
 
   # -- logs ------------------------------------------------------------------
 
+  def expect_metrics(self, columns) -> None:
+    """Columns that only some metrics rows carry (e.g. a periodic validation); they
+    join the header of a new metrics.csv, so no later row loses them."""
+    self._metrics.expected += [str(c) for c in columns if str(c) not in self._metrics.expected]
+
   def log_metrics(self, row: dict) -> None:
-    """Appends a row to metrics.csv (header = keys of the first row; flushed)."""
+    """Appends a row to metrics.csv (header = keys of the first row + expected columns; flushed)."""
     self._metrics.write(row)
 
   def log_eval(self, row: dict) -> None:

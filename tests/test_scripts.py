@@ -130,6 +130,24 @@ def test_copy_max_minutes_stops_with_checkpoint_then_resumes(copy_run_600, tmp_p
   assert results["max_level"] >= results["level"] >= 1
 
 
+def test_copy_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+  """A learning rate of 1e4 without clipping: the loss leaves log2(V) far behind."""
+  run_dir = tmp_path / "diverged"
+  proc, _ = run_script("train_copy.py", *TINY_COPY, "--rank=2", "--lr=1e4", "--clip=0",
+                       "--steps=2000", f"--run_dir={run_dir}")
+  assert proc.returncode != 0
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("train_copy.py: training diverged") and "--lr" in last, last
+  assert not (run_dir / "results.json").exists()
+  _, rows = read_rows(run_dir / "metrics.csv")
+  losses = [float(r["loss_bits"]) for r in rows]
+  assert all(x > 4.0 for x in losses[-3:])  # 2 x log2(4) bits
+  saved = sorted(int(p.name.split("-")[1].split(".")[0])
+                 for p in (run_dir / "checkpoints").glob("ckpt-*.index"))
+  diverged_steps = {int(r["step"]) for r in rows if float(r["loss_bits"]) > 4.0}
+  assert not set(saved) & diverged_steps
+
+
 def test_copy_grid_makes_one_directory_per_run(tmp_path):
   base = tmp_path / "grid"
   proc, _ = run_script("train_copy.py", "--units=4", "--rank=1", "--batch_size=4",
@@ -198,7 +216,7 @@ def test_ptb_run_writes_results(tmp_path):
     pytest.skip(PTB_SKIP_REASON)
   run_dir = tmp_path / "ptb"
   proc, _ = run_script("train_ptb.py", "--units=8", "--rank=2", "--batch_size=4",
-                       "--steps=200", "--log_every=100", "--eval_every=100",
+                       "--steps=300", "--log_every=100", "--eval_every=200",
                        "--eval_streams=64", f"--data_dir={data_dir}", f"--run_dir={run_dir}")
   check_ok(proc)
   results = json.loads((run_dir / "results.json").read_text())
@@ -206,18 +224,21 @@ def test_ptb_run_writes_results(tmp_path):
               "steps_per_sec", "chars"):
     assert key in results and results[key] is not None, key
     assert math.isfinite(float(results[key])) and float(results[key]) > 0, (key, results)
-  assert results["chars"] == 200 * 4 and results["best_step"] in (100, 200)
+  assert results["chars"] == 300 * 4 and results["best_step"] in (200, 300)
   # An untrained 50-symbol model is near log2(50) ≈ 5.64 bits.
   for key in ("best_valid_bpc", "test_bpc", "final_valid_bpc"):
     assert 3.0 < results[key] < 6.0, (key, results)
   header, rows = read_rows(run_dir / "eval.csv")
   assert header == ["step", "chars", "valid_bpc"]
-  assert [int(r["step"]) for r in rows] == [100, 200]
+  assert [int(r["step"]) for r in rows] == [200, 300]  # every 200 steps and at the end
   assert float(rows[-1]["valid_bpc"]) == pytest.approx(results["final_valid_bpc"], rel=1e-12)
   assert min(float(r["valid_bpc"]) for r in rows) == pytest.approx(results["best_valid_bpc"],
                                                                    rel=1e-12)
   header, rows = read_rows(run_dir / "metrics.csv")
   assert header[:4] == ["step", "chars", "epoch", "loss_bits"] and "valid_bpc" in header
+  # The first row has no evaluation; the column is in the header all the same.
+  assert [r["valid_bpc"] for r in rows][0] == "" and all(r["valid_bpc"] for r in rows[1:])
+  assert "not in the header" not in proc.stderr
   assert any((run_dir / "best").glob("ckpt-*.index"))
 
 
