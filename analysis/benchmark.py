@@ -481,8 +481,7 @@ def build_grid(configs, sizes, sweep_rank, sweep_batch, sweep_vocab) -> list[dic
 def benchmark_shape(method, shape, args, memory, bounds, log):
   """Times one (method, shape): the full step, est.step, the bound, the breakdown."""
   n = shape["n"]
-  tf.keras.backend.clear_session()   # free the previous rows' models and loops
-  gc.collect()
+  gc.collect()   # free the previous rows' models and loops before the memory baseline
   baseline = memory.current()
   tf.keras.utils.set_random_seed(0)
   model = models.RecurrentModel(args.cell, n, shape["V"])
