@@ -93,10 +93,8 @@ CONFIGS = {
     "copy": dict(n=128, r=16, B=16, V=4, clip=1.0),
     "ptb": dict(n=256, r=8, B=32, V=50, clip=100.0),
 }
-METHODS = ("ok", "kf_avg", "kf", "uoro", "rtrl", "tbptt")
-DEFAULT_METHODS = ("ok", "uoro", "rtrl", "tbptt")
+DEFAULT_METHODS = ("ok", "uoro", "rtrl", "tbptt")     # of the registry estimators.METHODS
 DEFAULT_SIZES = (32, 64, 128, 256)
-EXPECTED_SLOPES = {"ok": 3, "kf_avg": 3, "kf": 3, "rtrl": 4, "uoro": 2, "tbptt": 2}
 COLORS = {"ok": "C0", "kf_avg": "C1", "kf": "C5", "uoro": "C2", "rtrl": "C3", "tbptt": "C4",
           "bound": "k"}
 
@@ -282,7 +280,7 @@ def measure_group(runners: dict, min_time: float, repeats: int, steps: int = 0,
   return out
 
 
-def _loop(body, init_state):
+def loop(body, init_state):
   """A compiled ``run(N)``: N iterations of ``state = body(state)``, state in variables."""
   holder = training.StateVariables(init_state)
 
@@ -298,7 +296,7 @@ def _loop(body, init_state):
   return lambda num: compiled(tf.constant(num, tf.int32)).numpy()
 
 
-def _orthogonal(batch, size, seed):
+def orthogonal(batch, size, seed):
   """Random orthogonal [batch, size, size] matrices (products keep their norm)."""
   q, _ = tf.linalg.qr(tf.random.stateless_normal([batch, size, size], [seed, 1]))
   return q
@@ -307,13 +305,13 @@ def _orthogonal(batch, size, seed):
 def bound_runner(kind: str, cell, rank: int, batch: int):
   """The dominant product alone: ``A ← H[:, None] A`` (ok) or ``G ← H G`` (rtrl)."""
   s = cell.state_size
-  h = _orthogonal(batch, s, 1)
+  h = orthogonal(batch, s, 1)
   if kind == "ha":
     a = tf.random.stateless_normal([batch, rank, s, cell.kernel_columns], [2, 1])
-    return _loop(lambda a: tf.matmul(h[:, None], a), a)
+    return loop(lambda a: tf.matmul(h[:, None], a), a)
   if kind == "hg":
     g = tf.random.stateless_normal([batch, s, cell.hhat_size * cell.kernel_columns], [2, 1])
-    return _loop(lambda g: tf.matmul(h, g), g)
+    return loop(lambda g: tf.matmul(h, g), g)
   raise ValueError(kind)
 
 
@@ -326,7 +324,7 @@ def estimator_runner(est, model, batch: int, seed: int = 0):
     ids = rng.uniform([batch], 0, vocab, dtype=tf.int32)
     return est.step(state, model.one_hot(ids), rng)
 
-  return _loop(body, est.init(batch))
+  return loop(body, est.init(batch))
 
 
 def breakdown_runners(est, model, batch: int, seed: int = 0, fine: bool = False) -> dict:
@@ -361,23 +359,23 @@ def breakdown_runners(est, model, batch: int, seed: int = 0, fine: bool = False)
   fixed = training.StateVariables(est.init(batch)._replace(u=u0, a=a0))
 
   def gradient(acc):
-    dl_dh = rng.normal([batch, s])
-    return acc + est.gradient(fixed.read(), dl_dh)[0]
+    dl_ds = rng.normal([batch, s])
+    return acc + est.gradient(fixed.read(), dl_ds)[0]
 
   def reset(state):   # what the trainer does every step; a mask TF cannot fold (all False)
     return est.reset(state, rng.uniform([batch]) < 0.0)
 
   runners = {
-      "linearize": _loop(linearize, (h0, probe.jacobian, diagonals.values)),
-      "ok_reduce": _loop(reduce, (u0, a0)),
-      "gradient": _loop(gradient, tf.zeros([a, cols])),
-      "reset": _loop(reset, fixed.read()),
+      "linearize": loop(linearize, (h0, probe.jacobian, diagonals.values)),
+      "ok_reduce": loop(reduce, (u0, a0)),
+      "gradient": loop(gradient, tf.zeros([a, cols])),
+      "reset": loop(reset, fixed.read()),
   }
   if fine:
     q = rank + 1
     family = training.StateVariables(a0)      # the r dense right factors H·A_i, [B, r, S, kn]
     left0 = tf.concat([u0, hhat[:, None, :]], axis=1)
-    mix = _orthogonal(batch, q, 7)
+    mix = orthogonal(batch, q, 7)
 
     def gram_eigh(acc):   # the right family's Gram matrix (blockwise) and its eigh
       gram = kronecker.gram_with_diagonals(family.read(), diagonals)
@@ -392,9 +390,9 @@ def breakdown_runners(est, model, batch: int, seed: int = 0, fine: bool = False)
       lmat, rmat = kronecker.opt(c, rank, rng)
       return acc + tf.reduce_sum(lmat, [1, 2]) + tf.reduce_sum(rmat, [1, 2])
 
-    runners.update({"gram_eigh": _loop(gram_eigh, tf.zeros([])[None]),
-                    "mixing": _loop(mixing, family.read()),
-                    "small": _loop(small, tf.zeros([batch]))})
+    runners.update({"gram_eigh": loop(gram_eigh, tf.zeros([])[None]),
+                    "mixing": loop(mixing, family.read()),
+                    "small": loop(small, tf.zeros([batch]))})
   return runners
 
 
@@ -403,14 +401,12 @@ def trainer_runner(method: str, model, shape: dict, truncation: int, reset_every
   """(run(N), estimator or None) for the library's trainer of ``method``."""
   task = RandomSymbols(shape["B"], shape["V"], reset_every)
   opt = training.make_optimizer(1e-3)
-  if method == "tbptt":
+  if method not in estimators_lib.ESTIMATORS:     # tbptt
     trainer = training.TBPTTTrainer(model, task, opt, shape["B"], truncation,
                                     clip_norm=shape["clip"], seed=seed)
     est = None
   else:
-    rank = _rank(method, shape)
-    est = estimators_lib.get(method, model.cell,
-                             rank=rank if method in estimators_lib.RANKED else None)
+    est = estimators_lib.get(method, model.cell, rank=_rank(method, shape))
     trainer = training.OnlineTrainer(model, est, task, opt, shape["B"],
                                      clip_norm=shape["clip"], seed=seed)
 
@@ -421,22 +417,34 @@ def trainer_runner(method: str, model, shape: dict, truncation: int, reset_every
 
 
 def _rank(method, shape):
-  return 1 if method == "kf" else (shape["r"] if method in ("ok", "kf_avg") else None)
+  """The rank ``method`` runs with at ``shape`` (the registry's rank rule)."""
+  spec = estimators_lib.method(method)
+  return spec.rank_for(shape["r"] if spec.takes_rank else None)
 
 
 def state_bytes(method: str, cell, shape: dict, truncation: int) -> int:
-  """Bytes of the method's per-batch approximation state (float32)."""
-  s, a, cols, batch = cell.state_size, cell.hhat_size, cell.kernel_columns, shape["B"]
-  if method in ("ok", "kf_avg", "kf"):
-    r = _rank(method, shape)
-    entries = r * (a + s * cols) + s
-  elif method == "rtrl":
-    entries = s * a * cols + s
-  elif method == "uoro":
-    entries = 2 * s + a * cols
-  else:   # tbptt: the states of one window (kept for the backward pass) and the carry
-    entries = (truncation + 1) * s
-  return 4 * batch * entries
+  """Bytes of the method's per-batch state (float32; the registry's cost model)."""
+  return estimators_lib.method(method).cost(
+      estimators_lib.Dims.of(cell), _rank(method, shape), shape["B"], truncation).state_bytes
+
+
+def expected_slope(method: str, cell: str, rank: int, vocab: int, truncation: int) -> int:
+  """The exponent of n in the method's cost model at large n (log2 of its flops at
+  n = 8192 over those at 4096, rounded): what the sweep's slope should approach."""
+  spec = estimators_lib.method(method)
+  r = spec.rank_for(rank if spec.takes_rank else None)
+  flops = [spec.cost(estimators_lib.Dims.of_config(cell, n, vocab), r, 1, truncation).flops
+           for n in (4096, 8192)]
+  return round(math.log2(flops[1] / flops[0]))
+
+
+def bound_kind(method: str) -> str | None:
+  """The dominant product of ``method``: "ha" (H·A_i) for the Kronecker sums, "hg" (H·G)
+  for exact RTRL, None for the others."""
+  spec = estimators_lib.method(method)
+  if issubclass(spec, estimators_lib.KroneckerSum):
+    return "ha"
+  return "hg" if spec is estimators_lib.RTRL else None
 
 
 def bound_flops(kind: str, cell, rank: int, batch: int) -> float:
@@ -486,11 +494,12 @@ def benchmark_shape(method, shape, args, memory, bounds, log):
   tf.keras.utils.set_random_seed(0)
   model = models.RecurrentModel(args.cell, n, shape["V"])
   cell = model.cell
+  spec = estimators_lib.method(method)
   row = dict(method=method, labels=list(shape["labels"]), n=n, r=_rank(method, shape),
-             B=shape["B"], V=shape["V"], T=args.truncation if method == "tbptt" else None,
+             B=shape["B"], V=shape["V"], T=args.truncation if spec.takes_truncation else None,
              cell=args.cell, state_mb=state_bytes(method, cell, shape, args.truncation) / 2**20)
   run, est = trainer_runner(method, model, shape, args.truncation, args.reset_every)
-  multiples = {"full": args.truncation if method == "tbptt" else 1}
+  multiples = {"full": args.truncation if spec.takes_truncation else 1}
   # peak memory of the training step alone: compile, then a few steps (one TBPTT window)
   compile_s = _timed(run, multiples["full"])
   memory.reset()
@@ -500,7 +509,7 @@ def benchmark_shape(method, shape, args, memory, bounds, log):
   named = any(label != "sweep" for label in shape["labels"])
   if est is not None and (args.estimator == "all" or (args.estimator == "configs" and named)):
     runners["estimator"] = estimator_runner(est, model, shape["B"])
-  kind = {"ok": "ha", "kf_avg": "ha", "kf": "ha", "rtrl": "hg"}.get(method)
+  kind = bound_kind(method)
   rank = row["r"] or 1
   bound_key = (kind, n, rank, shape["B"], shape["V"])
   if kind is not None and args.bound and bound_key not in bounds:
@@ -575,8 +584,10 @@ def _breakdown(row, parts) -> dict:
   return out
 
 
-def fit_slopes(rows, bounds, sizes, sweep_key) -> dict:
-  """Least-squares slope of log(ms/step) against log(n) over the sweep, per method."""
+def fit_slopes(rows, bounds, sizes, sweep_key, cell: str = "rhn", truncation: int = 25
+               ) -> dict:
+  """Least-squares slope of log(ms/step) against log(n) over the sweep, per method, with
+  the slope its cost model expects (:func:`expected_slope`)."""
   out = {}
   series = {}
   for row in rows:
@@ -590,7 +601,8 @@ def fit_slopes(rows, bounds, sizes, sweep_key) -> dict:
   for name, pts in series.items():
     pts = sorted(pts)
     entry = {"n": [p[0] for p in pts], "ms": [p[1] for p in pts],
-             "expected": EXPECTED_SLOPES.get(name, 3 if name.startswith("bound") else None)}
+             "expected": 3 if name.startswith("bound") else expected_slope(
+                 name, cell, r, v, truncation)}
     if len(pts) >= 2:
       x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
       entry["slope"] = float(np.polyfit(x, y, 1)[0])
@@ -642,7 +654,7 @@ def table(rows) -> str:
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for r in rows:
     lines.append(
-        f"| {'+'.join(r['labels'])} | {r['method']}{'(T=%d)' % r['T'] if r['T'] else ''} "
+        f"| {'+'.join(r['labels'])} | {estimators_lib.label(r['method'], r['r'], r['T'])} "
         f"| {r['n']} | {_fmt(r['r'], 'd') if r['r'] else '—'} | {r['B']} "
         f"| {r['ms_per_step']:.2f} | {r['steps_per_s']:.1f} | {_fmt(r.get('estimator_ms'))} "
         f"| {_fmt(r.get('rest_ms'))} | {_fmt(r.get('bound_ms'))} "
@@ -658,7 +670,7 @@ def parse_args(argv=None):
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   csv = lambda s: [x for x in s.split(",") if x]
   p.add_argument("--methods", type=csv, default=list(DEFAULT_METHODS),
-                 help=f"comma list of {', '.join(METHODS)}")
+                 help=f"comma list of {', '.join(estimators_lib.METHODS)}")
   p.add_argument("--configs", type=csv, default=list(CONFIGS),
                  help="comma list of copy, ptb or n:r:B:V ('' for none)")
   p.add_argument("--sizes", type=lambda s: [int(x) for x in csv(s)], default=list(DEFAULT_SIZES),
@@ -690,13 +702,13 @@ def parse_args(argv=None):
   p.add_argument("--bound", action=argparse.BooleanOptionalAction, default=True,
                  help="also time the bound (the dominant product alone)")
   args = p.parse_args(argv)
-  bad = [m for m in args.methods if m not in METHODS]
+  bad = [m for m in args.methods if m not in estimators_lib.METHODS]
   if bad:
-    p.error(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+    p.error(f"unknown method(s) {bad}; choose from {', '.join(estimators_lib.METHODS)}")
   return args
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
   try:
     with open("/proc/cpuinfo") as f:
       for line in f:
@@ -739,7 +751,7 @@ def main(argv=None) -> dict:
       "device": device,
       "device_name": (tf.config.experimental.get_device_details(
           tf.config.list_physical_devices("GPU")[0]).get("device_name", "GPU") if gpu
-                      else _cpu_name()),
+                      else cpu_name()),
       "cpu_count": os.cpu_count(),
       "tensorflow": tf.__version__,
       "python": platform.python_version(),
@@ -760,7 +772,9 @@ def main(argv=None) -> dict:
           f"[{'+'.join(shape['labels'])}]")
       for method in args.methods:
         if method == "rtrl" and shape["n"] > args.rtrl_max_n:
-          gb = 4 * shape["B"] * shape["n"] * (shape["V"] + shape["n"] + 1) * 2 * shape["n"] / 1e9
+          gb = estimators_lib.RTRL.cost(
+              estimators_lib.Dims.of_config(args.cell, shape["n"], shape["V"]),
+              batch=shape["B"]).state_bytes / 1e9
           skipped.append(dict(method=method, n=shape["n"], labels=shape["labels"],
                               reason=(f"exact RTRL is O(n^4) per step (G holds {gb:.2f} GB at "
                                       f"this shape); only n <= {args.rtrl_max_n} "
@@ -769,7 +783,7 @@ def main(argv=None) -> dict:
           continue
         rows.append(benchmark_shape(method, shape, args, memory, bounds, log))
   sweep_key = (args.sweep_rank, args.sweep_batch, args.sweep_vocab)
-  slopes = fit_slopes(rows, bounds, args.sizes, sweep_key)
+  slopes = fit_slopes(rows, bounds, args.sizes, sweep_key, args.cell, args.truncation)
   meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
   meta["runtime_s"] = round(time.perf_counter() - start, 1)
   result = {

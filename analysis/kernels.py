@@ -6,7 +6,7 @@
 Where ``analysis/benchmark.py`` splits the library's step into its parts, this script asks
 what each part could cost: for the right family of OK at the named configurations
 (float32, S = n, k·n = 2n, N = S·k·n; ``copy``: n 128, r 16, B 16; ``ptb``: n 256, r 8,
-B 32) it times, each in its own compiled loop (``benchmark._loop``, best of
+B 32) it times, each in its own compiled loop (``benchmark.loop``, best of
 ``--repeats`` interleaved runs of at least ``--min_time`` s):
 
 * the H·A product as the library computes it (the benchmark's bound) and as one
@@ -51,15 +51,15 @@ def kernels(n: int, rank: int, batch: int) -> dict:
   """{name: (description, run(N))} for one configuration."""
   s, cols = n, 2 * n
   flat_size = s * cols
-  h = benchmark._orthogonal(batch, s, 1)  # pylint: disable=protected-access
-  mix = benchmark._orthogonal(batch, rank, 2)  # pylint: disable=protected-access
+  h = benchmark.orthogonal(batch, s, 1)
+  mix = benchmark.orthogonal(batch, rank, 2)
   fam = _normal([batch, rank, s, cols], 3)
   flat = tf.reshape(fam, [batch, rank, flat_size])
   wide = _normal([batch, s, rank * cols], 4)             # A as [B, S, r·k·n]
   tall = _normal([batch, flat_size, rank], 5)            # A as [B, N, r]
   d = _normal([batch, 1, flat_size], 6)
   diag = kronecker.Diagonals((0, n), (_normal([batch, s], 8), _normal([batch, s], 9)), s, cols)
-  loop = benchmark._loop  # pylint: disable=protected-access
+  loop = benchmark.loop
 
   def reading(fn, family):
     """A kernel that reads ``family`` and returns something small: a scalar carry."""
@@ -109,7 +109,7 @@ def main(argv=None) -> dict:
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--out", default="kernels.json")
   args = p.parse_args(argv)
-  out = {"device": benchmark._cpu_name(), "cpu_count": os.cpu_count(),  # pylint: disable=protected-access
+  out = {"device": benchmark.cpu_name(), "cpu_count": os.cpu_count(),
          "tensorflow": tf.__version__, "loadavg_start": list(os.getloadavg()), "configs": {}}
   for spec in [c for c in args.configs.split(",") if c]:
     if spec in benchmark.CONFIGS:

@@ -17,9 +17,12 @@ from typing import Optional
 
 from absl import flags
 
-METHODS = ("ok", "kf", "kf_avg", "uoro", "rtrl", "tbptt")
+from ok_tf import estimators
+
 CELLS = ("rhn", "tanh", "lstm")
-RANKED = ("ok", "kf_avg")
+# The methods (names, rank rule, truncation) are those of the registry estimators.METHODS.
+# For ok_tf/experiment.py, which passes a rank to estimators.get only for these:
+RANKED = tuple(name for name, m in estimators.METHODS.items() if m.takes_rank)
 STRATEGIES = ("none", "mirrored")
 GRAD_SCALES = ("mean", "published")
 
@@ -34,8 +37,8 @@ class TrainConfig:
   task: str = ""
   preset: str = "quick"
   method: str = "ok"
-  rank: Optional[int] = None          # ok, kf_avg (kf is rank 1)
-  truncation: Optional[int] = None    # tbptt only
+  rank: Optional[int] = None          # methods that take a rank (estimators.Method.rank_for)
+  truncation: Optional[int] = None    # methods that take a truncation length (tbptt)
   cell: str = "rhn"
   units: int = 32
   batch_size: int = 16
@@ -128,9 +131,12 @@ def define_flags(task: str) -> None:
   """Define the absl flags of ``train_{task}.py``; defaults come from the preset."""
   presets = sorted(PRESETS[task])
   flags.DEFINE_enum("preset", "quick", presets, "Named configuration; other flags override it.")
-  flags.DEFINE_string("method", "ok", f"One of {', '.join(METHODS)}.")
-  flags.DEFINE_integer("rank", None, "Rank r of ok / kf_avg (default from the preset).")
-  flags.DEFINE_integer("truncation", None, "TBPTT window T (tbptt only; default from the preset).")
+  ranked = " / ".join(n for n, m in estimators.METHODS.items() if m.takes_rank)
+  truncated = " / ".join(n for n, m in estimators.METHODS.items() if m.takes_truncation)
+  flags.DEFINE_string("method", "ok", f"One of {', '.join(estimators.METHODS)}.")
+  flags.DEFINE_integer("rank", None, f"Rank r of {ranked} (default from the preset).")
+  flags.DEFINE_integer("truncation", None,
+                       f"Truncation length T of {truncated} (default from the preset).")
   flags.DEFINE_string("cell", "rhn", f"One of {', '.join(CELLS)}.")
   flags.DEFINE_integer("units", None, "Hidden units n.")
   flags.DEFINE_integer("batch_size", None, "Streams B.")
@@ -189,20 +195,23 @@ def from_flags(task: str, flag_values=None) -> tuple[list[TrainConfig], bool]:
       explicit[name] = fv[name].value
   values.update(explicit)
   method = values.get("method", "ok")
+  spec = estimators.METHODS.get(method)      # None: unknown, which validate reports
   # rank / truncation: flags must fit the method; the preset fills in defaults.
-  if fv.rank is not None:
-    if method not in RANKED + ("kf",):
-      raise ConfigError(f"--rank is for ok and kf_avg; {method} takes none")
-    values["rank"] = fv.rank
-  else:
-    values["rank"] = values.get("rank") if method in RANKED else (1 if method == "kf" else None)
-  if method not in RANKED + ("kf",):
-    values["rank"] = None
+  if spec is not None:
+    if fv.rank is not None:
+      requested = fv.rank
+    else:
+      requested = values.get("rank") if spec.takes_rank else None
+    try:
+      values["rank"] = spec.rank_for(requested, "--rank")
+    except ValueError as e:
+      raise ConfigError(str(e))
+  truncated = [name for name, m in estimators.METHODS.items() if m.takes_truncation]
   if fv.truncation is not None:
-    if method != "tbptt":
-      raise ConfigError(f"--truncation is for tbptt; {method} takes none")
+    if method not in truncated:
+      raise ConfigError(f"--truncation is for {' and '.join(truncated)}; {method} takes none")
     values["truncation"] = fv.truncation
-  elif method != "tbptt":
+  elif method not in truncated:
     values["truncation"] = None
   lrs = [parse_number(x) for x in fv.lr] if fv.lr else [values["lr"]]
   try:
@@ -231,13 +240,15 @@ def validate(cfg: TrainConfig) -> None:
     if not ok:
       raise ConfigError(message)
 
-  need(cfg.method in METHODS, f"unknown --method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+  need(cfg.method in estimators.METHODS,
+       f"unknown --method {cfg.method!r}; choose one of {', '.join(estimators.METHODS)}")
   need(cfg.cell in CELLS, f"unknown --cell {cfg.cell!r}; choose one of {', '.join(CELLS)}")
-  if cfg.method in RANKED:
-    need(cfg.rank is not None and cfg.rank >= 1, f"--rank must be a positive integer for {cfg.method}, got {cfg.rank}")
-  if cfg.method == "kf":
-    need(cfg.rank == 1, f"kf has rank 1 (got --rank={cfg.rank}); use --method=kf_avg for r averaged copies")
-  if cfg.method == "tbptt":
+  spec = estimators.METHODS[cfg.method]
+  try:
+    spec.rank_for(cfg.rank, "--rank")
+  except ValueError as e:
+    raise ConfigError(str(e))
+  if spec.takes_truncation:
     need(cfg.truncation is not None and cfg.truncation >= 1, f"--truncation must be a positive integer, got {cfg.truncation}")
     need(cfg.log_every % cfg.truncation == 0, f"--log_every ({cfg.log_every}) must be a multiple of --truncation ({cfg.truncation})")
   need(cfg.units >= 1, f"--units must be positive, got {cfg.units}")
@@ -250,10 +261,12 @@ def validate(cfg: TrainConfig) -> None:
   need(cfg.log_every >= 1, f"--log_every must be positive, got {cfg.log_every}")
   need(cfg.checkpoint_every >= cfg.log_every and cfg.checkpoint_every % cfg.log_every == 0,
        f"--checkpoint_every ({cfg.checkpoint_every}) must be a multiple of --log_every ({cfg.log_every})")
-  need(cfg.steps % cfg.log_every == 0 or cfg.method != "tbptt" or cfg.steps % cfg.truncation == 0,
-       f"--steps ({cfg.steps}) must be a multiple of --truncation ({cfg.truncation}) for tbptt")
+  need(cfg.steps % cfg.log_every == 0 or not spec.takes_truncation
+       or cfg.steps % cfg.truncation == 0,
+       f"--steps ({cfg.steps}) must be a multiple of --truncation ({cfg.truncation}) for {cfg.method}")
   if cfg.shadow_exact:
-    need(cfg.method != "tbptt", "--shadow_exact compares an online estimator with exact RTRL; tbptt has none")
+    need(cfg.method in estimators.ESTIMATORS,
+         f"--shadow_exact compares an online estimator with exact RTRL; {cfg.method} has none")
   need(cfg.strategy in STRATEGIES, f"unknown --strategy {cfg.strategy!r}; choose one of {', '.join(STRATEGIES)}")
   need(cfg.max_minutes >= 0, f"--max_minutes must be ≥ 0 (0: no limit), got {cfg.max_minutes}")
   need(cfg.cpu_devices >= 0, f"--cpu_devices must be ≥ 0, got {cfg.cpu_devices}")

@@ -1,22 +1,34 @@
-"""Gradient estimators for online learning of recurrent networks, behind one protocol.
+"""Gradient estimators for online learning of recurrent networks, behind one protocol, and
+the registry of every training method.
 
 Every estimator tracks, per stream b of a batch, the recurrent state s_t and an
-approximation of the influence matrix G_t = ds_t/dW (docs/algorithms.md §2):
+approximation G'_t of the influence matrix G_t = ds_t/dW (docs/algorithms.md §2):
 
     G_t = H_t G_{t−1} + ĥ_t ⊗ D_t,      G_0 = 0
     dL_t/dW = (∂L_t/∂s_t) G_t
 
 The protocol (all methods pure in the state, so they can live in ``tf.function`` loops)::
 
-    est = ok_tf.estimators.get(name, cell, rank=r)   # "rtrl", "ok", "kf", "kf_avg", "uoro"
+    est = ok_tf.estimators.get(name, cell, rank=r)   # any estimator name of METHODS
     state = est.init(batch_size)          # zero recurrent and approximation state
     state = est.step(state, x, rng)       # one time step, x: [B, input_dim]
     state.h                               # s_t, [B, state_size]
-    grads = est.gradient(state, dl_dh)    # list matching cell.trainable_variables: the
-                                          # batch mean of the per-stream dL_t/dW estimates
+    est.per_example_gradient(state, dl_ds)  # [B, a, k·n]: (∂L_t/∂s_t)_b G'_{t,b} per stream
+    est.gradient(state, dl_ds)            # [dL_t/dW]: the batch mean of the above, a list
+                                          # matching cell.trainable_variables
+    est.influence(state)                  # G'_t, dense [B, S, a, k·n] (diagnostics, tests)
     state = est.reset(state, mask)        # zero state and approximation where mask [B]
 
-States are ``NamedTuple`` s of tensors whose fields all have the batch as leading axis.
+``dl_ds`` [B, S] is each stream's own ∂L_t/∂s_t (not that of a batch mean). States are
+``NamedTuple`` s of tensors whose fields all have the batch as leading axis.
+
+The registry :data:`METHODS` lists every training method, in the order of tables and
+legends: the estimators and TBPTT (which :class:`ok_tf.training.TBPTTTrainer` runs). Each
+entry is a :class:`Method` and carries its name, its rank rule (:meth:`Method.rank_for`),
+whether it takes a truncation length, its label (:meth:`Method.label`, "ok (r=8)",
+"tbptt (T=25)", "kf") and its cost model (:meth:`Method.cost`: flops and state bytes per
+step). The flags, the run labels, the tables, the benchmark, the noise study and the
+diagnostics read it; a new estimator is a subclass of :class:`Estimator` added to it.
 """
 
 from __future__ import annotations
@@ -29,6 +41,111 @@ from ok_tf import cells as cells_lib
 from ok_tf import kronecker
 
 
+# ----------------------------------------------------------------------------- methods
+
+
+class Dims(NamedTuple):
+  """The sizes a cost model needs: S (``state``), a = V + n + 1 (``hhat``, rows of W),
+  k·n (``columns`` of W) and n (``units``)."""
+  state: int
+  hhat: int
+  columns: int
+  units: int
+
+  @classmethod
+  def of(cls, cell: cells_lib.KroneckerCell) -> "Dims":
+    """The sizes of a built cell."""
+    return cls(cell.state_size, cell.hhat_size, cell.kernel_columns, cell.units)
+
+  @classmethod
+  def of_config(cls, cell: str, units: int, input_dim: int) -> "Dims":
+    """The sizes of the cell named ``cell`` with ``units`` units and one-hot inputs of
+    length ``input_dim`` (V), without building it."""
+    kind = cells_lib.CELLS[cell]
+    n = int(units)
+    return cls(kind.state_multiplier * n, int(input_dim) + n + 1, kind.num_gates * n, n)
+
+
+class Cost(NamedTuple):
+  """One step of a method for a whole batch: ``flops`` (a multiply-add counts 2; the
+  dominant terms of docs/algorithms.md §8) and ``state_bytes``, what it carries from one
+  step to the next (for an estimator, the exact size of ``init(batch)``)."""
+  flops: float
+  state_bytes: int
+
+
+def _integer(value) -> str:
+  """16, 16.0 → "16"; 2.5 → "2.5"; anything else as str."""
+  try:
+    f = float(value)
+  except (TypeError, ValueError):
+    return str(value)
+  return str(int(f)) if f == int(f) else f"{f:g}"
+
+
+class Method:
+  """A training method as the flags, the labels, the tables and the cost estimates see it.
+
+  Class attributes: ``name``; ``takes_rank`` (a rank r chosen by the user, shown in the
+  label); ``fixed_rank`` (the rank of a method that always has one, e.g. kf's 1, else
+  None); ``takes_truncation`` (a truncation length T, shown in the label); ``stochastic``.
+  """
+
+  name = ""
+  takes_rank = False
+  fixed_rank: int | None = None
+  rank_hint = ""
+  takes_truncation = False
+  stochastic = False
+
+  @classmethod
+  def rank_for(cls, rank, flag: str = "rank") -> int | None:
+    """The rank the method runs with, given a requested ``rank`` (None: not given).
+
+    The rank rule: a method that takes a rank needs a positive integer; one with a fixed
+    rank accepts that rank or None; the others accept only None.  Raises ValueError
+    (naming ``flag``) otherwise.
+    """
+    if cls.takes_rank:
+      if rank is None or int(rank) < 1:
+        raise ValueError(f"{flag} must be a positive integer for {cls.name}, got {rank}")
+      return int(rank)
+    if cls.fixed_rank is not None:
+      if rank is not None and int(rank) != cls.fixed_rank:
+        raise ValueError(f"{cls.name} has rank {cls.fixed_rank} (got {flag}={rank})"
+                         + (f"; {cls.rank_hint}" if cls.rank_hint else ""))
+      return cls.fixed_rank
+    if rank is not None:
+      raise ValueError(f"{cls.name} takes no rank (got {flag}={rank})")
+    return None
+
+  @classmethod
+  def label(cls, rank=None, truncation=None) -> str:
+    """The label of tables and legends: "ok (r=8)", "tbptt (T=25)", "kf".
+
+    The rank is shown for a method that takes one, the truncation length for one that
+    takes one; anything else given is ignored.
+    """
+    if cls.takes_rank and rank is not None:
+      return f"{cls.name} (r={_integer(rank)})"
+    if cls.takes_truncation and truncation is not None:
+      return f"{cls.name} (T={_integer(truncation)})"
+    return cls.name
+
+  @classmethod
+  def cost(cls, dims: Dims, rank: int | None = None, batch: int = 1,
+           truncation: int | None = None, dtype="float32") -> Cost:
+    """Flops and state bytes of one step for ``batch`` streams (see :class:`Cost`)."""
+    raise NotImplementedError
+
+
+def _bytes(dtype) -> int:
+  return tf.as_dtype(dtype).size
+
+
+# ----------------------------------------------------------------------------- states
+
+
 class RTRLState(NamedTuple):
   """Exact RTRL: G_t in full, ``g`` of shape [B, S, a, k·n]."""
   h: tf.Tensor
@@ -36,11 +153,17 @@ class RTRLState(NamedTuple):
 
 
 class KroneckerState(NamedTuple):
-  """G'_t = Σ_i u_i ⊗ A_i: ``u`` [B, r, a], ``a`` [B, r, S, k·n].
+  """G'_t = c Σ_i u_i ⊗ A_i (c = 1, or 1/r for r-KF-RTRL-AVG): ``u`` [B, r, a],
+  ``a`` [B, r, S, k·n]."""
+  h: tf.Tensor
+  u: tf.Tensor
+  a: tf.Tensor
 
-  For OK, ``kept`` [B] (singular values kept exactly by Opt at the last step) and
-  ``variance`` [B] (the step variance (★) of the last reduction) are diagnostics.
-  """
+
+class OKState(NamedTuple):
+  """OK's state: G'_t = Σ_i u_i ⊗ A_i as in :class:`KroneckerState`, and the diagnostics
+  of the last reduction, ``kept`` [B] (singular values kept exactly by Opt) and
+  ``variance`` [B] (the step variance (★), docs/algorithms.md §4.3)."""
   h: tf.Tensor
   u: tf.Tensor
   a: tf.Tensor
@@ -55,11 +178,27 @@ class UOROState(NamedTuple):
   theta: tf.Tensor
 
 
-class Estimator:
-  """Base class: the cell, the shapes and the shared pieces of the protocol."""
+class SnAp1State(NamedTuple):
+  """SnAp-1: the entries of G_t that ĥ_t ⊗ D_t can fill, ``j`` [B, a, k, S] with
+  j[b, i, g, s] = G[b, s, i, g·n + unit(s)] (docs/algorithms.md §9)."""
+  h: tf.Tensor
+  j: tf.Tensor
+
+
+# ----------------------------------------------------------------------------- estimators
+
+
+class Estimator(Method):
+  """Base class: the cell, the shapes and the shared pieces of the protocol.
+
+  A subclass implements ``init``, ``step``, ``per_example_gradient`` and ``influence``
+  (and ``cost``); ``gradient`` defaults to the batch mean of ``per_example_gradient``
+  and ``reset`` zeroes every field of the masked rows.
+  """
 
   name = "base"
   stochastic = True
+  rank: int | None = None
 
   def __init__(self, cell: cells_lib.KroneckerCell):
     if not cell.built:
@@ -69,6 +208,7 @@ class Estimator:
     self.state_size = cell.state_size
     self.hhat_size = cell.hhat_size
     self.columns = cell.kernel_columns
+    self.units = cell.units
 
   def init(self, batch_size: int):
     raise NotImplementedError
@@ -76,8 +216,19 @@ class Estimator:
   def step(self, state, x, rng: tf.random.Generator):
     raise NotImplementedError
 
-  def gradient(self, state, dl_dh) -> list:
+  def per_example_gradient(self, state, dl_ds) -> tf.Tensor:
+    """The per-stream estimates (∂L_t/∂s_t)_b G'_{t,b} of dL_t/dW, [B, a, k·n]."""
     raise NotImplementedError
+
+  def influence(self, state) -> tf.Tensor:
+    """G'_t as a dense [B, S, a, k·n] tensor (for diagnostics and tests; O(S·a·k·n))."""
+    raise NotImplementedError
+
+  def gradient(self, state, dl_ds) -> list:
+    """[dL_t/dW ≈ mean_b (∂L_t/∂s_t)_b G'_{t,b}], shape [a, k·n] (one entry per trainable
+    variable of the cell): the batch mean of :meth:`per_example_gradient`."""
+    return [tf.reduce_mean(self.per_example_gradient(state, tf.cast(dl_ds, self.dtype)),
+                           axis=0)]
 
   def reset(self, state, mask):
     """Zero every field of the streams where ``mask`` [B] is True."""
@@ -105,6 +256,13 @@ class RTRL(Estimator):
   name = "rtrl"
   stochastic = False
 
+  @classmethod
+  def cost(cls, dims, rank=None, batch=1, truncation=None, dtype="float32"):
+    """H_t G: 2 S²·a·k·n flops; state s_t and G_t."""
+    cls.rank_for(rank)
+    s, entries = dims.state, dims.state * dims.hhat * dims.columns
+    return Cost(2.0 * batch * s * entries, batch * (s + entries) * _bytes(dtype))
+
   def init(self, batch_size):
     return RTRLState(self._zeros(batch_size, self.state_size),
                      self._zeros(batch_size, self.state_size, self.hhat_size, self.columns))
@@ -117,30 +275,44 @@ class RTRL(Estimator):
     g += st.hhat[:, None, :, None] * d[:, :, None, :]
     return RTRLState(st.state, g)
 
-  def gradient(self, state, dl_dh):
-    dl_dh = tf.cast(dl_dh, self.dtype)
-    batch = tf.cast(tf.shape(dl_dh)[0], self.dtype)
+  def per_example_gradient(self, state, dl_ds):
+    return tf.einsum("bs,bsap->bap", tf.cast(dl_ds, self.dtype), state.g)
+
+  def influence(self, state):
+    return state.g
+
+  def gradient(self, state, dl_ds):
+    dl_ds = tf.cast(dl_ds, self.dtype)
+    batch = tf.cast(tf.shape(dl_ds)[0], self.dtype)
     flat = tf.reshape(state.g, [-1, self.state_size, self.hhat_size * self.columns])
-    grad = tf.reduce_sum(tf.matmul(dl_dh[:, None, :], flat), axis=[0, 1]) / batch
+    grad = tf.reduce_sum(tf.matmul(dl_ds[:, None, :], flat), axis=[0, 1]) / batch
     return [tf.reshape(grad, [self.hhat_size, self.columns])]
 
 
-class _KroneckerSum(Estimator):
-  """Shared parts of the Kronecker-sum estimators (state Σ_i u_i ⊗ A_i)."""
+class KroneckerSum(Estimator):
+  """Shared parts of the Kronecker-sum estimators: G'_t = c Σ_{i≤r} u_i ⊗ A_i with c = 1
+  (c = 1/r for r-KF-RTRL-AVG, whose r terms are replicas), state :class:`KroneckerState`."""
 
-  def __init__(self, cell, rank: int):
+  takes_rank = True
+
+  def __init__(self, cell, rank: int | None = None):
     super().__init__(cell)
-    if int(rank) < 1:
-      raise ValueError(f"rank must be a positive integer, got {rank!r}")
-    self.rank = int(rank)
+    self.rank = self.rank_for(rank)
+
+  @classmethod
+  def cost(cls, dims, rank=None, batch=1, truncation=None, dtype="float32"):
+    """H_t A_i: 2r·S·P flops (P = S·k·n); the gradient 2r(P + a·k·n); state r(a + P) + S."""
+    r = cls.rank_for(rank)
+    s, a, cols = dims.state, dims.hhat, dims.columns
+    p = s * cols
+    flops = 2.0 * r * s * p + 2.0 * r * (p + a * cols)
+    return Cost(batch * flops, batch * (s + r * (a + p)) * _bytes(dtype))
 
   def init(self, batch_size):
     return KroneckerState(
         self._zeros(batch_size, self.state_size),
         self._zeros(batch_size, self.rank, self.hhat_size),
-        self._zeros(batch_size, self.rank, self.state_size, self.columns),
-        tf.zeros([batch_size], tf.int32),
-        self._zeros(batch_size))
+        self._zeros(batch_size, self.rank, self.state_size, self.columns))
 
   def _families(self, state, x):
     """The r+1 terms H_t G'_{t−1} + ĥ_t ⊗ D_t: (cell step, H A [B,r,S·kn], D [B,S·kn])."""
@@ -154,26 +326,36 @@ class _KroneckerSum(Estimator):
   def _unflatten(self, a):
     return tf.reshape(a, [-1, self.rank, self.state_size, self.columns])
 
-  def gradient(self, state, dl_dh):
-    """dL_t/dW ≈ Σ_i u_iᵀ ((∂L_t/∂s_t) A_i), averaged over the batch (and replicas)."""
-    dl_dh = tf.cast(dl_dh, self.dtype)
-    batch = tf.cast(tf.shape(dl_dh)[0], self.dtype)
+  def per_example_gradient(self, state, dl_ds):
+    """c Σ_i u_iᵀ ((∂L_t/∂s_t) A_i) per stream."""
+    right = tf.einsum("bs,brsp->brp", tf.cast(dl_ds, self.dtype), state.a)
+    return tf.einsum("bra,brp->bap", state.u, right) / self._replicas()
+
+  def influence(self, state):
+    return tf.einsum("bra,brsp->bsap", state.u, state.a) / self._replicas()
+
+  def gradient(self, state, dl_ds):
+    """dL_t/dW ≈ c Σ_i u_iᵀ ((∂L_t/∂s_t) A_i), averaged over the batch."""
+    dl_ds = tf.cast(dl_ds, self.dtype)
+    batch = tf.cast(tf.shape(dl_ds)[0], self.dtype)
     # (∂L/∂s) A_i for all i, then Σ_{b,i} u_bi ⊗ (…): two matmuls (einsum is slower here)
-    right = tf.matmul(dl_dh[:, None, None, :], state.a)[:, :, 0, :]             # [B, r, P]
+    right = tf.matmul(dl_ds[:, None, None, :], state.a)[:, :, 0, :]             # [B, r, P]
     u = tf.reshape(state.u, [-1, self.hhat_size])
     grad = tf.matmul(u, tf.reshape(right, [-1, self.columns]), transpose_a=True)
     return [grad / (batch * self._replicas())]
 
   def _replicas(self):
+    """1/c: how many replicas the r terms average (1 but for r-KF-RTRL-AVG)."""
     return 1.0
 
 
-class OK(_KroneckerSum):
+class OK(KroneckerSum):
   """Optimal Kronecker-sum approximation with r terms (docs/algorithms.md §4).
 
   Each step forms the r+1 terms Σ_i u_i ⊗ (H_t A_i) + ĥ_t ⊗ D_t and reduces them
   to r with :func:`ok_tf.kronecker.ok_reduce`, the minimum-variance unbiased choice
   (computed by :func:`ok_tf.kronecker.ok_reduce_structured`, which keeps D_t sparse).
+  The state is :class:`OKState`: the reduction's diagnostics ride along.
   """
 
   name = "ok"
@@ -182,16 +364,30 @@ class OK(_KroneckerSum):
     super().__init__(cell, rank)
     self.balance = balance
 
+  @classmethod
+  def cost(cls, dims, rank=None, batch=1, truncation=None, dtype="float32"):
+    """As the Kronecker sums, plus 4q²(P + a) for the Gram matrices and the new factors
+    (q = r + 1), and the diagnostics (an int32 and a float per stream) in the state."""
+    base = super().cost(dims, rank, batch, truncation, dtype)
+    q = cls.rank_for(rank) + 1
+    extra = 4.0 * q * q * (dims.state * dims.columns + dims.hhat)
+    return Cost(base.flops + batch * extra, base.state_bytes + batch * (4 + _bytes(dtype)))
+
+  def init(self, batch_size):
+    base = super().init(batch_size)
+    return OKState(base.h, base.u, base.a, tf.zeros([batch_size], tf.int32),
+                   self._zeros(batch_size))
+
   def step(self, state, x, rng):
     st = self._linearize(state, x)
     ha = tf.matmul(st.jacobian[:, None], state.a)                 # H_t A_i, [B, r, S, k·n]
     left = tf.concat([state.u, st.hhat[:, None, :]], axis=1)
     red = kronecker.ok_reduce_structured(left, ha, self.cell.d_diagonals(st.gates), self.rank,
                                          rng, balance=self.balance)
-    return KroneckerState(st.state, red.left, red.right, red.kept, red.variance)
+    return OKState(st.state, red.left, red.right, red.kept, red.variance)
 
 
-class KFAvg(_KroneckerSum):
+class KFAvg(KroneckerSum):
   """r-KF-RTRL-AVG: r independent KF-RTRL estimators, averaged (same memory as OK(r))."""
 
   name = "kf_avg"
@@ -199,7 +395,7 @@ class KFAvg(_KroneckerSum):
   def step(self, state, x, rng):
     st, ha, d = self._families(state, x)
     u, a = kronecker.kf_reduce(state.u, ha, st.hhat, d, rng)
-    return KroneckerState(st.state, u, self._unflatten(a), state.kept, state.variance)
+    return KroneckerState(st.state, u, self._unflatten(a))
 
   def _replicas(self):
     return float(self.rank)
@@ -209,11 +405,9 @@ class KF(KFAvg):
   """KF-RTRL (Mujika et al. 2018): one Kronecker term u ⊗ A."""
 
   name = "kf"
-
-  def __init__(self, cell, rank: int = 1):
-    if rank != 1:
-      raise ValueError(f"kf has rank 1 (got rank={rank}); use kf_avg for r replicas")
-    super().__init__(cell, 1)
+  takes_rank = False
+  fixed_rank = 1
+  rank_hint = "use kf_avg for r averaged replicas"
 
 
 class UORO(Estimator):
@@ -231,6 +425,13 @@ class UORO(Estimator):
   def __init__(self, cell, eps: float = 1e-7):
     super().__init__(cell)
     self.eps = eps
+
+  @classmethod
+  def cost(cls, dims, rank=None, batch=1, truncation=None, dtype="float32"):
+    """H_t s̃ and the rank-one update of θ̃: 2(S² + 2a·k·n) flops; state 2S + a·k·n."""
+    cls.rank_for(rank)
+    s, ak = dims.state, dims.hhat * dims.columns
+    return Cost(2.0 * batch * (s * s + 2 * ak), batch * (2 * s + ak) * _bytes(dtype))
 
   def init(self, batch_size):
     return UOROState(self._zeros(batch_size, self.state_size),
@@ -253,15 +454,126 @@ class UORO(Estimator):
              + st.hhat[:, :, None] * nu_d[:, None, :] / rho1[:, None, None])
     return UOROState(st.state, s, theta)
 
-  def gradient(self, state, dl_dh):
-    dl_dh = tf.cast(dl_dh, self.dtype)
-    batch = tf.cast(tf.shape(dl_dh)[0], self.dtype)
-    coeff = tf.reduce_sum(dl_dh * state.s, axis=-1)
+  def per_example_gradient(self, state, dl_ds):
+    coeff = tf.reduce_sum(tf.cast(dl_ds, self.dtype) * state.s, axis=-1)
+    return coeff[:, None, None] * state.theta
+
+  def influence(self, state):
+    return tf.einsum("bs,bap->bsap", state.s, state.theta)
+
+  def gradient(self, state, dl_ds):
+    dl_ds = tf.cast(dl_ds, self.dtype)
+    batch = tf.cast(tf.shape(dl_ds)[0], self.dtype)
+    coeff = tf.reduce_sum(dl_ds * state.s, axis=-1)
     return [tf.tensordot(coeff, state.theta, axes=1) / batch]
 
 
-ESTIMATORS = {"rtrl": RTRL, "ok": OK, "kf": KF, "kf_avg": KFAvg, "uoro": UORO}
-RANKED = ("ok", "kf_avg")
+class SnAp1(Estimator):
+  """SnAp-1 (Menick et al. 2021; docs/algorithms.md §9): G'_t keeps only the entries
+  through which W reaches a unit in one step, those of ĥ_t ⊗ D_t,
+
+      J_t[i, g, s] = G'_t[s, i, g·n + unit(s)],
+      J_t[i, g, s] = Σ_{s': unit(s') = unit(s)} H_t[s, s'] J_{t−1}[i, g, s'] + ĥ_t[i] d_t[s, g]
+      dL_t/dW[i, g·n + j] ≈ Σ_{s: unit(s) = j} (∂L_t/∂s_t)[s] J_t[i, g, s]
+
+  i.e. G'_t = P(H_t G'_{t−1} + ĥ_t ⊗ D_t) with P the projection onto that pattern.  With
+  S = n (RHN, tanh) only diag(H_t) enters; for the LSTM the 2 × 2 block of H_t between
+  unit j's (c_j, h_j).  O(S·a·k) per step; deterministic and biased (exact when H_t has
+  no entries between different units, e.g. with zero recurrent weights).
+  """
+
+  name = "snap1"
+  stochastic = False
+
+  def __init__(self, cell):
+    super().__init__(cell)
+    self.blocks = self.state_size // self.units       # m: state coordinates per unit
+    self.gates = self.columns // self.units           # k
+    # unit_one_hot[s, j] = [unit(s) = j], unit(s) = s mod n
+    self.unit_one_hot = tf.one_hot(tf.range(self.state_size) % self.units, self.units,
+                                   dtype=self.dtype)
+
+  @classmethod
+  def cost(cls, dims, rank=None, batch=1, truncation=None, dtype="float32"):
+    """m multiply-adds by H_t's blocks and one for ĥ_t ⊗ d_t per kept entry, and one per
+    entry for the gradient: 2(m + 2)·S·a·k flops (m = S/n); state S + S·a·k."""
+    cls.rank_for(rank)
+    m, k = dims.state // dims.units, dims.columns // dims.units
+    kept = dims.state * dims.hhat * k
+    return Cost(2.0 * batch * (m + 2) * kept, batch * (dims.state + kept) * _bytes(dtype))
+
+  def init(self, batch_size):
+    return SnAp1State(self._zeros(batch_size, self.state_size),
+                      self._zeros(batch_size, self.hhat_size, self.gates, self.state_size))
+
+  def step(self, state, x, rng=None):
+    st = self._linearize(state, x)
+    m, n = self.blocks, self.units
+    if m == 1:                                   # H_t's diagonal
+      carried = state.j * tf.linalg.diag_part(st.jacobian)[:, None, None, :]
+    else:                                        # blocks[b, p, q, j] = H_t[p·n + j, q·n + j]
+      blocks = tf.linalg.diag_part(
+          tf.transpose(tf.reshape(st.jacobian, [-1, m, n, m, n]), [0, 1, 3, 2, 4]))
+      j = tf.reshape(state.j, [-1, self.hhat_size, self.gates, 1, m, n])
+      carried = tf.reshape(tf.reduce_sum(blocks[:, None, None] * j, axis=4),
+                           tf.shape(state.j))
+    immediate = st.hhat[:, :, None, None] * tf.transpose(st.gates, [0, 2, 1])[:, None]
+    return SnAp1State(st.state, carried + immediate)
+
+  def per_example_gradient(self, state, dl_ds):
+    weighted = state.j * tf.cast(dl_ds, self.dtype)[:, None, None, :]          # [B, a, k, S]
+    per_unit = tf.reduce_sum(
+        tf.reshape(weighted, [-1, self.hhat_size, self.gates, self.blocks, self.units]), axis=3)
+    return tf.reshape(per_unit, [-1, self.hhat_size, self.columns])
+
+  def influence(self, state):
+    dense = state.j[..., None] * self.unit_one_hot                          # [B, a, k, S, n]
+    return tf.reshape(tf.transpose(dense, [0, 3, 1, 2, 4]),
+                      [-1, self.state_size, self.hhat_size, self.columns])
+
+
+class TBPTT(Method):
+  """Truncated BPTT(T) (docs/algorithms.md §5): not an estimator (it has no G'_t;
+  :class:`ok_tf.training.TBPTTTrainer` runs it), described here so that the method list,
+  the labels and the cost models have one source."""
+
+  name = "tbptt"
+  takes_truncation = True
+
+  @classmethod
+  def cost(cls, dims, rank=None, batch=1, truncation=None, dtype="float32"):
+    """Forward 2a·k·n flops per step, backward about twice that; the states of a window
+    (kept for the backward pass) and the carried state: (T + 1)·S."""
+    cls.rank_for(rank)
+    if truncation is None or int(truncation) < 1:
+      raise ValueError(f"tbptt's cost needs the truncation length, got {truncation}")
+    return Cost(6.0 * batch * dims.hhat * dims.columns,
+                batch * (int(truncation) + 1) * dims.state * _bytes(dtype))
+
+
+# ----------------------------------------------------------------------------- registry
+
+# Every training method, in the order of tables and legends.
+METHODS = {m.name: m for m in (OK, KFAvg, KF, UORO, SnAp1, RTRL, TBPTT)}
+# The methods that are estimators (what ``get`` builds and the online trainer runs).
+ESTIMATORS = {name: m for name, m in METHODS.items() if issubclass(m, Estimator)}
+
+
+def method(name: str) -> type[Method]:
+  """The :class:`Method` named ``name``; ValueError listing the names otherwise."""
+  if name not in METHODS:
+    raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+  return METHODS[name]
+
+
+def label(name: str, rank=None, truncation=None) -> str:
+  """:meth:`Method.label` of the method ``name`` ("ok (r=8)"); an unknown name as is."""
+  return METHODS[name].label(rank, truncation) if name in METHODS else str(name)
+
+
+def order(name: str) -> int:
+  """Position of ``name`` in :data:`METHODS` (unknown names after all the known ones)."""
+  return list(METHODS).index(name) if name in METHODS else len(METHODS)
 
 
 def get(name: str, cell: cells_lib.KroneckerCell, rank: int | None = None,
@@ -269,21 +581,16 @@ def get(name: str, cell: cells_lib.KroneckerCell, rank: int | None = None,
   """An estimator by name.
 
   Args:
-    name: ``"rtrl"``, ``"ok"``, ``"kf"``, ``"kf_avg"`` or ``"uoro"``.
+    name: a name of :data:`ESTIMATORS`.
     cell: a built :class:`ok_tf.cells.KroneckerCell`.
-    rank: r for ``ok`` and ``kf_avg`` (required there); ``kf`` accepts only 1; the
-      others take none.
+    rank: r for the methods that take one (``ok``, ``kf_avg``: required); ``kf`` accepts
+      only 1; the others take none (:meth:`Method.rank_for`).
     **kwargs: passed to the estimator (``balance`` for ok, ``eps`` for uoro).
   """
   if name not in ESTIMATORS:
-    raise ValueError(f"unknown estimator {name!r}; choose one of {sorted(ESTIMATORS)}")
+    raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
   cls = ESTIMATORS[name]
-  if name in RANKED:
-    if rank is None:
-      raise ValueError(f"{name} needs a rank (rank=r, r ≥ 1)")
+  rank = cls.rank_for(rank)
+  if cls.takes_rank or cls.fixed_rank is not None:
     return cls(cell, rank, **kwargs)
-  if name == "kf":
-    return cls(cell, 1 if rank is None else rank, **kwargs)
-  if rank is not None:
-    raise ValueError(f"{name} takes no rank (got rank={rank})")
   return cls(cell, **kwargs)

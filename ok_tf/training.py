@@ -294,7 +294,7 @@ class _OnlineStep(NamedTuple):
   reset: tf.Tensor          # [B] bool
   est_state: object
   losses: tf.Tensor         # per-stream cross-entropy [B]
-  dl_dh: tf.Tensor          # ∂L_b/∂s_b [B, S]
+  dl_ds: tf.Tensor          # ∂L_b/∂s_b [B, S]
   grads: list               # estimated gradient of W
   readout_grads: list       # exact gradient of W_out and its bias
 
@@ -358,13 +358,13 @@ class OnlineTrainer(_Trainer):
     task_state, inputs, targets, reset = task.next(task_state, data_rng)
     x = self.model.one_hot(inputs)
     est_state = est.step(est.reset(est_state, reset), x, method_rng)
-    losses, dl_dh, readout_grads = self._loss_and_grads(est_state.h, targets)
-    return _OnlineStep(task_state, x, reset, est_state, losses, dl_dh,
-                       est.gradient(est_state, dl_dh), readout_grads)
+    losses, dl_ds, readout_grads = self._loss_and_grads(est_state.h, targets)
+    return _OnlineStep(task_state, x, reset, est_state, losses, dl_ds,
+                       est.gradient(est_state, dl_ds), readout_grads)
 
-  def _compare(self, shadow_state, dl_dh, grads):
+  def _compare(self, shadow_state, dl_ds, grads):
     """(cosine, relative error) of the estimated vs the exact gradient of W."""
-    exact = self.shadow.gradient(shadow_state, dl_dh)
+    exact = self.shadow.gradient(shadow_state, dl_ds)
     dot = tf.add_n([tf.reduce_sum(a * b) for a, b in zip(grads, exact)])
     norm_est = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(a)) for a in grads]))
     norm_exact = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(b)) for b in exact]))
@@ -386,7 +386,7 @@ class OnlineTrainer(_Trainer):
       est_state = st.est_state
       if shadow is not None:
         shadow_state = shadow.step(shadow.reset(shadow_state, st.reset), st.x)
-        cos, err = self._compare(shadow_state, st.dl_dh, st.grads)
+        cos, err = self._compare(shadow_state, st.dl_ds, st.grads)
         cos_sum += cos
         err_sum += err
       self._apply(st.grads, st.readout_grads)

@@ -53,7 +53,8 @@ def build(method, task_name, strategy, clip):
     trainer = training.TBPTTTrainer(model, task, optimizer, BATCH, truncation=3,
                                     clip_norm=clip, seed=5, strategy=strategy)
   else:
-    est = estimators.get(method, model.cell, rank=2 if method in ("ok", "kf_avg") else None)
+    est = estimators.get(method, model.cell,
+                         rank=2 if estimators.METHODS[method].takes_rank else None)
     trainer = training.OnlineTrainer(model, est, task, optimizer, BATCH, clip_norm=clip,
                                      seed=5, strategy=strategy)
   return trainer, model, optimizer

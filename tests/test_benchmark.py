@@ -15,7 +15,7 @@ def test_tiny_benchmark_writes_json_and_png(tmp_path):
   elapsed = time.perf_counter() - start
 
   assert (out / "benchmark.png").stat().st_size > 1000
-  assert (out / "benchmark.md").read_text().count("| ok |") == 3
+  assert (out / "benchmark.md").read_text().count("| ok (r=") == 3   # the registry's label
   data = json.loads((out / "benchmark.json").read_text())
   assert data == json.loads(json.dumps(result))
   assert set(data) == {"meta", "rows", "bounds", "skipped", "slopes", "breakdown"}
