@@ -14,9 +14,7 @@ steps_per_sec).
 
 from __future__ import annotations
 
-
 from absl import app
-from absl import logging
 
 from ok_tf import config as config_lib
 from ok_tf import experiment
@@ -26,23 +24,20 @@ from ok_tf.tasks import copy as copy_task
 config_lib.define_flags("copy")
 
 
-def run_one(cfg: config_lib.CopyConfig, resume: bool):
+def results(run: runs.Run) -> dict:
+  """results.json: the last and highest curriculum level, the loss EMA, steps and time."""
+  rows = run.metrics
+  last, wall = rows[-1], float(rows[-1]["wall_time"])
+  return {
+      "level": last["level"], "max_level": max(int(r["level"]) for r in rows),
+      "ema_bits": last["ema_bits"], "steps": last["step"], "chars": last["chars"],
+      "wall_time": wall, "steps_per_sec": last["step"] / wall if wall > 0 else None,
+  }
+
+
+def run_one(cfg: config_lib.CopyConfig, resume: bool) -> runs.Run:
   task = copy_task.CopyTask(batch_size=cfg.batch_size, max_length=cfg.max_length)
-  run, trainer, _ = experiment.train(cfg, task, copy_task.VOCAB_SIZE, resume=resume)
-  metrics = runs.read_csv(run.path / runs.METRICS_FILE)
-  last = metrics[-1] if metrics else {}
-  if metrics and experiment.finished(trainer, cfg):
-    wall = float(last["wall_time"])
-    run.write_results({
-        "level": last["level"], "max_level": max(int(r["level"]) for r in metrics),
-        "ema_bits": last["ema_bits"], "steps": last["step"], "chars": last["chars"],
-        "wall_time": wall, "steps_per_sec": last["step"] / wall if wall > 0 else None,
-    })
-  logging.info("%s %s: level %s after %s characters",
-               "finished" if experiment.finished(trainer, cfg) else "stopped early",
-               run.path, last.get("level"), last.get("chars"))
-  run.close()
-  return last
+  return experiment.train(cfg, task, copy_task.VOCAB_SIZE, resume=resume, summary=results)
 
 
 def main(argv):

@@ -27,16 +27,16 @@ from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
 # Loading and grouping
 
 
-def load_runs(paths: Iterable, task: str | None = None) -> list[dict]:
-  """Loads the runs under `paths` (see runs.find_runs / runs.load_run).
+def load_runs(paths: Iterable, task: str | None = None) -> list[runs_lib.Run]:
+  """The runs under `paths` (runs.find_runs), as readers (runs.Run).
 
   With `task`, runs whose config names another task are left out (runs whose
   config has no "task" key are kept).
   """
   out = []
   for path in runs_lib.find_runs(paths):
-    run = runs_lib.load_run(path)
-    run_task = run["config"].get("task")
+    run = runs_lib.Run(path)
+    run_task = run.config.get("task")
     if task is not None and run_task is not None and run_task != task:
       continue
     out.append(run)
@@ -55,8 +55,8 @@ def lr_str(lr) -> str:
   return f"{lr:.3g}"
 
 
-def group_runs(runs: Sequence[dict], split_lr: bool = True
-               ) -> "collections.OrderedDict[str, list[dict]]":
+def group_runs(runs: Sequence[runs_lib.Run], split_lr: bool = True
+               ) -> "collections.OrderedDict[str, list[runs_lib.Run]]":
   """Groups runs by runs.method_label(config), in the canonical method order.
 
   With split_lr, a method whose runs use several learning rates is split into
@@ -64,18 +64,18 @@ def group_runs(runs: Sequence[dict], split_lr: bool = True
   """
   by_label = collections.defaultdict(list)
   for run in runs:
-    by_label[runs_lib.method_label(run["config"])].append(run)
+    by_label[runs_lib.method_label(run.config)].append(run)
   order = sorted(by_label, key=lambda l: (
-      runs_lib.method_sort_key(by_label[l][0]["config"]), l))
+      runs_lib.method_sort_key(by_label[l][0].config), l))
   groups = collections.OrderedDict()
   for label in order:
     members = by_label[label]
-    lrs = sorted({m["config"].get("lr") for m in members},
+    lrs = sorted({m.config.get("lr") for m in members},
                  key=lambda v: (v is None, v if v is not None else 0))
     if split_lr and len(lrs) > 1:
       for lr in lrs:
         groups[f"{label}, lr {lr_str(lr)}"] = [
-            m for m in members if m["config"].get("lr") == lr]
+            m for m in members if m.config.get("lr") == lr]
     else:
       groups[label] = members
   return groups
@@ -93,26 +93,26 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
   return mean, std, n
 
 
-def ptb_score(run: dict) -> float:
+def ptb_score(run: runs_lib.Run) -> float:
   """Best validation BPC of a PTB run: results.json, else the minimum of eval.csv."""
-  res = run.get("results") or {}
+  res = run.results or {}
   if res.get("best_valid_bpc") is not None:
     return float(res["best_valid_bpc"])
-  vals = [r.get("valid_bpc") for r in run.get("eval", [])]
+  vals = [r.get("valid_bpc") for r in run.eval]
   vals = [float(v) for v in vals if isinstance(v, (int, float))]
   return min(vals) if vals else float("nan")
 
 
-def lr_groups(runs: Sequence[dict]) -> "collections.OrderedDict":
+def lr_groups(runs: Sequence[runs_lib.Run]) -> "collections.OrderedDict":
   """{lr: [runs]} sorted by lr."""
   by_lr = collections.defaultdict(list)
   for run in runs:
-    by_lr[run["config"].get("lr")].append(run)
+    by_lr[run.config.get("lr")].append(run)
   return collections.OrderedDict(
       sorted(by_lr.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
 
 
-def select_best_lr(runs: Sequence[dict], score=ptb_score):
+def select_best_lr(runs: Sequence[runs_lib.Run], score=ptb_score):
   """(best lr, its runs, {lr: mean score}) by the lowest mean score over seeds.
 
   A non-finite mean (a diverged seed, no result yet) never wins unless every lr
@@ -186,10 +186,13 @@ def align_curves(curves: Sequence[tuple[np.ndarray, np.ndarray]],
 
 def group_curves(groups, rows_key: str, x: str, y: str, log: bool = False,
                  num: int = 500) -> "collections.OrderedDict[str, dict]":
-  """{label: {"x", "mean", "min", "max", "n", "seeds"}} for plotting."""
+  """{label: {"x", "mean", "min", "max", "n", "seeds"}} for plotting.
+
+  rows_key: the runs' rows to draw from, "metrics" or "eval".
+  """
   out = collections.OrderedDict()
   for label, members in groups.items():
-    curves = [curve(m[rows_key], x, y) for m in members]
+    curves = [curve(getattr(m, rows_key), x, y) for m in members]
     curves = [c for c in curves if len(c[0])]
     if not curves:
       continue
@@ -198,7 +201,7 @@ def group_curves(groups, rows_key: str, x: str, y: str, log: bool = False,
       continue
     out[label] = {"x": grid, "mean": ys.mean(axis=0), "min": ys.min(axis=0),
                   "max": ys.max(axis=0), "n": len(curves),
-                  "seeds": [m["config"].get("seed") for m in members]}
+                  "seeds": [m.config.get("seed") for m in members]}
   return out
 
 

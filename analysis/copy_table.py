@@ -44,20 +44,20 @@ def level_at(rows, chars: float) -> int:
 def table_rows(runs, fractions=(0.25, 0.5, 1.0)) -> list[dict]:
   rows = []
   for label, members in common.group_runs(runs).items():
-    members = [m for m in members if m["metrics"]]
+    members = [m for m in members if m.metrics]
     if not members:
       continue
-    end = min(m["metrics"][-1]["chars"] for m in members)
-    row = {"method": label, "lr": members[0]["config"].get("lr"), "seeds": len(members),
+    end = min(m.metrics[-1]["chars"] for m in members)
+    row = {"method": label, "lr": members[0].config.get("lr"), "seeds": len(members),
            "chars": end}
     for f in fractions:
-      levels = [level_at(m["metrics"], f * end) for m in members]
+      levels = [level_at(m.metrics, f * end) for m in members]
       row[f"level@{f:g}"] = levels
-    row["max_level"] = [max(int(r["level"]) for r in m["metrics"]) for m in members]
-    row["wall_time"] = common.mean_std([m["metrics"][-1]["wall_time"] for m in members])[0]
+    row["max_level"] = [max(int(r["level"]) for r in m.metrics) for m in members]
+    row["wall_time"] = common.mean_std([m.metrics[-1]["wall_time"] for m in members])[0]
     row["steps_per_sec"] = common.mean_std(
-        [m["metrics"][-1]["step"] / m["metrics"][-1]["wall_time"] for m in members])[0]
-    row["run_dirs"] = ";".join(m["path"] for m in members)
+        [m.metrics[-1]["step"] / m.metrics[-1]["wall_time"] for m in members])[0]
+    row["run_dirs"] = ";".join(str(m.path) for m in members)
     rows.append(row)
   return rows
 
@@ -117,13 +117,13 @@ def steps_markdown(runs, steps) -> str:
   header = ["method", "lr"] + [f"{s // 1000}k" if s % 1000 == 0 else str(s) for s in steps]
   lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
   for label, members in common.group_runs(runs).items():
-    members = [m for m in members if m["metrics"]]
+    members = [m for m in members if m.metrics]
     if not members:
       continue
-    cells = [label, common.lr_str(members[0]["config"].get("lr"))]
+    cells = [label, common.lr_str(members[0].config.get("lr"))]
     for s in steps:
-      levels = [level_at(m["metrics"], s * m["config"]["batch_size"]) for m in members
-                if m["metrics"][-1]["step"] >= s]
+      levels = [level_at(m.metrics, s * m.config["batch_size"]) for m in members
+                if m.metrics[-1]["step"] >= s]
       cells.append(_levels(levels) if levels else "–")
     lines.append("| " + " | ".join(cells) + " |")
   p = published_lib.copy_levels()

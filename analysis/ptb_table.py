@@ -41,7 +41,7 @@ CSV_FIELDS = [
 
 
 def _result(run, key):
-  v = (run.get("results") or {}).get(key)
+  v = (run.results or {}).get(key)
   return float("nan") if v is None else float(v)
 
 
@@ -69,7 +69,7 @@ def _row(label, lr, members, best_lr=True):
       "steps_per_sec_mean": common.mean_std(
           [_result(r, "steps_per_sec") for r in members])[0],
       "best_lr": best_lr,
-      "run_dirs": ";".join(r["path"] for r in members),
+      "run_dirs": ";".join(str(r.path) for r in members),
   }
 
 
@@ -101,7 +101,7 @@ def published_at_chars(chars: float) -> dict | None:
 
 def valid_at(run, step: int) -> float | None:
   """The run's validation BPC logged at ``step`` (eval.csv), or None."""
-  for row in run.get("eval") or []:
+  for row in run.eval:
     if int(row["step"]) == step:
       return float(row["valid_bpc"])
   return None
@@ -112,7 +112,7 @@ def steps_markdown(runs, steps, digits: int = 3) -> str:
   header = ["method", "lr"] + [f"{s // 1000}k" if s % 1000 == 0 else str(s) for s in steps]
   lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
   for label, members in common.group_runs(runs, split_lr=True).items():
-    cells = [label, common.lr_str(members[0]["config"].get("lr"))]
+    cells = [label, common.lr_str(members[0].config.get("lr"))]
     for s in steps:
       values = [v for v in (valid_at(m, s) for m in members) if v is not None]
       cells.append(f"{sum(values) / len(values):.{digits}f}" if values else "–")
@@ -126,14 +126,14 @@ def steps_markdown(runs, steps, digits: int = 3) -> str:
 
 def finished_runs(runs):
   """(runs with results.json, runs without)."""
-  done = [r for r in runs if r.get("results")]
-  return done, [r for r in runs if not r.get("results")]
+  done = [r for r in runs if r.results]
+  return done, [r for r in runs if not r.results]
 
 
 def table_rows(runs, all_lrs: bool = False) -> list[dict]:
   """One row per method label at its best lr (every lr with all_lrs).
 
-  `runs` are run dicts (runs.load_run) with results; the best lr of a method
+  `runs` are runs (runs.Run) with results; the best lr of a method
   is the one with the lowest mean best_valid_bpc over its seeds.
   """
   rows = []
@@ -228,7 +228,7 @@ def ptb_table(paths, csv_path: str | None = "ptb_table.csv",
   runs = common.load_runs(paths, task="ptb")
   done, unfinished = finished_runs(runs)
   for r in unfinished:
-    print(f"no results.json yet, left out: {r['path']}", file=sys.stderr)
+    print(f"no results.json yet, left out: {r.path}", file=sys.stderr)
   rows = table_rows(done)
   if published:
     rows.append(published_row())

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import os
 import pathlib
 import platform
@@ -41,7 +40,10 @@ from absl import flags
 from absl import logging
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SMALL_FILES = ("config.json", "metrics.csv", "eval.csv", "results.json")
+if str(ROOT) not in sys.path:
+  sys.path.insert(0, str(ROOT))
+
+from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
 
 flags.DEFINE_integer("workers", 2, "Runs at a time.")
 flags.DEFINE_integer("threads", 1, "TensorFlow intra-op threads per run.")
@@ -175,11 +177,10 @@ def machine() -> str:
 
 
 def run_one(run: Run, run_dir: pathlib.Path, threads: int, extra) -> tuple[Run, int, float]:
-  done = run_dir / "results.json"
-  if done.exists():
+  resume = runs_lib.is_run(run_dir)
+  if resume and runs_lib.Run(run_dir).finished:
     logging.info("%s/%s: finished earlier, skipped", run.study, run.name)
     return run, 0, 0.0
-  resume = run_dir.exists() and (run_dir / "config.json").exists()
   cmd = command(run, run_dir, resume, extra)
   env = dict(os.environ, TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1",
              TF_CPP_MIN_LOG_LEVEL="2")
@@ -199,14 +200,14 @@ def collect(runs: list[Run], runs_root: pathlib.Path, results: pathlib.Path) -> 
   by_task: dict[str, list[str]] = {}
   for run in runs:
     src = runs_root / run.study / run.name
-    if not (src / "results.json").exists():
+    if not runs_lib.is_run(src) or not runs_lib.Run(src).finished:
       continue
+    src = runs_lib.Run(src)
     dst = results / run.task / SUBFOLDER.get(run.study, "") / run.name
     dst.mkdir(parents=True, exist_ok=True)
-    for name in SMALL_FILES:
-      if (src / name).exists():
-        shutil.copy2(src / name, dst / name)
-    res = json.loads((src / "results.json").read_text())
+    for path in src.log_files():
+      shutil.copy2(path, dst / path.name)
+    res = src.results
     by_task.setdefault(run.task, []).append(
         f"| {dst.relative_to(results / run.task)} | `{shown_command(run)}` | {res.get('wall_time', 0):.0f} s | "
         f"{res.get('steps_per_sec') or 0:.1f} |")

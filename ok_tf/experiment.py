@@ -1,8 +1,9 @@
-"""The training loop shared by ``train_copy.py`` and ``train_ptb.py``.
+"""A training run from configuration to results, shared by ``train_copy.py`` and ``train_ptb.py``.
 
 config → model, estimator, trainer → run directory (config, metrics, TensorBoard,
-checkpoints) → chunks of compiled steps with a progress line, periodic checkpoints,
-and exact resume from the last checkpoint.
+checkpoints) → chunks of compiled steps with a progress line, an optional validation
+hook, periodic checkpoints and exact resume from the last checkpoint → results.json from
+the task's summary → the run directory closed (:func:`train`, which owns that lifecycle).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from absl import logging
 from ok_tf import config as config_lib
 from ok_tf import estimators
 from ok_tf import models
+from ok_tf import progress as progress_lib
 from ok_tf import runs
 from ok_tf import training
 
@@ -112,85 +114,100 @@ def build_trainer(cfg: config_lib.TrainConfig, model, task,
                                 strategy=strategy, recurrent_grad_scale=scale)
 
 
-ChunkHook = Callable[[int, object, runs.RunDir], dict]
-
-
 def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = False,
-          after_chunk: Optional[ChunkHook] = None, on_start: Optional[ChunkHook] = None):
-  """Train one run; returns (run directory, trainer, model).
+          validation=None, summary: Optional[Callable[[runs.Run], dict]] = None) -> runs.Run:
+  """One run from its start (or last checkpoint) to ``cfg.steps``; returns it, read.
+
+  Opens the run directory ``cfg.run_dir``, trains in chunks of ``log_every`` steps (a
+  metrics row and a progress line each, a checkpoint every ``checkpoint_every`` steps, at
+  the end and when ``--max_minutes`` runs out), writes results.json once the run reached
+  ``cfg.steps``, and closes the directory whatever happens.
 
   Args:
     cfg: the run's configuration.
     task: a task object (``init/next/observe/metrics``).
     vocab_size: V.
     resume: continue the run in ``cfg.run_dir`` from its last checkpoint.
-    after_chunk: ``hook(step, trainer, run) -> dict`` called after every chunk of
-      ``log_every`` steps, before the metrics row is written and the checkpoint saved;
-      the returned values join the metrics row (e.g. a validation evaluation). Its
-      attribute ``columns``, if any, names the keys it returns on some rows only.
+    validation: an evaluation hook such as :class:`ok_tf.validation.Validation`: its
+      ``trackables()`` join the checkpoint, ``start(step, trainer, run)`` is called once
+      the run is restored, and ``validation(step, trainer, run) -> dict`` after every chunk,
+      before the metrics row is written and the checkpoint saved; the returned values join
+      the row, and ``columns`` names those it returns on some rows only.
+    summary: ``summary(run) -> dict``: the results of the finished run (a
+      :class:`ok_tf.runs.Run`), written to results.json.
 
   Raises:
     DivergedError: the mean training loss of ``DIVERGED_ROWS`` consecutive log rows
       exceeded ``DIVERGED_FACTOR × log2(vocab_size)`` bits; the run directory keeps
       the last checkpoint written before (no checkpoint is saved from such a row).
-    on_start: ``hook(step, trainer, run)`` after restoring, before training.
   """
   setup(cfg)
   strategy = make_strategy(cfg)
   model = build_model(cfg, vocab_size, strategy)
   trainer = build_trainer(cfg, model, task, strategy)
+  extra = validation.trackables() if validation is not None else {}
   run = runs.RunDir(cfg.run_dir, dataclasses.asdict(cfg), resume=resume)
-  run.checkpoint(**trainer.trackables())
-  run.expect_metrics(getattr(after_chunk, "columns", ()))
-  start, wall_offset = 0, 0.0
-  if run.resumed:
-    start = run.restore_latest() or 0
-    run.truncate_after(start)
-    rows = runs.read_csv(run.path / runs.METRICS_FILE) if start else []
-    wall_offset = float(rows[-1]["wall_time"]) if rows else 0.0
-    logging.info("resuming %s from step %d", run.path, start)
-  if on_start:
-    on_start(start, trainer, run)
-  progress = runs.Progress(cfg.steps, start, wall_offset)
+  try:
+    run.checkpoint(**trainer.trackables(), **extra)
+    run.expect_metrics(getattr(validation, "columns", ()))
+    start, wall_offset = 0, 0.0
+    if run.resumed:
+      start = run.restore_latest(allow_missing=tuple(extra)) or 0
+      run.truncate_after(start)
+      rows = runs.Run(run.path).metrics if start else []
+      wall_offset = float(rows[-1]["wall_time"]) if rows else 0.0
+      logging.info("resuming %s from step %d", run.path, start)
+    if validation is not None:
+      validation.start(start, trainer, run)
+    _train_chunks(cfg, trainer, run, vocab_size, start, wall_offset, validation)
+    if finished(trainer, cfg) and summary is not None:
+      results = summary(runs.Run(run.path))
+      run.write_results(results)
+      logging.info("finished %s: %s", run.path, " | ".join(
+          f"{k} {progress_lib.format_metric(v)}" for k, v in results.items()))
+  finally:
+    run.close()
+  return runs.Run(run.path)
+
+
+def _train_chunks(cfg, trainer, run: runs.RunDir, vocab_size: int, start: int,
+                  wall_offset: float, validation) -> None:
+  """The loop of :func:`train`: chunks of steps, rows, checkpoints, the divergence guard."""
+  progress = progress_lib.Progress(cfg.steps, start, wall_offset)
   step = start
   started = time.perf_counter()
   bad_rows = 0
-  try:
-    while step < cfg.steps:
-      n = min(cfg.log_every, cfg.steps - step)
-      out = trainer.run(n)
-      step += n
-      row = {"step": step, "chars": step * cfg.batch_size}
-      row.update({k: _scalar(v) for k, v in out.items() if k != "loss_bits"})
-      row["loss_bits"] = float(np.mean(out["loss_bits"]))
-      if after_chunk:
-        row.update(after_chunk(step, trainer, run) or {})
-      row.update(progress.update(step, row))
-      run.log_metrics(row)
-      run.scalars(step, {k: v for k, v in row.items() if k not in ("step",) and v is not None})
-      bad_rows = bad_rows + 1 if diverged(row["loss_bits"], vocab_size) else 0
-      if bad_rows:
-        logging.warning("step %d: training loss %.4g bits per step, above %g x log2(V) = %.3g "
-                        "(%d such log rows in a row; %d stop the run)", step, row["loss_bits"],
-                        DIVERGED_FACTOR, DIVERGED_FACTOR * math.log2(vocab_size), bad_rows,
-                        DIVERGED_ROWS)
-      if bad_rows >= DIVERGED_ROWS:
-        raise DivergedError(
-            f"training diverged: the loss stayed above {DIVERGED_FACTOR:g} x log2(V) = "
-            f"{DIVERGED_FACTOR * math.log2(vocab_size):.3g} bits per step for {bad_rows} log "
-            f"rows (now {row['loss_bits']:.4g} at step {step}); the last checkpoint before "
-            f"it is kept in {run.path}: lower --lr or clip the gradient (--clip)")
-      out_of_time = cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes
-      if not bad_rows and (step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time):
-        run.save(step)
-      if out_of_time and step < cfg.steps:
-        logging.warning("stopping at step %d of %d after --max_minutes=%g; continue with "
-                        "--run_dir=%s --resume", step, cfg.steps, cfg.max_minutes, run.path)
-        break
-  except (training.NonFiniteLossError, DivergedError):
-    run.close()
-    raise
-  return run, trainer, model
+  while step < cfg.steps:
+    n = min(cfg.log_every, cfg.steps - step)
+    out = trainer.run(n)
+    step += n
+    row = {"step": step, "chars": step * cfg.batch_size}
+    row.update({k: _scalar(v) for k, v in out.items() if k != "loss_bits"})
+    row["loss_bits"] = float(np.mean(out["loss_bits"]))
+    if validation is not None:
+      row.update(validation(step, trainer, run) or {})
+    row.update(progress.update(step, row))
+    run.log_metrics(row)
+    run.scalars(step, {k: v for k, v in row.items() if k not in ("step",) and v is not None})
+    bad_rows = bad_rows + 1 if diverged(row["loss_bits"], vocab_size) else 0
+    if bad_rows:
+      logging.warning("step %d: training loss %.4g bits per step, above %g x log2(V) = %.3g "
+                      "(%d such log rows in a row; %d stop the run)", step, row["loss_bits"],
+                      DIVERGED_FACTOR, DIVERGED_FACTOR * math.log2(vocab_size), bad_rows,
+                      DIVERGED_ROWS)
+    if bad_rows >= DIVERGED_ROWS:
+      raise DivergedError(
+          f"training diverged: the loss stayed above {DIVERGED_FACTOR:g} x log2(V) = "
+          f"{DIVERGED_FACTOR * math.log2(vocab_size):.3g} bits per step for {bad_rows} log "
+          f"rows (now {row['loss_bits']:.4g} at step {step}); the last checkpoint before "
+          f"it is kept in {run.path}: lower --lr or clip the gradient (--clip)")
+    out_of_time = cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes
+    if not bad_rows and (step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time):
+      run.save(step)
+    if out_of_time and step < cfg.steps:
+      logging.warning("stopping at step %d of %d after --max_minutes=%g; continue with "
+                      "--run_dir=%s --resume", step, cfg.steps, cfg.max_minutes, run.path)
+      break
 
 
 def finished(trainer, cfg: config_lib.TrainConfig) -> bool:

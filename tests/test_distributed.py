@@ -67,8 +67,7 @@ def _train(run_dir, *flags):
 
 
 def _metrics(run_dir):
-  rows = runs.read_csv(pathlib.Path(run_dir) / runs.METRICS_FILE)
-  return [(r["step"], r["level"], r["loss_bits"]) for r in rows]
+  return [(r["step"], r["level"], r["loss_bits"]) for r in runs.Run(run_dir).metrics]
 
 
 def test_train_copy_mirrored_resumes_and_matches_single(tmp_path):

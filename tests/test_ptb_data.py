@@ -1,4 +1,5 @@
-"""Tests for ok_tf.data.ptb: files, checksums, tokenisations, TFDS builder, training streams."""
+"""Tests for ok_tf.data.ptb (files, checksums, tokenisations), ok_tf.data.ptb_tfds (the TFDS
+builder) and the training streams on the real text."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ok_tf.data import ptb
+from ok_tf.data import ptb_tfds  # registers the builder ptb_char
 from ok_tf.tasks import ptb as ptb_task
 
 EXPECTED_COUNTS = {
@@ -225,8 +227,8 @@ def test_tfds_load_valid_matches_loader(data_dir, tmp_path, loaded):
 
 def test_tfds_default_config_is_published():
     builder_cls = tfds.builder_cls("ptb_char")
-    assert builder_cls is ptb.PtbChar
-    assert [c.name for c in ptb.PtbChar.BUILDER_CONFIGS] == ["published", "whitespace_eol"]
+    assert builder_cls is ptb_tfds.PtbChar
+    assert [c.name for c in ptb_tfds.PtbChar.BUILDER_CONFIGS] == ["published", "whitespace_eol"]
 
 
 def test_tfds_refuses_altered_manual_copy(data_dir, tmp_path):
@@ -330,3 +332,15 @@ def test_streams_on_real_text(loaded):
     expected = (positions % 100 == 0).sum(axis=1) + (offsets % 100 != 0)  # + the step-0 reset
     np.testing.assert_array_equal(resets.numpy(), expected)
     np.testing.assert_array_equal(state.position.numpy(), (offsets + 250) % n)
+
+
+def test_loader_needs_neither_tensorflow_nor_tfds():
+    """The loader module imports numpy only; the builder lives in ok_tf.data.ptb_tfds."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import ok_tf.data.ptb; "
+            "print(sorted(m for m in ('tensorflow', 'tensorflow_datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=pathlib.Path(__file__).resolve().parents[1], check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""Tests of ok_tf/runs.py: run directories, CSV logs, checkpoints, progress."""
+"""Tests of ok_tf/runs.py (run directories: writer, CSV logs, checkpoints, reader) and ok_tf/progress.py."""
 
 import json
 import os
@@ -10,6 +10,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
+from ok_tf import progress  # pylint: disable=g-import-not-at-top
 from ok_tf import runs  # pylint: disable=g-import-not-at-top
 
 CONFIG = {"task": "copy", "method": "ok", "rank": 16, "lr": 10 ** -3.5,
@@ -188,7 +189,7 @@ def test_scalars_and_results(tmp_path):
       "best_valid_bpc": 1.75, "chars": 3200}
 
 
-def test_find_runs_and_load_run(tmp_path):
+def test_find_runs_and_read_run(tmp_path):
   a = tmp_path / "sweep" / "ok" / "seed0"
   b = tmp_path / "sweep" / "tbptt" / "seed1"
   c = tmp_path / "single"
@@ -207,21 +208,28 @@ def test_find_runs_and_load_run(tmp_path):
   with pytest.raises(FileNotFoundError):
     runs.find_runs([str(tmp_path / "missing")])
 
-  run = runs.load_run(a)
-  assert run["config"]["seed"] == 0 and run["path"] == str(a)
-  assert run["metrics"] == [{"step": 10, "chars": 160, "level": 2,
-                             "ema_bits": 0.3, "note": "x"}]
-  assert run["eval"] == [] and run["results"] == {"x": 1}
-  assert runs.load_run(b)["results"] is None
+  run = runs.Run(a)
+  assert run.config["seed"] == 0 and run.path == a
+  assert run.metrics == [{"step": 10, "chars": 160, "level": 2,
+                          "ema_bits": 0.3, "note": "x"}]
+  assert run.eval == [] and run.results == {"x": 1} and run.finished
+  assert [p.name for p in run.log_files()] == ["config.json", "metrics.csv", "results.json"]
+  assert runs.Run(b).results is None and not runs.Run(b).finished
+  assert runs.Run(b).checkpoints == {} and runs.Run(b).latest_step is None
+  with pytest.raises(FileNotFoundError, match="no best or latest checkpoint"):
+    runs.Run(b).checkpoint()
+  assert runs.is_run(a) and not runs.is_run(tmp_path / "sweep" / "empty")
+  with pytest.raises(FileNotFoundError, match="not a run directory"):
+    runs.Run(tmp_path / "sweep" / "empty")
 
 
 def test_progress(monkeypatch):
   lines = []
-  monkeypatch.setattr(runs.logging, "info",
+  monkeypatch.setattr(progress.logging, "info",
                       lambda fmt, *args: lines.append(fmt % args if args else fmt))
   clock = iter([100.0, 110.0, 120.0])
-  monkeypatch.setattr(runs.time, "perf_counter", lambda: next(clock))
-  prog = runs.Progress(5000, start_step=200, wall_time_offset=5.0)
+  monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+  prog = progress.Progress(5000, start_step=200, wall_time_offset=5.0)
   out = prog.update(1200, {"step": 1200, "level": 7, "ema_bits": 0.2071})
   assert out == {"steps_per_sec": 100.0, "wall_time": 15.0}
   assert lines[-1] == ("step 1200/5000 (24%) | level 7 | ema_bits 0.2071 | "
@@ -229,3 +237,52 @@ def test_progress(monkeypatch):
   out = prog.update(2200, {"level": 8.0})
   assert out == {"steps_per_sec": 100.0, "wall_time": 25.0}
   assert lines[-1].startswith("step 2200/5000 (44%) | level 8 |")
+
+
+def test_run_reads_checkpoints_and_loads_the_model(tmp_path):
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from ok_tf import models  # pylint: disable=g-import-not-at-top
+  config = dict(CONFIG, task="ptb", cell="rhn", units=3, dtype="float32", seed=3)
+  keras.utils.set_random_seed(4)
+  model = models.RecurrentModel("rhn", 3, 50, init_stddev=0.3, dtype="float32")
+  rd = runs.RunDir(tmp_path, config)
+  rd.checkpoint(model=model, step=tf.Variable(0))
+  rd.save(5)
+  rd.save_best(5)
+  model.cell.kernel.assign_add(tf.ones_like(model.cell.kernel))
+  rd.save(9)
+  rd.close()
+  run = runs.Run(tmp_path)
+  assert list(run.checkpoints) == [5, 9] and run.latest_step == 9 and run.best_step == 5
+  assert run.checkpoint()[1] == 5 and run.checkpoint("latest") == (run.checkpoints[9], 9)
+  with pytest.raises(FileNotFoundError, match="step 7"):
+    run.checkpoint(7)
+  assert run.vocab_size == 50
+  latest, step = run.load_model("latest", dtype="float64")
+  assert step == 9 and latest.cell.kernel.dtype == tf.float64
+  for a, b in zip(latest.weights, model.weights):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-7)
+  best, step = run.load_model()  # best if there is one
+  assert step == 5 and best.cell.kernel.dtype == tf.float32
+  np.testing.assert_array_equal(best.cell.kernel.numpy() + 1, model.cell.kernel.numpy())
+  init, step = run.load_model("init")
+  assert step == 0 and not np.allclose(init.cell.kernel.numpy(), best.cell.kernel.numpy())
+
+
+def test_restore_allows_named_objects_missing_from_an_older_checkpoint(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  rd = runs.RunDir(tmp_path, CONFIG)
+  rd.checkpoint(w=tf.Variable(1.0))
+  rd.save(10)
+  rd.close()
+  w, extra = tf.Variable(0.0), tf.Variable(5.0)
+  rd = runs.RunDir(tmp_path, CONFIG, resume=True)
+  rd.checkpoint(w=w, extra=extra)
+  with pytest.raises(AssertionError):
+    rd.restore_latest()
+  assert rd.restore_latest(allow_missing=("extra",)) == 10
+  assert float(w.numpy()) == 1.0 and float(extra.numpy()) == 5.0
+  assert rd.not_restored == ("extra",)
+  rd.save(20)
+  assert rd.restore_latest(allow_missing=("extra",)) == 20 and rd.not_restored == ()

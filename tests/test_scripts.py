@@ -126,6 +126,8 @@ def test_copy_max_minutes_stops_with_checkpoint_then_resumes(copy_run_600, tmp_p
   assert without_timing(read_rows(run_dir / "metrics.csv")[1]) == without_timing(
       read_rows(copy_run_600 / "metrics.csv")[1])
   results = json.loads((run_dir / "results.json").read_text())
+  assert sorted(results) == ["chars", "ema_bits", "level", "max_level", "steps",
+                             "steps_per_sec", "wall_time"]
   assert results["steps"] == 600 and results["chars"] == 600 * 8
   assert results["max_level"] >= results["level"] >= 1
 
@@ -220,6 +222,10 @@ def test_ptb_run_writes_results(tmp_path):
                        "--eval_streams=64", f"--data_dir={data_dir}", f"--run_dir={run_dir}")
   check_ok(proc)
   results = json.loads((run_dir / "results.json").read_text())
+  assert sorted(results) == ["best_step", "best_valid_bpc", "chars", "final_step",
+                             "final_valid_bpc", "method", "steps_per_sec", "test_bpc",
+                             "tokenization", "wall_time"]
+  assert results["method"] == "ok (r=2)" and results["tokenization"] == "published"
   for key in ("best_valid_bpc", "best_step", "test_bpc", "final_valid_bpc", "wall_time",
               "steps_per_sec", "chars"):
     assert key in results and results[key] is not None, key

@@ -1,4 +1,4 @@
-"""Character-level Penn Treebank (Mikolov et al. 2012 split): files, tokenisation, streams.
+"""Character-level Penn Treebank (Mikolov et al. 2012 split): files, checksums, tokenisation.
 
 Data (docs/protocol.md, "Character-level Penn Treebank"): the three files
 ``ptb.char.{train,valid,test}.txt`` of Mikolov's RNNLM ``simple-examples`` archive
@@ -23,20 +23,13 @@ In both, symbol ids follow the order of first appearance in the *training* strea
 The vocabularies are therefore fixed by the checksummed training file; they are the
 constants :data:`VOCABS`.
 
-Public pieces:
-
-* :class:`PtbChar`: tensorflow-datasets builder ``ptb_char`` (configs ``published``,
-  ``whitespace_eol``), one example per split with feature ``ids`` (int32 ``[N]``) and
-  the vocabulary in ``info.metadata["vocab"]``.
-* :func:`resolve_data_dir`, :func:`load_ptb`: the plain loader of the training scripts
-  (same checksum and tokenisation code, no TFDS preparation).
-The training streams over the loaded ids are :class:`ok_tf.tasks.ptb.PtbStreams`.
-
-Where the files are found (:func:`resolve_data_dir`), in order: ``--data_dir``, the
-environment variable ``OK_TF_DATA``, TFDS's manual-download folder
-(:func:`tfds_manual_dir`, ``<TFDS data dir>/downloads/manual``). The TFDS builder reads
-its ``manual_dir`` and otherwise downloads the archive :data:`ARCHIVE_URL` itself
-(checking the three files' SHA-256 either way).
+The loader of the training scripts is :func:`resolve_data_dir` and :func:`load_ptb`
+(a :class:`PtbData`). Where the files are found (:func:`resolve_data_dir`), in order:
+``--data_dir``, the environment variable ``OK_TF_DATA``, TFDS's manual-download folder
+(:func:`tfds_manual_dir`, ``<TFDS data dir>/downloads/manual``). This module needs
+numpy only; the same files and tokenisations as a tensorflow-datasets dataset are the
+builder ``ptb_char`` (:mod:`ok_tf.data.ptb_tfds`), and the training streams over the
+loaded ids are :class:`ok_tf.tasks.ptb.PtbStreams`.
 """
 
 from __future__ import annotations
@@ -48,9 +41,6 @@ import pathlib
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
-from etils import epath
 
 # ----------------------------------------------------------------------------- constants
 
@@ -344,122 +334,3 @@ def load_ptb(data_dir: str | os.PathLike, tokenization: str = DEFAULT_TOKENIZATI
     texts = read_verified(_require_files(data_dir))
     ids, vocab = tokenize(texts, tokenization)
     return PtbData(train=ids["train"], valid=ids["valid"], test=ids["test"], vocab=vocab, tokenization=tokenization)
-
-
-# ----------------------------------------------------------------------------- TFDS builder
-
-
-_CITATION = """\
-@phdthesis{mikolov2012statistical,
-  title  = {Statistical Language Models Based on Neural Networks},
-  author = {Mikolov, Tom{\\'a}{\\v{s}}},
-  school = {Brno University of Technology},
-  year   = {2012}
-}
-@article{marcus1993building,
-  title   = {Building a Large Annotated Corpus of {E}nglish: The {P}enn {T}reebank},
-  author  = {Marcus, Mitchell P. and Santorini, Beatrice and Marcinkiewicz, Mary Ann},
-  journal = {Computational Linguistics},
-  volume  = {19},
-  number  = {2},
-  pages   = {313--330},
-  year    = {1993}
-}
-"""
-
-
-class PtbChar(tfds.core.GeneratorBasedBuilder):
-    """Character-level Penn Treebank (Mikolov et al. 2012 split) as one id sequence per split."""
-
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: one example per split, vocabulary in metadata."}
-    BUILDER_CONFIGS = [
-        tfds.core.BuilderConfig(
-            name="published",
-            description=(
-                "Published code's tokenisation: per line '_' + symbols + '_' + '\\n' (the word-level "
-                "text with spaces as '_'); 50 symbols in order of first appearance in train."
-            ),
-        ),
-        tfds.core.BuilderConfig(
-            name="whitespace_eol",
-            description=(
-                "Whitespace-separated symbols plus one '<eos>' per line of text; 50 symbols in "
-                "order of first appearance in train."
-            ),
-        ),
-    ]
-    MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        "Optional: without it the builder downloads the archive itself. Put the three files "
-        + ", ".join(f"ptb.char.{s}.txt" for s in SPLITS)
-        + f" of {ARCHIVE_URL} (simple-examples/data/; also accepted as <split>.txt) in manual_dir, "
-        "by default <data_dir>/downloads/manual. Their SHA-256 are checked."
-    )
-    # TFDS 4.9.x derives code_path through `importlib_resources`, which it does not install on
-    # Python >= 3.9 (tensorflow/datasets#11212); giving the path directly avoids that import.
-    code_path = epath.Path(__file__)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        tokenization = self.builder_config.name
-        return self.dataset_info_from_configs(
-            description=(
-                "Character-level Penn Treebank from Mikolov's RNNLM simple-examples archive "
-                "(files ptb.char.{train,valid,test}.txt, SHA-256 checked). Each split is one "
-                "example whose feature 'ids' is the whole symbol stream (int32); "
-                "metadata['vocab'][i] is the symbol of id i."
-            ),
-            features=tfds.features.FeaturesDict(
-                {
-                    "ids": tfds.features.Tensor(
-                        shape=(None,), dtype=np.int32, encoding=tfds.features.Encoding.ZLIB
-                    )
-                }
-            ),
-            homepage="http://www.fit.vutbr.cz/~imikolov/rnnlm/",
-            citation=_CITATION,
-            metadata=tfds.core.MetadataDict(
-                vocab=list(VOCABS[tokenization]),
-                tokenization=tokenization,
-                num_symbols=dict(NUM_SYMBOLS[tokenization]),
-                sha256=dict(SHA256),
-            ),
-        )
-
-    def _manual_files(
-        self, dl_manager: tfds.download.DownloadManager
-    ) -> tuple[dict[str, pathlib.Path] | None, str]:
-        """The three files in ``dl_manager.manual_dir`` (or ``None``) and where that was."""
-        try:
-            manual = pathlib.Path(os.fspath(dl_manager.manual_dir))
-        except AssertionError as e:  # TFDS: the manual dir is missing or empty
-            return None, f"the TFDS manual directory ({str(e).split('. ')[0]})"
-        return find_files(manual), f"the TFDS manual directory {manual} (no PTB character files)"
-
-    def _download_files(
-        self, dl_manager: tfds.download.DownloadManager, searched: list[str]
-    ) -> dict[str, pathlib.Path]:
-        """Download and unpack :data:`ARCHIVE_URL`; the three files inside it."""
-        try:
-            root = pathlib.Path(os.fspath(dl_manager.download_and_extract(ARCHIVE_URL)))
-        except Exception as e:  # offline, server or archive failure: say what to do instead
-            searched.append(f"{ARCHIVE_URL} (download failed: {type(e).__name__}: {e})")
-            raise PtbDataMissingError(missing_data_message(searched)) from e
-        files = find_files(root)
-        if files is None:
-            searched.append(f"{ARCHIVE_URL} (the archive lacks {ARCHIVE_MEMBER})")
-            raise PtbDataMissingError(missing_data_message(searched))
-        return files
-
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        """Files from ``manual_dir`` if they are there, else from the downloaded archive; checked."""
-        files, where = self._manual_files(dl_manager)
-        if files is None:
-            files = self._download_files(dl_manager, [where])
-        texts = read_verified(files)
-        ids, vocab = tokenize(texts, self.builder_config.name)
-        if tuple(vocab) != VOCABS[self.builder_config.name]:  # fixed by the checksums; guard anyway
-            raise RuntimeError(f"Vocabulary {vocab} differs from the constant one; report this as a bug.")
-        return {split: self._generate_examples(split, ids[split]) for split in SPLITS}
-
-    def _generate_examples(self, split: str, ids: np.ndarray):
-        yield split, {"ids": ids}

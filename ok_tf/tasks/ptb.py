@@ -22,6 +22,7 @@ is unused: the streams are deterministic.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import typing
 
 import numpy as np
@@ -40,54 +41,65 @@ class PtbStreamState(typing.NamedTuple):
     step: tf.Tensor  # [] int64: number of steps taken so far
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
 class PtbStreams:
     """``B`` streams through a text of token ids; see the module docstring for the protocol.
 
-    ``vocab_size`` should be passed (e.g. ``PtbData.vocab_size``); if omitted it is taken
-    as ``max(ids) + 1``, which is right for the training split only.
+    Fields: the text ``ids`` (1-D integers), ``batch_size`` B, ``reset_every`` and
+    ``vocab_size``. ``vocab_size`` should be passed (e.g. ``PtbData.vocab_size``); if
+    omitted it is taken as ``max(ids) + 1``, which is right for the training split only.
+    Derived in ``__post_init__``: ``num_symbols`` N, ``offsets`` (``[B]`` int32, the
+    streams' start positions), ``total_streams`` (B of the whole batch, see
+    :meth:`shard`) and ``text`` (the ids as a ``tf.constant``).
     """
 
-    def __init__(
-        self,
-        ids: np.ndarray,
-        batch_size: int,
-        reset_every: int = 100,
-        vocab_size: int | None = None,
-    ):
-        ids = np.asarray(ids)
+    ids: np.ndarray = dataclasses.field(repr=False)
+    batch_size: int
+    reset_every: int = 100
+    vocab_size: int | None = None
+
+    def __post_init__(self):
+        ids = np.asarray(self.ids)
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(f"ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
         n = int(ids.size)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if n < max(2, batch_size):
-            raise ValueError(f"text of {n} symbols is too short for {batch_size} streams (need >= max(2, B))")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if n < max(2, self.batch_size):
+            raise ValueError(f"text of {n} symbols is too short for {self.batch_size} streams (need >= max(2, B))")
         if n >= 2**31 - 1:
             raise ValueError(f"text of {n} symbols is too long for int32 positions")
-        if reset_every < 0:
-            raise ValueError(f"reset_every must be >= 0 (0: reset only at step 0), got {reset_every}")
+        if self.reset_every < 0:
+            raise ValueError(f"reset_every must be >= 0 (0: reset only at step 0), got {self.reset_every}")
         if ids.min() < 0:
             raise ValueError("ids must be non-negative")
         max_id = int(ids.max())
+        vocab_size = self.vocab_size
         if vocab_size is None:
             vocab_size = max_id + 1
         elif max_id >= vocab_size:
             raise ValueError(f"ids contain {max_id}, not below vocab_size={vocab_size}")
-        self.vocab_size = int(vocab_size)
-        self.batch_size = int(batch_size)
-        self.total_streams = int(batch_size)  # all devices' streams (see shard)
-        self.reset_every = int(reset_every)
-        self.num_symbols = n
-        self.offsets = stream_offsets(n, batch_size)
-        self.text = tf.constant(ids.astype(np.int32, copy=False), dtype=tf.int32)
+        derived = {
+            "ids": ids,
+            "vocab_size": int(vocab_size),
+            "batch_size": int(self.batch_size),
+            "reset_every": int(self.reset_every),
+            "total_streams": int(self.batch_size),  # all devices' streams (see shard)
+            "num_symbols": n,
+            "offsets": stream_offsets(n, self.batch_size),
+            "text": tf.constant(ids.astype(np.int32, copy=False), dtype=tf.int32),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
     def shard(self, index: int, count: int) -> "PtbStreams":
         """Streams ``index·B/count … (index+1)·B/count − 1`` (same text, same offsets)."""
         if self.batch_size % count or not 0 <= index < count:
             raise ValueError(f"cannot take shard {index} of {count} of {self.batch_size} streams")
-        part = copy.copy(self)
-        part.batch_size = self.batch_size // count
-        part.offsets = self.offsets[index * part.batch_size:(index + 1) * part.batch_size]
+        part = copy.copy(self)  # shares the text; keeps total_streams
+        size = self.batch_size // count
+        object.__setattr__(part, "batch_size", size)
+        object.__setattr__(part, "offsets", self.offsets[index * size:(index + 1) * size])
         return part
 
     def init(self, rng: tf.random.Generator | None = None) -> PtbStreamState:
