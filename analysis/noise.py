@@ -16,8 +16,8 @@ Sweeps (all on the same --sequences windows of --steps steps from the --split te
 * size: relative variance E‖ĝ − g‖²/‖g‖² vs n ∈ --sizes for --methods (default ok r=8,
   kf_avg r=8, kf, uoro), through an untrained network (N(0, --init_stddev²) weights,
   seed --seed) and through every --checkpoint run (its best checkpoint, or --which);
-* rank: relative variance vs r ∈ --ranks for ok and kf_avg at n = --rank_units (untrained,
-  and every --checkpoint run with that n);
+* rank: relative variance vs r ∈ --ranks for the estimators that take a rank (ok, kf_avg)
+  at n = --rank_units (untrained, and every --checkpoint run with that n);
 * OK's choice per step of the sequence: singular values kept exactly (m), the mixed share
   of singular-value mass s_m/Σσ and the step variance (★)/‖C‖²;
 * training: with --training_run, the same at the initial weights (the run's seed) and at
@@ -49,6 +49,7 @@ if str(_ROOT) not in sys.path:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from analysis import common  # pylint: disable=g-import-not-at-top
+from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
 import matplotlib  # pylint: disable=g-import-not-at-top
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import matplotlib.ticker  # pylint: disable=g-import-not-at-top
@@ -57,7 +58,6 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 log = logging.getLogger("noise")
 
 DEFAULT_METHODS = "ok:8,kf_avg:8,kf,uoro"
-RANK_METHODS = ("ok", "kf_avg")
 # Config keys of a training run that do not change its trajectory.
 BOOKKEEPING = ("steps", "run_dir", "log_every", "checkpoint_every", "eval_every", "resume")
 COLORS = {"ok": "C0", "kf_avg": "C1", "kf": "C2", "uoro": "C3", "rtrl": "C7"}
@@ -82,7 +82,15 @@ def parse_methods(text: str) -> list[tuple[str, int | None]]:
 
 
 def method_label(name: str, rank) -> str:
-  return f"{name} r={rank}" if rank is not None else name
+  """The registry's label, "ok (r=8)" (ok_tf.estimators.label)."""
+  from ok_tf import estimators  # pylint: disable=g-import-not-at-top
+  return estimators.label(name, rank)
+
+
+def rank_methods() -> list[str]:
+  """The estimators that take a rank (the rank sweep's methods), from the registry."""
+  from ok_tf import estimators  # pylint: disable=g-import-not-at-top
+  return [name for name, m in estimators.ESTIMATORS.items() if m.takes_rank]
 
 
 def _ints(text: str) -> list[int]:
@@ -213,7 +221,7 @@ class Study:
     return self.measure(sweep, condition, run, ckpt_step, model, methods)
 
   def rank_methods(self):
-    return [(m, r) for m in RANK_METHODS for r in _ints(self.args.ranks)]
+    return [(m, r) for m in rank_methods() for r in _ints(self.args.ranks)]
 
   def untrained_sweeps(self):
     a = self.args
@@ -244,11 +252,12 @@ class Study:
   def checkpoint_sweeps(self):
     a = self.args
     for run_dir in _list(a.checkpoint):
-      model, config, step = self.diag.load_model(run_dir, a.which, self.vocab_size, a.dtype)
-      name = pathlib.Path(run_dir).name
+      run = runs_lib.Run(run_dir)
+      model, step = run.load_model(a.which, a.dtype, self.vocab_size)
+      name = run.path.name
       condition = f"trained ({name}, step {step})"
       log.info("checkpoint %s: n=%d, %s, step %s", run_dir, model.units,
-               config.get("method"), step)
+               run.config.get("method"), step)
       refs = self.network("size", condition, name, step, model, self.methods)
       if refs is not None and model.units == a.rank_units and a.ranks:
         self.rank_sweep(condition, name, step, model, refs)
@@ -262,19 +271,18 @@ class Study:
     a = self.args
     seen = set()
     for run_dir in _list(a.training_run):
-      name = pathlib.Path(run_dir).name
-      config = json.loads((pathlib.Path(run_dir) / "config.json").read_text())
-      trajectory = json.dumps({k: v for k, v in config.items() if k not in BOOKKEEPING},
+      run = runs_lib.Run(run_dir)
+      name = run.path.name
+      trajectory = json.dumps({k: v for k, v in run.config.items() if k not in BOOKKEEPING},
                               sort_keys=True)
-      points = [("init", 0)] + [(prefix, step) for step, prefix in
-                                self.diag.list_checkpoints(run_dir)]
+      points = [("init", 0)] + [(step, step) for step in run.checkpoints]
       for which, step in points:
         if (trajectory, step) in seen:
           log.info("training %s step %d: already measured in a run of the same trajectory",
                    name, step)
           continue
         seen.add((trajectory, step))
-        model, _, _ = self.diag.load_model(run_dir, which, self.vocab_size, a.dtype)
+        model, _ = run.load_model(which, a.dtype, self.vocab_size)
         self.network("training", f"training (n={model.units})", name, step, model,
                      self.methods)
 
@@ -337,7 +345,7 @@ def tables(rows, methods, ranks) -> str:
     lines.append("| network | n | method | " + " | ".join(f"r={r}" for r in ranks) + " |")
     lines.append("|---|---|---|" + "---|" * len(ranks))
     for cond in dict.fromkeys(r["condition"] for r in rank_rows):
-      for m in RANK_METHODS:
+      for m in rank_methods():
         sel = [r for r in rank_rows if r["condition"] == cond and r["method"] == m]
         if not sel:
           continue
@@ -434,7 +442,7 @@ def plot_rank(rows, out) -> list[str]:
   fig, ax = plt.subplots(figsize=(6.4, 4.4))
   sel_rows = _measured(rows, "rank")
   for cond in dict.fromkeys(r["condition"] for r in sel_rows):
-    for m in RANK_METHODS:
+    for m in rank_methods():
       sel = sorted((r for r in sel_rows if r["condition"] == cond and r["method"] == m),
                    key=lambda r: r["rank"])
       if not sel:
@@ -507,14 +515,17 @@ def plot_ok(rows, steps_rows, methods, burn_in, out) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+  from ok_tf import estimators  # pylint: disable=g-import-not-at-top
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog=__doc__.split("\n", 2)[2])
   p.add_argument("--sizes", default="16,32,64,128", help="hidden sizes n of the size sweep")
   p.add_argument("--methods", default=DEFAULT_METHODS,
-                 help="estimators of the size sweep, name[:rank] (default %(default)s)")
+                 help="estimators of the size sweep, name[:rank] with name one of "
+                      f"{', '.join(estimators.ESTIMATORS)} (default %(default)s)")
   p.add_argument("--ranks", default="1,2,4,8,16",
-                 help="ranks of the ok / kf_avg rank sweep ('' for none)")
+                 help="ranks of the rank sweep, for the estimators that take one "
+                      f"({', '.join(rank_methods())}; '' for none)")
   p.add_argument("--rank_units", type=int, default=64, help="n of the rank sweep")
   p.add_argument("--samples", type=int, default=32,
                  help="independent estimates (batch rows) per sequence")
@@ -554,7 +565,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_rows(path) -> list[dict]:
   """Rows of noise.csv / noise_steps.csv with numbers parsed (empty cells → None)."""
-  from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
   return runs_lib.read_csv(path)
 
 

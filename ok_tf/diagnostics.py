@@ -45,9 +45,7 @@ and relative error in metrics.csv) is :class:`ok_tf.training.OnlineTrainer` with
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import pathlib
 import time
 from typing import NamedTuple, Sequence
 
@@ -65,42 +63,25 @@ def exact_cost(units: int, vocab_size: int, cell: str = "rhn", dtype="float32",
   """Memory and arithmetic of exact RTRL for one stream (what bounds the noise analysis).
 
   G_t has S·a·k·n entries (S = state size, a = V + n + 1, k·n columns of W); one step
-  multiplies it by H_t (2·S²·a·k·n flops).  The step holds about three copies of G.
+  multiplies it by H_t (2·S²·a·k·n flops, ``estimators.RTRL.cost``).  The step holds
+  about three copies of G.
 
   Returns:
     ``{"entries", "bytes", "gflop_per_step", "gflop"}`` (``gflop`` for ``steps`` steps).
   """
-  from ok_tf import cells as cells_lib  # pylint: disable=g-import-not-at-top
-  cls = cells_lib.CELLS[cell]
-  n = int(units)
-  state = cls.state_multiplier * n
-  a = int(vocab_size) + n + 1
-  columns = cls.num_gates * n
-  entries = state * a * columns
-  size = tf.as_dtype(dtype).size
-  gflop = 2.0 * state * entries / 1e9
-  return {"entries": entries, "bytes": 3 * entries * size, "gflop_per_step": gflop,
-          "gflop": gflop * steps}
+  dims = estimators_lib.Dims.of_config(cell, units, vocab_size)
+  entries = dims.state * dims.hhat * dims.columns
+  gflop = estimators_lib.RTRL.cost(dims).flops / 1e9
+  return {"entries": entries, "bytes": 3 * entries * tf.as_dtype(dtype).size,
+          "gflop_per_step": gflop, "gflop": gflop * steps}
 
 
 def estimator_cost(method: str, units: int, vocab_size: int, rank: int | None = None,
                    samples: int = 1, cell: str = "rhn") -> float:
-  """GFLOP per step of an estimator on ``samples`` rows (its H·A products dominate)."""
-  from ok_tf import cells as cells_lib  # pylint: disable=g-import-not-at-top
-  cls = cells_lib.CELLS[cell]
-  n = int(units)
-  state = cls.state_multiplier * n
-  a = int(vocab_size) + n + 1
-  flat = state * cls.num_gates * n
-  if method == "rtrl":
-    return exact_cost(units, vocab_size, cell)["gflop_per_step"] * samples
-  if method == "uoro":
-    return 2.0 * samples * (state * state + 2 * a * cls.num_gates * n) / 1e9
-  r = 1 if method == "kf" else int(rank)
-  products = 2.0 * r * state * flat              # H_t A_i
-  if method == "ok":
-    products += 4.0 * (r + 1) ** 2 * (flat + a)  # Gram matrices and new factors
-  return samples * (products + 2.0 * r * (flat + a * cls.num_gates * n)) / 1e9
+  """GFLOP per step of an estimator on ``samples`` rows: the registry's cost model
+  (``estimators.METHODS[method].cost``)."""
+  dims = estimators_lib.Dims.of_config(cell, units, vocab_size)
+  return estimators_lib.method(method).cost(dims, rank, samples).flops / 1e9
 
 
 # ----------------------------------------------------------------------------- data
@@ -134,37 +115,6 @@ def readout_gradient(model: models.RecurrentModel, state: tf.Tensor, targets: tf
   return losses, tape.gradient(total, state)
 
 
-def per_row_gradients(est: estimators_lib.Estimator, state, dl_ds: tf.Tensor) -> tf.Tensor:
-  """The per-stream estimates ĝ_b of dL_t/dW, ``[B, a, k·n]`` (``est.gradient`` = their mean).
-
-  Kronecker sums: ĝ_b = Σ_i u_bi ⊗ (∂L/∂s_b A_bi) / replicas; UORO: (∂L/∂s_b · s̃_b) θ̃_b;
-  RTRL: ∂L/∂s_b G_b.  An estimator that overrides ``gradient`` (or is of another kind) is
-  evaluated on single rows with ``tf.vectorized_map`` (still no Python loop over rows).
-  """
-  dl_ds = tf.cast(dl_ds, est.dtype)
-  kind = type(est).gradient
-  if isinstance(state, estimators_lib.KroneckerState) and (
-      kind is estimators_lib._KroneckerSum.gradient):  # pylint: disable=protected-access
-    right = tf.einsum("bs,brsp->brp", dl_ds, state.a)
-    replicas = tf.cast(est._replicas(), est.dtype)  # pylint: disable=protected-access
-    return tf.einsum("bra,brp->bap", state.u, right) / replicas
-  if isinstance(state, estimators_lib.UOROState) and kind is estimators_lib.UORO.gradient:
-    coeff = tf.reduce_sum(dl_ds * state.s, axis=-1)
-    return coeff[:, None, None] * state.theta
-  if isinstance(state, estimators_lib.RTRLState) and kind is estimators_lib.RTRL.gradient:
-    return tf.einsum("bs,bsap->bap", dl_ds, state.g)
-
-  def one(args):
-    row_state, row_dl = args
-    row_state = tf.nest.map_structure(lambda t: t[None], row_state)
-    grads = est.gradient(row_state, row_dl[None])
-    if len(grads) != 1:
-      raise ValueError("per_row_gradients expects a cell with one weight matrix")
-    return grads[0]
-
-  return tf.vectorized_map(one, (state, dl_ds))
-
-
 class OKStep(NamedTuple):
   """OK's choice at one step, per row (all ``[B]``).
 
@@ -177,7 +127,7 @@ class OKStep(NamedTuple):
   mixed_share: tf.Tensor
 
 
-def ok_step_diagnostics(state: estimators_lib.KroneckerState) -> OKStep:
+def ok_step_diagnostics(state: estimators_lib.OKState) -> OKStep:
   """OK's diagnostics of its last step, from its state after the step.
 
   Opt puts the m kept triples first, as pairs with ‖u_j‖·‖A_j‖ = σ_j, and the k = r − m
@@ -293,7 +243,7 @@ def _estimator_fn(model: models.RecurrentModel, est: estimators_lib.Estimator,
       x = tf.tile(model.one_hot(ids[t][None]), [samples, 1])
       state = est.step(state, x, rng)
       dl = tf.tile(tf.cast(dl_ds[t][None], dtype), [samples, 1])
-      rows = per_row_gradients(est, state, dl)
+      rows = est.per_example_gradient(state, dl)
       stats = compare_rows(rows, tf.cast(grads[t], dtype))
       if is_ok:
         ok = ok_step_diagnostics(state)
@@ -466,80 +416,6 @@ def measure(model: models.RecurrentModel, est: estimators_lib.Estimator, sequenc
     out = run(tf.constant(seq[:-1]), tf.constant(ref.grads), tf.constant(ref.dl_ds))
     raw.append({k: v.numpy() for k, v in out.items()})
   seconds = time.perf_counter() - start
-  return summarize(raw, refs, method=est.name, rank=getattr(est, "rank", None)
-                   if est.name in estimators_lib.RANKED else None,
+  return summarize(raw, refs, method=est.name, rank=est.rank if est.takes_rank else None,
                    units=model.units, cell=model.cell_name, dtype=est.dtype.name,
                    burn_in=burn_in, seconds=seconds)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def list_checkpoints(run_dir) -> list[tuple[int, str]]:
-  """(step, prefix) of every checkpoint in RUN/checkpoints and RUN/best, by step."""
-  run_dir = pathlib.Path(run_dir)
-  found = {}
-  for sub in ("checkpoints", "best"):
-    for index in sorted((run_dir / sub).glob("ckpt-*.index")):
-      prefix = str(index)[:-len(".index")]
-      try:
-        step = int(prefix.rsplit("-", 1)[1])
-      except ValueError:
-        continue
-      found.setdefault(step, prefix)
-  return sorted(found.items())
-
-
-def load_model(run_dir, checkpoint: str | None = None, vocab_size: int = 50,
-               dtype: str | None = None) -> tuple[models.RecurrentModel, dict, int | None]:
-  """The model of a training run directory, with weights from one of its checkpoints.
-
-  Args:
-    run_dir: a directory written by ``train_ptb.py`` / ``train_copy.py``.
-    checkpoint: ``"best"``, ``"latest"``, a checkpoint prefix, or None (best if there is
-      one, else latest).  ``"init"`` gives the run's initial weights (the config's seed).
-    vocab_size: V (50 for PTB).
-    dtype: the dtype of the returned model (default: the run's); weights are cast.
-
-  Returns:
-    (model, config, step): step is the checkpoint's step, 0 for ``"init"``, None when the
-    prefix carries no number.
-  """
-  run_dir = pathlib.Path(run_dir)
-  with open(run_dir / "config.json") as f:
-    config = json.load(f)
-  run_dtype = config.get("dtype", "float32")
-
-  def build(dt):
-    return models.RecurrentModel(config.get("cell", "rhn"), int(config["units"]),
-                                 int(vocab_size), dtype=dt)
-
-  step = None
-  if checkpoint == "init":
-    import keras  # pylint: disable=g-import-not-at-top
-    keras.utils.set_random_seed(int(config.get("seed", 0)))
-    source, step = build(run_dtype), 0
-  else:
-    if checkpoint in (None, "best", "latest"):
-      dirs = {"best": ["best"], "latest": ["checkpoints"], None: ["best", "checkpoints"]}
-      prefix = None
-      for sub in dirs[checkpoint]:
-        prefix = tf.train.latest_checkpoint(str(run_dir / sub))
-        if prefix:
-          break
-      if not prefix:
-        raise FileNotFoundError(f"no {checkpoint or 'best or latest'} checkpoint in {run_dir}")
-    else:
-      prefix = str(checkpoint)
-    try:
-      step = int(prefix.rsplit("-", 1)[1])
-    except (IndexError, ValueError):
-      step = None
-    source = build(run_dtype)
-    tf.train.Checkpoint(model=source).restore(prefix).expect_partial()
-  if dtype is None or tf.as_dtype(dtype) == tf.as_dtype(run_dtype):
-    return source, config, step
-  model = build(dtype)
-  for target, value in zip(model.weights, source.weights):
-    target.assign(tf.cast(value, target.dtype))
-  return model, config, step

@@ -1,49 +1,33 @@
-"""Run directories: config, CSV logs, TensorBoard scalars, checkpoints, results.
+"""Run directories: one layout, written by :class:`RunDir` and read by :class:`Run`.
 
-Layout of a run directory written by :class:`RunDir`::
+Layout (the file names are the constants below)::
 
     RUN_DIR/
       config.json        the run's configuration (indent 2, sorted keys)
       metrics.csv        training log, one row per ``log_metrics`` call
       eval.csv           evaluation log, one row per ``log_eval`` call
-      results.json       final results (``write_results``)
+      results.json       final results (``write_results``), only once the run finished
       tb/                TensorBoard event files (``scalars``)
       checkpoints/       latest checkpoints, ``ckpt-<step>`` (2 kept)
       best/              best-validation checkpoint, ``ckpt-<step>`` (1 kept)
 
-TensorFlow is imported lazily, so the reading side (:func:`find_runs`,
-:func:`load_run`, :func:`method_label`) works without loading it.
-
-Typical use in a training script::
-
-    run = RunDir(FLAGS.run_dir, config, resume=FLAGS.resume)
-    run.checkpoint(model=model, optimizer=opt, rng=rng, state=state_var)
-    start = run.restore_latest() if FLAGS.resume else None
-    run.truncate_after(start)          # None: no checkpoint, drop every logged row
-    start = start or 0
-    progress = Progress(FLAGS.steps, start_step=start)
-    for step in range(start + 1, FLAGS.steps + 1):
-        ...
-        if step % FLAGS.log_every == 0:
-            row = {"step": step, ...}
-            row.update(progress.update(step, row))
-            run.log_metrics(row)
-        if step % FLAGS.checkpoint_every == 0:
-            run.save(step)
-    run.write_results({...})
-    run.close()
+The writer is driven by :func:`ok_tf.experiment.train` (open, checkpoint, log, resume,
+results, close). Everything that reads run directories (analysis, studies, noise
+measurements on checkpoints) goes through the reader: ``Run(path)`` gives ``config``,
+``metrics`` and ``eval`` rows, ``results``, the checkpoints' steps and
+``load_model(which)``; :func:`find_runs` finds run directories under folders.
+TensorFlow is imported lazily, so reading logs works without loading it (labels,
+:func:`method_label`, read the method registry of :mod:`ok_tf.estimators`, which loads it).
 """
 
 from __future__ import annotations
 
 import csv
-import datetime
+import functools
 import json
-import math
 import os
 import pathlib
 import re
-import time
 from typing import Any, Iterable
 
 from absl import logging
@@ -55,6 +39,8 @@ RESULTS_FILE = "results.json"
 TB_DIR = "tb"
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
+# The small files of a run (what a study collects; checkpoints and TensorBoard excluded).
+LOG_FILES = (CONFIG_FILE, METRICS_FILE, EVAL_FILE, RESULTS_FILE)
 
 # Config keys that may differ between a run and its resumption.
 RESUME_MAY_CHANGE = frozenset(
@@ -65,13 +51,6 @@ RESUME_MAY_CHANGE = frozenset(
 ABSENT_MEANS = {"strategy": "none", "devices": "", "cpu_devices": 0, "max_minutes": 0.0,
                 "grad_scale": "mean"}
 
-# Methods whose label carries the rank r of the approximation.
-RANKED_METHODS = ("ok", "kf_avg")
-# Methods whose label carries the truncation length T.
-TRUNCATED_METHODS = ("tbptt",)
-# Canonical order of methods in tables and legends.
-METHOD_ORDER = ("ok", "kf_avg", "kf", "uoro", "rtrl", "tbptt")
-
 
 class RunDirError(RuntimeError):
   """A run directory cannot be used as asked (would overwrite, config mismatch)."""
@@ -81,38 +60,28 @@ class RunDirError(RuntimeError):
 # Labels
 
 
-def _fmt_int(value: Any) -> str:
-  try:
-    f = float(value)
-  except (TypeError, ValueError):
-    return str(value)
-  return str(int(f)) if f == int(f) else f"{f:g}"
-
-
 def method_label(config: dict) -> str:
   """Short label of a run's method: "ok (r=16)", "kf", "tbptt (T=25)", ...
 
-  The rank is shown for the methods in RANKED_METHODS ("ok", "kf_avg"), the
-  truncation length for "tbptt"; other methods are shown by name alone.
+  The registry's label (:func:`ok_tf.estimators.label`): the rank for a method that takes
+  one, the truncation length for one that takes one. Imports the registry (and with it
+  TensorFlow) on first use.
   """
-  method = str(config.get("method", "?"))
-  if method in RANKED_METHODS and config.get("rank") is not None:
-    return f"{method} (r={_fmt_int(config['rank'])})"
-  if method in TRUNCATED_METHODS and config.get("truncation") is not None:
-    return f"{method} (T={_fmt_int(config['truncation'])})"
-  return method
+  from ok_tf import estimators  # pylint: disable=g-import-not-at-top
+  return estimators.label(str(config.get("method", "?")), config.get("rank"),
+                          config.get("truncation"))
 
 
 def method_sort_key(config: dict) -> tuple:
-  """Sort key: canonical method order, then rank / truncation."""
+  """Sort key: the registry's method order, then rank / truncation."""
+  from ok_tf import estimators  # pylint: disable=g-import-not-at-top
   method = str(config.get("method", "?"))
-  idx = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
   def num(key):
     try:
       return float(config.get(key))
     except (TypeError, ValueError):
       return 0.0
-  return (idx, method, num("rank"), num("truncation"))
+  return (estimators.order(method), method, num("rank"), num("truncation"))
 
 
 # ----------------------------------------------------------------------------
@@ -319,9 +288,11 @@ class RunDir:
     self._metrics = _CsvLog(self.path / METRICS_FILE)
     self._eval = _CsvLog(self.path / EVAL_FILE)
     self._tb_writer = None
+    self._trackables = {}
     self._ckpt = None
     self._manager = None
     self._best_manager = None
+    self.not_restored = ()  # names the last restore left at their values (allow_missing)
 
   def __repr__(self):
     return f"RunDir({str(self.path)!r})"
@@ -393,6 +364,7 @@ class RunDir:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     if not trackables:
       raise ValueError("checkpoint() needs at least one object to track")
+    self._trackables = dict(trackables)
     self._ckpt = tf.train.Checkpoint(**trackables)
     self._manager = tf.train.CheckpointManager(
         self._ckpt, str(self.path / CHECKPOINT_DIR), max_to_keep=2)
@@ -413,25 +385,41 @@ class RunDir:
     self._need_checkpoint()
     return self._best_manager.save(checkpoint_number=int(step))
 
-  def _restore(self, manager, what: str) -> int | None:
+  def _restore(self, manager, what: str, allow_missing: Iterable[str]) -> int | None:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._need_checkpoint()
     latest = manager.latest_checkpoint
+    self.not_restored = ()
     if latest is None:
       return None
-    status = self._ckpt.restore(latest)
+    saved = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(latest)}
+    missing = tuple(k for k in allow_missing if k in self._trackables and k not in saved)
+    ckpt = self._ckpt
+    if missing:
+      ckpt = tf.train.Checkpoint(
+          **{k: v for k, v in self._trackables.items() if k not in missing})
+      logging.info("%s: checkpoint %s predates %s; they keep their values", self.path,
+                   latest, ", ".join(missing))
+    status = ckpt.restore(latest)
     status.assert_existing_objects_matched()
+    self.not_restored = missing
     step = _step_of(latest)
     logging.info("%s: restored %s checkpoint %s (step %s)", self.path, what,
                  latest, step)
     return step
 
-  def restore_latest(self) -> int | None:
-    """Restores the latest checkpoint; returns its step, None if there is none."""
-    return self._restore(self._manager, "latest")
+  def restore_latest(self, allow_missing: Iterable[str] = ()) -> int | None:
+    """Restores the latest checkpoint; returns its step, None if there is none.
 
-  def restore_best(self) -> int | None:
-    """Restores the best checkpoint; returns its step, None if there is none."""
-    return self._restore(self._best_manager, "best")
+    allow_missing: names given to checkpoint() that a checkpoint written before they
+    were checkpointed may lack: they keep their values and :attr:`not_restored` names
+    them (any other missing object fails the restore).
+    """
+    return self._restore(self._manager, "latest", allow_missing)
+
+  def restore_best(self, allow_missing: Iterable[str] = ()) -> int | None:
+    """Restores the best checkpoint; returns its step, None if there is none (as restore_latest)."""
+    return self._restore(self._best_manager, "best", allow_missing)
 
   @property
   def latest_step(self) -> int | None:
@@ -483,92 +471,163 @@ def find_runs(paths: Iterable) -> list[pathlib.Path]:
   return sorted(unique.values(), key=str)
 
 
-def load_run(path) -> dict:
-  """Everything a run directory holds, for analysis.
-
-  Returns {"config": dict, "metrics": [row...], "eval": [row...],
-  "results": dict or None, "path": str}; CSV numbers are parsed to int/float
-  (empty cells to None).
-  """
-  path = pathlib.Path(path)
-  with open(path / CONFIG_FILE) as f:
-    config = json.load(f)
-  results = None
-  if (path / RESULTS_FILE).exists():
-    with open(path / RESULTS_FILE) as f:
-      results = json.load(f)
-  return {
-      "config": config,
-      "metrics": read_csv(path / METRICS_FILE),
-      "eval": read_csv(path / EVAL_FILE),
-      "results": results,
-      "path": str(path),
-  }
+def is_run(path) -> bool:
+  """Whether `path` is a run directory (it holds config.json)."""
+  return (pathlib.Path(path) / CONFIG_FILE).is_file()
 
 
-# ----------------------------------------------------------------------------
-# Progress
+def _checkpoint_steps(folder: pathlib.Path) -> dict[int, str]:
+  """{step: prefix} of the ckpt-<step> checkpoints in `folder` ({} if there is none)."""
+  found = {}
+  for index in folder.glob("ckpt-*.index"):
+    prefix = str(index)[:-len(".index")]
+    step = _step_of(prefix)
+    if step is not None:
+      found[step] = prefix
+  return found
 
 
-def _fmt_metric(value: Any) -> str:
-  value = _plain(value)
-  if isinstance(value, bool) or value is None:
-    return str(value)
-  if isinstance(value, int):
-    return str(value)
-  if isinstance(value, float):
-    if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
-      return str(int(value))
-    return f"{value:.4g}"
-  return str(value)
+class Run:
+  """A run directory as written by :class:`RunDir`, read (see the module docstring).
 
-
-class Progress:
-  """Logs one progress line per update() call.
-
-    step 1200/5000 (24%) | level 7 | ema_bits 0.21 | 154.3 steps/s | ETA 0:00:25
+  The files are read on first use and kept: a Run is a snapshot, make a new one to
+  see rows logged since. TensorFlow is imported only by :meth:`load_model`.
 
   Args:
-    total_steps: the last step of the run.
-    start_step: the step the run (re)starts from.
-    wall_time_offset: wall time (s) already spent before start_step, e.g. the
-      last logged wall_time of a resumed run; added to the returned wall_time.
+    path: the run directory.
+
+  Raises:
+    FileNotFoundError: `path` holds no config.json.
   """
 
-  SKIP = frozenset({"step", "steps_per_sec", "wall_time"})
+  def __init__(self, path):
+    self.path = pathlib.Path(path)
+    if not is_run(self.path):
+      raise FileNotFoundError(f"{self.path} is not a run directory (it has no {CONFIG_FILE})")
 
-  def __init__(self, total_steps: int, start_step: int = 0,
-               wall_time_offset: float = 0.0):
-    self.total_steps = int(total_steps)
-    self._start_time = time.perf_counter()
-    self._offset = float(wall_time_offset)
-    self._last_time = self._start_time
-    self._last_step = int(start_step)
+  def __repr__(self):
+    return f"Run({str(self.path)!r})"
 
-  def update(self, step: int, metrics: dict | None = None) -> dict:
-    """Logs a line; returns {"steps_per_sec", "wall_time"}.
+  @functools.cached_property
+  def config(self) -> dict:
+    """config.json."""
+    with open(self.path / CONFIG_FILE) as f:
+      return json.load(f)
 
-    steps_per_sec is measured since the previous update (or the start);
-    wall_time is the seconds since the start plus wall_time_offset.
+  @functools.cached_property
+  def metrics(self) -> list[dict]:
+    """The rows of metrics.csv, numbers parsed (empty cells None); [] without the file."""
+    return read_csv(self.path / METRICS_FILE)
+
+  @functools.cached_property
+  def eval(self) -> list[dict]:
+    """The rows of eval.csv, numbers parsed; [] without the file."""
+    return read_csv(self.path / EVAL_FILE)
+
+  @functools.cached_property
+  def results(self) -> dict | None:
+    """results.json, None while the run has not finished."""
+    if not (self.path / RESULTS_FILE).exists():
+      return None
+    with open(self.path / RESULTS_FILE) as f:
+      return json.load(f)
+
+  @property
+  def finished(self) -> bool:
+    """Whether the run reached its last step (it wrote results.json)."""
+    return (self.path / RESULTS_FILE).exists()
+
+  def log_files(self) -> list[pathlib.Path]:
+    """The run's small files (config, CSV logs, results) that exist, in LOG_FILES order."""
+    return [self.path / name for name in LOG_FILES if (self.path / name).exists()]
+
+  # -- checkpoints -----------------------------------------------------------
+
+  @property
+  def checkpoints(self) -> dict[int, str]:
+    """{step: prefix} of every checkpoint in checkpoints/ and best/, by step."""
+    found = _checkpoint_steps(self.path / BEST_DIR)
+    found.update(_checkpoint_steps(self.path / CHECKPOINT_DIR))
+    return dict(sorted(found.items()))
+
+  @property
+  def latest_step(self) -> int | None:
+    """Step of the latest checkpoint in checkpoints/, None if there is none."""
+    return max(_checkpoint_steps(self.path / CHECKPOINT_DIR), default=None)
+
+  @property
+  def best_step(self) -> int | None:
+    """Step of the best-validation checkpoint in best/, None if there is none."""
+    return max(_checkpoint_steps(self.path / BEST_DIR), default=None)
+
+  def checkpoint(self, which: str | int | None = None) -> tuple[str, int]:
+    """(prefix, step) of a checkpoint: "best", "latest", a step, or None (best, else latest).
+
+    Raises:
+      FileNotFoundError: the run has no such checkpoint.
     """
-    now = time.perf_counter()
-    step = int(step)
-    dt = now - self._last_time
-    dsteps = step - self._last_step
-    rate = dsteps / dt if dt > 0 and dsteps > 0 else 0.0
-    self._last_time, self._last_step = now, step
-    wall = self._offset + (now - self._start_time)
-
-    pct = 100.0 * step / self.total_steps if self.total_steps > 0 else 100.0
-    parts = [f"step {step}/{self.total_steps} ({pct:.0f}%)"]
-    for k, v in (metrics or {}).items():
-      if k not in self.SKIP:
-        parts.append(f"{k} {_fmt_metric(v)}")
-    parts.append(f"{rate:.1f} steps/s")
-    remaining = max(self.total_steps - step, 0)
-    if rate > 0:
-      parts.append(f"ETA {datetime.timedelta(seconds=round(remaining / rate))}")
+    if which is None:
+      step = self.best_step if self.best_step is not None else self.latest_step
+    elif which in ("best", "latest"):
+      step = self.best_step if which == "best" else self.latest_step
     else:
-      parts.append("ETA ?")
-    logging.info(" | ".join(parts))
-    return {"steps_per_sec": rate, "wall_time": wall}
+      step = int(which)
+    found = self.checkpoints
+    if step not in found:
+      what = {None: "best or latest", "best": "best", "latest": "latest"}.get(
+          which, f"step {which}")
+      raise FileNotFoundError(f"no {what} checkpoint in {self.path}")
+    return found[step], step
+
+  @property
+  def vocab_size(self) -> int | None:
+    """V of the run's task (copy 4, PTB 50 in both tokenisations), None if unknown."""
+    task = self.config.get("task")
+    if task == "copy":
+      from ok_tf.tasks import copy as copy_task  # pylint: disable=g-import-not-at-top
+      return copy_task.VOCAB_SIZE
+    if task == "ptb":
+      from ok_tf.data import ptb  # pylint: disable=g-import-not-at-top
+      return len(ptb.VOCABS[self.config.get("tokenization", ptb.DEFAULT_TOKENIZATION)])
+    return None
+
+  def load_model(self, which: str | int | None = None, dtype: str | None = None,
+                 vocab_size: int | None = None):
+    """The run's model with the weights of one of its checkpoints; returns (model, step).
+
+    Args:
+      which: "best", "latest", a checkpoint's step, None (best if there is one, else
+        latest), or "init": the run's initial weights (its config's seed), step 0.
+      dtype: the dtype of the returned model (default: the run's); weights are cast.
+      vocab_size: V; default :attr:`vocab_size`, from the config's task.
+
+    Raises:
+      FileNotFoundError: the run has no such checkpoint.
+      ValueError: V is neither given nor known from the task.
+    """
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from ok_tf import models  # pylint: disable=g-import-not-at-top
+    config = self.config
+    vocab_size = vocab_size or self.vocab_size
+    if vocab_size is None:
+      raise ValueError(f"{self.path}: the config names no known task; pass vocab_size")
+    run_dtype = config.get("dtype", "float32")
+
+    def build(dt):
+      return models.RecurrentModel(config.get("cell", "rhn"), int(config["units"]),
+                                   int(vocab_size), dtype=dt)
+
+    if which == "init":
+      import keras  # pylint: disable=g-import-not-at-top
+      keras.utils.set_random_seed(int(config.get("seed", 0)))
+      source, step = build(run_dtype), 0
+    else:
+      prefix, step = self.checkpoint(which)
+      source = build(run_dtype)
+      tf.train.Checkpoint(model=source).restore(prefix).expect_partial()
+    if dtype is None or tf.as_dtype(dtype) == tf.as_dtype(run_dtype):
+      return source, step
+    model = build(dtype)
+    for target, value in zip(model.weights, source.weights):
+      target.assign(tf.cast(value, target.dtype))
+    return model, step
