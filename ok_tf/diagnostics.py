@@ -37,9 +37,11 @@ Typical use::
     result = measure(model, est, seqs, refs, samples=32, burn_in=20, seed=1)
     result.rel_var, result.rel_var_se, result.cosine, result.bias_z, result.ok_kept
 
+Every loop here drives the trainer's own step, :func:`ok_tf.training.estimate` (estimator
+step, readout, ∂L_t/∂s_t, gradient), so what is measured is what training computes.
 Shadow mode (exact RTRL beside an estimator *during training*, with the chunk-mean cosine
-and relative error in metrics.csv) is :class:`ok_tf.training.OnlineTrainer` with
-``shadow_exact=True`` (flag ``--shadow_exact`` of the training scripts).
+and relative error in metrics.csv; flag ``--shadow_exact``) is :class:`Shadow`, given to
+:class:`ok_tf.training.OnlineTrainer`.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ import tensorflow as tf
 
 from ok_tf import estimators as estimators_lib
 from ok_tf import models
+from ok_tf import training
 
 # ----------------------------------------------------------------------------- costs
 
@@ -103,18 +106,6 @@ def ptb_sequences(ids: np.ndarray, num: int, length: int, seed: int = 0) -> np.n
 # ----------------------------------------------------------------------------- pieces
 
 
-def readout_gradient(model: models.RecurrentModel, state: tf.Tensor, targets: tf.Tensor):
-  """Per-stream cross-entropy ``[B]`` and its gradient with respect to the state ``[B, S]``.
-
-  This is ∂L_t/∂s_t of each stream (not of a batch mean): what ``est.gradient`` expects.
-  """
-  with tf.GradientTape() as tape:
-    tape.watch(state)
-    losses = models.cross_entropy(model.logits(state), targets)
-    total = tf.reduce_sum(losses)
-  return losses, tape.gradient(total, state)
-
-
 class OKStep(NamedTuple):
   """OK's choice at one step, per row (all ``[B]``).
 
@@ -151,12 +142,33 @@ def ok_step_diagnostics(state: estimators_lib.OKState) -> OKStep:
   return OKStep(state.kept, state.variance, c_norm_sq, share)
 
 
+class Agreement(NamedTuple):
+  """Estimates ĝ_b (rows) against the exact g: ``sq_err`` [B] ‖ĝ_b − g‖², ``cosine`` [B]
+  ⟨ĝ_b, g⟩ / (‖ĝ_b‖ ‖g‖), ``g_sq`` [] ‖g‖²."""
+  sq_err: tf.Tensor
+  cosine: tf.Tensor
+  g_sq: tf.Tensor
+
+
+def agreement(rows: tf.Tensor, exact: tf.Tensor) -> Agreement:
+  """:class:`Agreement` of the estimates ``rows`` ``[B, …]`` with ``exact`` ``[…]``."""
+  dtype = rows.dtype
+  flat = tf.reshape(rows, [tf.shape(rows)[0], -1])
+  g = tf.reshape(exact, [-1])
+  tiny = tf.constant(np.finfo(dtype.as_numpy_dtype).tiny, dtype)
+  g_sq = tf.reduce_sum(tf.square(g))
+  sq_err = tf.reduce_sum(tf.square(flat - g[None, :]), axis=-1)
+  dot = tf.reduce_sum(flat * g[None, :], axis=-1)
+  norms = tf.norm(flat, axis=-1) * tf.sqrt(g_sq)
+  return Agreement(sq_err, dot / tf.maximum(norms, tiny), g_sq)
+
+
 def compare_rows(rows: tf.Tensor, exact: tf.Tensor) -> dict:
   """Per-row errors of estimates ``rows`` ``[B, …]`` against the exact ``exact`` ``[…]``.
 
-  Returns a dict of tensors: ``sq_err`` [B] ‖ĝ_b − g‖², ``cosine`` [B], ``proj`` [B]
-  ⟨ĝ_b − g, g⟩/‖g‖², ``g_sq`` [] ‖g‖², and the entrywise bias check over the rows:
-  ``z_sq_sum`` [] Σ z², ``z_count`` [] entries tested, ``z_max`` [] max |z|, where
+  Returns a dict of tensors: ``sq_err`` [B] ‖ĝ_b − g‖², ``cosine`` [B], ``g_sq`` [] ‖g‖²
+  (:func:`agreement`), ``proj`` [B] ⟨ĝ_b − g, g⟩/‖g‖², and the entrywise bias check over
+  the rows: ``z_sq_sum`` [] Σ z², ``z_count`` [] entries tested, ``z_max`` [] max |z|, where
   z = (mean_b ĝ_b − g)/(s_b/√B) on the entries whose standard error exceeds a rounding
   floor (entries every row gets exactly right, e.g. those of unseen inputs, are skipped).
   """
@@ -165,13 +177,9 @@ def compare_rows(rows: tf.Tensor, exact: tf.Tensor) -> dict:
   flat = tf.reshape(rows, [batch, -1])
   g = tf.reshape(exact, [-1])
   tiny = tf.constant(np.finfo(dtype.as_numpy_dtype).tiny, dtype)
-  g_sq = tf.reduce_sum(tf.square(g))
-  diff = flat - g[None, :]
-  sq_err = tf.reduce_sum(tf.square(diff), axis=-1)
-  dot = tf.reduce_sum(flat * g[None, :], axis=-1)
-  norms = tf.norm(flat, axis=-1) * tf.sqrt(g_sq)
-  cosine = dot / tf.maximum(norms, tiny)
-  proj = tf.reduce_sum(diff * g[None, :], axis=-1) / tf.maximum(g_sq, tiny)
+  agree = agreement(rows, exact)
+  g_sq = agree.g_sq
+  proj = tf.reduce_sum((flat - g[None, :]) * g[None, :], axis=-1) / tf.maximum(g_sq, tiny)
   m = tf.cast(batch, dtype)
   mean = tf.reduce_mean(flat, axis=0)
   var = tf.reduce_sum(tf.square(flat - mean[None, :]), axis=0) / tf.maximum(m - 1.0, 1.0)
@@ -180,10 +188,35 @@ def compare_rows(rows: tf.Tensor, exact: tf.Tensor) -> dict:
   floor = 1e4 * eps * tf.sqrt(g_sq / tf.cast(tf.size(g), dtype))
   tested = se > tf.maximum(floor, tiny)
   z = tf.where(tested, (mean - g) / tf.where(tested, se, 1.0), 0.0)
-  return {"sq_err": sq_err, "cosine": cosine, "proj": proj, "g_sq": g_sq,
+  return {"sq_err": agree.sq_err, "cosine": agree.cosine, "proj": proj, "g_sq": g_sq,
           "z_sq_sum": tf.reduce_sum(tf.square(z)),
           "z_count": tf.reduce_sum(tf.cast(tested, dtype)),
           "z_max": tf.reduce_max(tf.abs(z))}
+
+
+class Shadow:
+  """Exact RTRL beside an estimator during training (``--shadow_exact``; small nets only).
+
+  :class:`ok_tf.training.OnlineTrainer` calls ``step`` after every online step with the
+  step's data and the estimate ĝ_t; exact RTRL runs :func:`ok_tf.training.estimate` on the
+  same data and weights and gives g_t, and ``step`` returns its state, the cosine and the
+  relative error ‖ĝ_t − g_t‖/‖g_t‖ (float32 scalars) of the whole gradient of W.
+  """
+
+  def __init__(self, model: models.RecurrentModel):
+    self.model = model
+    self.exact = estimators_lib.RTRL(model.cell)
+
+  def init(self, batch_size: int):
+    return self.exact.init(batch_size)
+
+  def step(self, state, data: training.Data, grads: list):
+    state, _, exact = training.estimate(self.model, self.exact, state, data, None)
+    rows, g = (tf.concat([tf.reshape(x, [1, -1]) for x in gs], axis=1) for gs in (grads, exact))
+    agree = agreement(rows, g[0])
+    tiny = np.finfo(rows.dtype.as_numpy_dtype).tiny
+    rel_error = tf.sqrt(agree.sq_err[0]) / tf.maximum(tf.sqrt(agree.g_sq), tiny)
+    return state, tf.cast(agree.cosine[0], tf.float32), tf.cast(rel_error, tf.float32)
 
 
 # ----------------------------------------------------------------------------- loops
@@ -206,11 +239,10 @@ def _exact_fn(model: models.RecurrentModel):
     state = exact.init(1)
     out = [tf.TensorArray(exact.dtype, size=steps) for _ in range(3)]
     for t in tf.range(steps):
-      state = exact.step(state, model.one_hot(ids[t][None]))
-      loss, dl_ds = readout_gradient(model, state.h, targets[t][None])
-      grad = exact.gradient(state, dl_ds)[0]
-      out = [out[0].write(t, grad), out[1].write(t, dl_ds[0]),
-             out[2].write(t, tf.cast(loss[0], exact.dtype))]
+      data = training.Data(ids[t][None], targets[t][None], tf.zeros([1], tf.bool))
+      state, readout, grads = training.estimate(model, exact, state, data, None)
+      out = [out[0].write(t, grads[0]), out[1].write(t, readout.dl_ds[0]),
+             out[2].write(t, tf.cast(readout.losses[0], exact.dtype))]
     return tuple(o.stack() for o in out)
 
   return run
@@ -232,7 +264,7 @@ def _estimator_fn(model: models.RecurrentModel, est: estimators_lib.Estimator,
   dtype = est.dtype
 
   @tf.function
-  def run(ids, grads, dl_ds):
+  def run(ids, targets, grads, dl_ds):
     steps = tf.shape(ids)[0]
     state = est.init(samples)
     names = ["sq_err", "cosine", "proj", "g_sq", "z_sq_sum", "z_count", "z_max"]
@@ -240,10 +272,13 @@ def _estimator_fn(model: models.RecurrentModel, est: estimators_lib.Estimator,
       names += ["kept", "variance", "c_norm_sq", "mixed_share"]
     arrays = {k: tf.TensorArray(dtype, size=steps) for k in names}
     for t in tf.range(steps):
-      x = tf.tile(model.one_hot(ids[t][None]), [samples, 1])
-      state = est.step(state, x, rng)
-      dl = tf.tile(tf.cast(dl_ds[t][None], dtype), [samples, 1])
-      rows = est.per_example_gradient(state, dl)
+      data = training.Data(tf.fill([samples], ids[t]), tf.fill([samples], targets[t]),
+                           tf.zeros([samples], tf.bool))
+      state, _, _ = training.estimate(model, est, state, data, rng)
+      # The reference's ∂L_t/∂s_t (the rows' own equal it up to rounding): ĝ_b − g is
+      # then the error of G'_{t,b} alone.
+      rows = est.per_example_gradient(state, tf.tile(tf.cast(dl_ds[t][None], dtype),
+                                                     [samples, 1]))
       stats = compare_rows(rows, tf.cast(grads[t], dtype))
       if is_ok:
         ok = ok_step_diagnostics(state)
@@ -413,7 +448,8 @@ def measure(model: models.RecurrentModel, est: estimators_lib.Estimator, sequenc
   run = _estimator_fn(model, est, int(samples), rng)
   raw = []
   for seq, ref in zip(sequences, refs):
-    out = run(tf.constant(seq[:-1]), tf.constant(ref.grads), tf.constant(ref.dl_ds))
+    out = run(tf.constant(seq[:-1]), tf.constant(seq[1:]), tf.constant(ref.grads),
+              tf.constant(ref.dl_ds))
     raw.append({k: v.numpy() for k, v in out.items()})
   seconds = time.perf_counter() - start
   return summarize(raw, refs, method=est.name, rank=est.rank if est.takes_rank else None,

@@ -8,7 +8,6 @@ the task's summary → the run directory closed (:func:`train`, which owns that 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import sys
@@ -21,6 +20,8 @@ import tensorflow as tf
 from absl import logging
 
 from ok_tf import config as config_lib
+from ok_tf import diagnostics
+from ok_tf import distributed
 from ok_tf import estimators
 from ok_tf import models
 from ok_tf import progress as progress_lib
@@ -53,65 +54,32 @@ def setup(cfg: config_lib.TrainConfig) -> None:
   keras.utils.set_random_seed(cfg.seed)
 
 
-def configure_devices(cfg: config_lib.TrainConfig) -> None:
-  """Split the CPU into ``cfg.cpu_devices`` logical devices (before TensorFlow starts)."""
-  if cfg.cpu_devices <= 1:
-    return
-  cpu = tf.config.list_physical_devices("CPU")[0]
-  try:
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(cfg.cpu_devices)])
-  except RuntimeError as e:
-    raise config_lib.ConfigError(f"--cpu_devices must be set before TensorFlow starts ({e})")
-
-
-def make_strategy(cfg: config_lib.TrainConfig) -> Optional[tf.distribute.Strategy]:
-  """``None`` for one device, else a MirroredStrategy over ``cfg.devices``.
-
-  Without ``--devices`` it takes all GPUs, or, with none, all logical CPUs.
-  """
-  if cfg.strategy == "none":
-    return None
-  devices = [d.strip() for d in cfg.devices.split(",") if d.strip()]
-  if not devices:
-    gpus = tf.config.list_logical_devices("GPU")
-    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-  try:
-    strategy = tf.distribute.MirroredStrategy(devices)
-  except (ValueError, RuntimeError) as e:
-    raise config_lib.ConfigError(f"--devices={cfg.devices!r} cannot be used: {e}")
-  n = strategy.num_replicas_in_sync
-  if cfg.batch_size % n:
-    raise config_lib.ConfigError(
-        f"--batch_size={cfg.batch_size} streams cannot be split evenly across {n} devices "
-        f"({', '.join(devices)}); choose a multiple of {n}")
-  logging.info("mirrored over %d devices: %s (%d streams each)", n, ", ".join(devices),
-               cfg.batch_size // n)
-  return strategy
-
-
 def build_model(cfg: config_lib.TrainConfig, vocab_size: int,
                 strategy: Optional[tf.distribute.Strategy] = None) -> models.RecurrentModel:
-  with strategy.scope() if strategy is not None else contextlib.nullcontext():
+  with distributed.scope(strategy):
     return models.RecurrentModel(cfg.cell, cfg.units, vocab_size, dtype=cfg.dtype)
 
 
 def build_trainer(cfg: config_lib.TrainConfig, model, task,
                   strategy: Optional[tf.distribute.Strategy] = None):
-  """The online trainer with the configured estimator, or the TBPTT trainer."""
-  with strategy.scope() if strategy is not None else contextlib.nullcontext():
+  """The online trainer with the configured estimator, or the TBPTT trainer (their
+  :mod:`ok_tf.distributed` versions under a strategy)."""
+  with distributed.scope(strategy):
     optimizer = training.make_optimizer(cfg.lr, cfg.adam_epsilon)
-  clip = cfg.clip or None
-  scale = training.grad_scale_factor(cfg.grad_scale, cfg.batch_size)
+  kwargs = dict(clip_norm=cfg.clip or None, seed=cfg.seed,
+                recurrent_grad_scale=training.grad_scale_factor(cfg.grad_scale, cfg.batch_size))
   if cfg.method == "tbptt":
-    return training.TBPTTTrainer(model, task, optimizer, cfg.batch_size, cfg.truncation,
-                                 clip_norm=clip, seed=cfg.seed, strategy=strategy,
-                                 recurrent_grad_scale=scale)
+    args = (model, task, optimizer, cfg.batch_size, cfg.truncation)
+    if strategy is not None:
+      return distributed.MirroredTBPTTTrainer(*args, strategy=strategy, **kwargs)
+    return training.TBPTTTrainer(*args, **kwargs)
   rank = cfg.rank if cfg.method in config_lib.RANKED else None
-  est = estimators.get(cfg.method, model.cell, rank=rank)
-  return training.OnlineTrainer(model, est, task, optimizer, cfg.batch_size, clip_norm=clip,
-                                seed=cfg.seed, shadow_exact=cfg.shadow_exact,
-                                strategy=strategy, recurrent_grad_scale=scale)
+  args = (model, estimators.get(cfg.method, model.cell, rank=rank), task, optimizer,
+          cfg.batch_size)
+  if strategy is not None:
+    return distributed.MirroredOnlineTrainer(*args, strategy=strategy, **kwargs)
+  shadow = diagnostics.Shadow(model) if cfg.shadow_exact else None
+  return training.OnlineTrainer(*args, shadow=shadow, **kwargs)
 
 
 def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = False,
@@ -142,7 +110,7 @@ def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = Fal
       the last checkpoint written before (no checkpoint is saved from such a row).
   """
   setup(cfg)
-  strategy = make_strategy(cfg)
+  strategy = distributed.make_strategy(cfg)
   model = build_model(cfg, vocab_size, strategy)
   trainer = build_trainer(cfg, model, task, strategy)
   extra = validation.trackables() if validation is not None else {}
@@ -223,7 +191,7 @@ def main(script: str, task: str, run_one, errors: tuple = ()) -> None:
   """
   try:
     configs, resume = config_lib.from_flags(task)
-    configure_devices(configs[0])
+    distributed.configure_devices(configs[0])
     for cfg in configs:
       run_one(cfg, resume)
   except (config_lib.ConfigError, runs.RunDirError, training.NonFiniteLossError,

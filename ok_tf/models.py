@@ -3,10 +3,15 @@
     s_t = cell(x_t, s_{t−1}),  x_t one-hot (no embedding)
     logits_t = [h_t, 1] W_out,  W_out ∈ R^{(n+1) × V}  (a Dense layer with bias)
 
-Both W and W_out are initialised N(0, 0.01²) as in the paper.
+Both W and W_out are initialised N(0, 0.01²) as in the paper. The loss of stream b is the
+cross-entropy of its next symbol y_b, L_b = −log softmax(logits_t)[y_b] (nats); the
+readout's gradients, ∂L_b/∂s_t for every stream and ∂(mean_b L_b)/∂W_out, come from
+:func:`readout_gradient`, the one place where the trainers and the diagnostics get them.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
@@ -63,6 +68,10 @@ class RecurrentModel(keras.Model):
     """logits_t from the state s_t."""
     return self.readout(self.cell.output(state))
 
+  def step_losses(self, state, targets):
+    """L_b = −log softmax(logits_t)[y_b] of every stream, nats, ``[B]``."""
+    return cross_entropy(self.logits(state), targets)
+
   def call(self, ids, initial_state=None):
     """Forward pass over ``ids`` [B, T] (int): returns (logits [B, T, V], final state)."""
     ids = tf.convert_to_tensor(ids)
@@ -88,3 +97,27 @@ class RecurrentModel(keras.Model):
 def cross_entropy(logits, targets):
   """Per-stream softmax cross-entropy in nats, ``[B]``."""
   return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+
+
+class Readout(NamedTuple):
+  """The readout of one step for B streams (:func:`readout_gradient`)."""
+  losses: tf.Tensor   # L_b, nats, [B]
+  dl_ds: tf.Tensor    # ∂L_b/∂s_t of each stream's own loss, [B, S]
+  grads: list         # ∂L/∂W_out of the batch mean L = mean_b L_b (kernel, bias)
+
+
+def readout_gradient(model: RecurrentModel, state, targets) -> Readout:
+  """The losses at the states s_t ``[B, S]`` and their gradients, from one tape:
+
+      L = mean_b L_b,   ∂L_b/∂s_b = B · ∂L/∂s_b,   ∂L/∂W_out
+
+  (L_b depends on s_b alone, so B times the batch mean's gradient is each stream's own,
+  exactly when B is a power of two.)  ``dl_ds`` is what ``est.gradient`` expects.
+  """
+  with tf.GradientTape() as tape:
+    tape.watch(state)
+    losses = model.step_losses(state, targets)
+    mean = tf.reduce_mean(losses)
+  grads = tape.gradient(mean, [state] + model.readout_variables)
+  batch = tf.cast(tf.shape(losses)[0], grads[0].dtype)
+  return Readout(losses, grads[0] * batch, grads[1:])

@@ -23,6 +23,7 @@ tf.config.set_logical_device_configuration(
 import keras  # noqa: E402  (after the device setup)
 import numpy as np  # noqa: E402
 
+from ok_tf import distributed  # noqa: E402
 from ok_tf import estimators  # noqa: E402
 from ok_tf import models  # noqa: E402
 from ok_tf import training  # noqa: E402
@@ -45,27 +46,21 @@ def make_task(name):
 def build(method, task_name, strategy, clip):
   keras.utils.set_random_seed(0)
   task, vocab = make_task(task_name)
-  scope = strategy.scope() if strategy is not None else _null()
-  with scope:
+  with distributed.scope(strategy):
     model = models.RecurrentModel("rhn", UNITS, vocab, dtype="float64")
     optimizer = training.make_optimizer(1e-2)
+  kwargs = dict(clip_norm=clip, seed=5)
+  if strategy is not None:
+    kwargs["strategy"] = strategy
   if method == "tbptt":
-    trainer = training.TBPTTTrainer(model, task, optimizer, BATCH, truncation=3,
-                                    clip_norm=clip, seed=5, strategy=strategy)
+    cls = training.TBPTTTrainer if strategy is None else distributed.MirroredTBPTTTrainer
+    trainer = cls(model, task, optimizer, BATCH, 3, **kwargs)
   else:
     est = estimators.get(method, model.cell,
                          rank=2 if estimators.METHODS[method].takes_rank else None)
-    trainer = training.OnlineTrainer(model, est, task, optimizer, BATCH, clip_norm=clip,
-                                     seed=5, strategy=strategy)
+    cls = training.OnlineTrainer if strategy is None else distributed.MirroredOnlineTrainer
+    trainer = cls(model, est, task, optimizer, BATCH, **kwargs)
   return trainer, model, optimizer
-
-
-class _null:
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *a):
-    return False
 
 
 def values(model, optimizer):

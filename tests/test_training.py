@@ -1,5 +1,6 @@
-"""Tests of ok_tf/training.py: TBPTT and online gradients against autodiff, shadow RTRL,
-learning the copy task, no retracing between chunks, and the non-finite loss error."""
+"""Tests of ok_tf/training.py: the readout gradient, TBPTT and online gradients against
+autodiff, shadow RTRL, learning the copy task, no retracing between chunks, and the
+non-finite loss error."""
 
 import math
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ok_tf import diagnostics
 from ok_tf import estimators
 from ok_tf import models
 from ok_tf import training
@@ -105,6 +107,29 @@ def values(model):
   return [v.numpy().copy() for v in variables(model)]
 
 
+# ----------------------------------------------------------------------------- readout
+
+
+def test_readout_gradient_is_each_streams_own():
+  """dl_ds[b] = ∂L_b/∂s_b of stream b's own loss; the W_out gradient is the batch mean's."""
+  model = make_model(seed=6)
+  state = tf.constant(np.random.default_rng(6).standard_normal([BATCH, UNITS]))
+  targets = tf.constant([1, 4, 0])
+  out = models.readout_gradient(model, state, targets)
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(state)
+    losses = models.cross_entropy(model.logits(state), targets)
+    mean = tf.reduce_mean(losses)
+    each = [losses[b] for b in range(BATCH)]
+  np.testing.assert_allclose(out.losses.numpy(), losses.numpy(), rtol=1e-15)
+  for b in range(BATCH):
+    own = tape.gradient(each[b], state).numpy()
+    assert np.all(np.delete(own, b, axis=0) == 0)
+    np.testing.assert_allclose(out.dl_ds.numpy()[b], own[b], rtol=1e-12, atol=1e-15)
+  for got, exp in zip(out.grads, tape.gradient(mean, model.readout_variables)):
+    np.testing.assert_allclose(got.numpy(), exp.numpy(), rtol=1e-15)
+
+
 # ----------------------------------------------------------------------------- TBPTT
 
 
@@ -115,11 +140,11 @@ def test_tbptt_window_gradient_equals_autodiff():
   reset[0, 2] = True  # ... except stream 2, which starts anew
   model = make_model()
   task = ScriptedTask(inputs, targets, reset)
-  trainer = training.TBPTTTrainer(model, task, keras.optimizers.SGD(0.0), BATCH, window)
   h0 = tf.constant(0.3 * np.random.default_rng(5).standard_normal([BATCH, UNITS]))
   with tf.GradientTape() as tape:
     tape.watch(h0)
-    total, state, task_state, bits = trainer.window_loss(h0, task.init(None))
+    total, state, task_state, bits = training.tbptt_window(model, task, h0, task.init(None),
+                                                           None, window)
   got, d_h0 = tape.gradient(total, [variables(model), h0])
   with tf.GradientTape() as tape:
     losses, h_final = unrolled_losses(model, inputs, targets, reset, h0)
@@ -226,7 +251,7 @@ def test_shadow_exact_rtrl_agrees_and_kf_does_not():
     trainer = training.OnlineTrainer(model, estimators.get(method, model.cell),
                                      ScriptedTask(inputs, targets, reset),
                                      keras.optimizers.SGD(0.01), BATCH, seed=0,
-                                     shadow_exact=True)
+                                     shadow=diagnostics.Shadow(model))
     out = trainer.run(steps)
     results[method] = (float(out["shadow_cosine"]), float(out["shadow_rel_error"]))
   cos, err = results["rtrl"]

@@ -109,18 +109,6 @@ class CopyTask:
     def vocab_size(self) -> int:
         return VOCAB_SIZE
 
-    def shard(self, index: int, count: int) -> "CopyTask":
-        """The task of streams ``index·B/count …`` on one of ``count`` devices.
-
-        Only the batch changes: the streams' random draws come from a generator that
-        draws for the whole batch and keeps the shard's rows
-        (:class:`ok_tf.training.ShardedGenerator`), and ``observe`` receives the loss
-        averaged over all devices, so every shard keeps the same curriculum.
-        """
-        if self.batch_size % count or not 0 <= index < count:
-            raise ValueError(f"cannot take shard {index} of {count} of {self.batch_size} streams")
-        return dataclasses.replace(self, batch_size=self.batch_size // count)
-
     def init(self, rng: tf.random.Generator) -> CopyState:
         """Initial state: every stream finished (so the first ``next`` draws), level 1, EMA 1.0.
 

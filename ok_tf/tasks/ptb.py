@@ -16,12 +16,13 @@ Protocol (docs/protocol.md, "Character-level Penn Treebank"), as in the publishe
 The text is a ``tf.constant`` made once; the methods use only TF ops with static
 shapes, so they run inside ``tf.function`` / ``tf.while_loop`` without retracing. The
 ``(state, rng)`` signatures match the copy task's (:mod:`ok_tf.tasks.copy`); ``rng``
-is unused: the streams are deterministic.
+is unused: the streams are deterministic. An object may play a slice ``streams = (lo, hi)``
+of the B streams only (rows lo … hi−1 of the whole batch; how multi-device training,
+:func:`ok_tf.distributed.shard_task`, splits the batch).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import typing
 
@@ -45,18 +46,20 @@ class PtbStreamState(typing.NamedTuple):
 class PtbStreams:
     """``B`` streams through a text of token ids; see the module docstring for the protocol.
 
-    Fields: the text ``ids`` (1-D integers), ``batch_size`` B, ``reset_every`` and
-    ``vocab_size``. ``vocab_size`` should be passed (e.g. ``PtbData.vocab_size``); if
-    omitted it is taken as ``max(ids) + 1``, which is right for the training split only.
-    Derived in ``__post_init__``: ``num_symbols`` N, ``offsets`` (``[B]`` int32, the
-    streams' start positions), ``total_streams`` (B of the whole batch, see
-    :meth:`shard`) and ``text`` (the ids as a ``tf.constant``).
+    Fields: the text ``ids`` (1-D integers), ``batch_size`` B, ``reset_every``,
+    ``vocab_size`` and ``streams``. ``vocab_size`` should be passed (e.g.
+    ``PtbData.vocab_size``); if omitted it is taken as ``max(ids) + 1``, which is right for
+    the training split only. ``streams = (lo, hi)`` plays streams lo … hi−1 of the B only
+    (None: all). Derived in ``__post_init__``: ``num_symbols`` N, ``rows`` (the streams
+    played: hi − lo, else B), ``offsets`` (``[rows]`` int32, their start positions) and
+    ``text`` (the ids as a ``tf.constant``).
     """
 
     ids: np.ndarray = dataclasses.field(repr=False)
     batch_size: int
     reset_every: int = 100
     vocab_size: int | None = None
+    streams: tuple[int, int] | None = None
 
     def __post_init__(self):
         ids = np.asarray(self.ids)
@@ -79,28 +82,22 @@ class PtbStreams:
             vocab_size = max_id + 1
         elif max_id >= vocab_size:
             raise ValueError(f"ids contain {max_id}, not below vocab_size={vocab_size}")
+        lo, hi = (0, self.batch_size) if self.streams is None else map(int, self.streams)
+        if not 0 <= lo < hi <= self.batch_size:
+            raise ValueError(f"streams must be (lo, hi) with 0 <= lo < hi <= {self.batch_size}, got {self.streams}")
         derived = {
             "ids": ids,
             "vocab_size": int(vocab_size),
             "batch_size": int(self.batch_size),
             "reset_every": int(self.reset_every),
-            "total_streams": int(self.batch_size),  # all devices' streams (see shard)
+            "streams": None if self.streams is None else (lo, hi),
+            "rows": hi - lo,
             "num_symbols": n,
-            "offsets": stream_offsets(n, self.batch_size),
+            "offsets": stream_offsets(n, self.batch_size)[lo:hi],
             "text": tf.constant(ids.astype(np.int32, copy=False), dtype=tf.int32),
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
-
-    def shard(self, index: int, count: int) -> "PtbStreams":
-        """Streams ``index·B/count … (index+1)·B/count − 1`` (same text, same offsets)."""
-        if self.batch_size % count or not 0 <= index < count:
-            raise ValueError(f"cannot take shard {index} of {count} of {self.batch_size} streams")
-        part = copy.copy(self)  # shares the text; keeps total_streams
-        size = self.batch_size // count
-        object.__setattr__(part, "batch_size", size)
-        object.__setattr__(part, "offsets", self.offsets[index * size:(index + 1) * size])
-        return part
 
     def init(self, rng: tf.random.Generator | None = None) -> PtbStreamState:
         """Initial state: positions at the stream offsets, step 0."""
@@ -113,19 +110,19 @@ class PtbStreams:
     def next(
         self, state: PtbStreamState, rng: tf.random.Generator | None = None
     ) -> tuple[PtbStreamState, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """One step: ``(new_state, inputs [B] int32, targets [B] int32, reset [B] bool)``.
+        """One step: ``(new_state, inputs, targets, reset)``, ``[rows]`` int32, int32, bool.
 
         ``reset[b] = (p_b mod reset_every == 0) or step == 0`` with ``p_b`` the position
         of stream b's input symbol at this step.
         """
         del rng
-        position = tf.ensure_shape(tf.convert_to_tensor(state.position, tf.int32), [self.batch_size])
+        position = tf.ensure_shape(tf.convert_to_tensor(state.position, tf.int32), [self.rows])
         step = tf.convert_to_tensor(state.step, tf.int64)
         following = position + 1
         following = tf.where(following >= self.num_symbols, following - self.num_symbols, following)
         inputs = tf.gather(self.text, position)
         targets = tf.gather(self.text, following)
-        first = tf.fill([self.batch_size], tf.equal(step, 0))
+        first = tf.fill([self.rows], tf.equal(step, 0))
         if self.reset_every > 0:
             at_multiple = tf.equal(tf.math.floormod(position, self.reset_every), 0)
             reset = tf.logical_or(first, at_multiple)
@@ -139,6 +136,6 @@ class PtbStreams:
         return state
 
     def metrics(self, state: PtbStreamState) -> dict[str, tf.Tensor]:
-        """``{"epoch": steps * B / N}`` as a float32 scalar: passes over the text so far."""
-        epochs = tf.cast(state.step, tf.float64) * (self.total_streams / self.num_symbols)
+        """``{"epoch": steps * B / N}`` as a float32 scalar: passes of all B streams over the text."""
+        epochs = tf.cast(state.step, tf.float64) * (self.batch_size / self.num_symbols)
         return {"epoch": tf.cast(epochs, tf.float32)}
