@@ -30,6 +30,8 @@ from ok_tf import training  # noqa: E402
 from ok_tf.tasks import ptb as ptb_task  # noqa: E402
 from ok_tf.tasks import copy as copy_task  # noqa: E402
 
+import toolkit  # noqa: E402
+
 BATCH = 4
 UNITS = 6
 
@@ -69,9 +71,7 @@ def values(model, optimizer):
   return out
 
 
-def rel(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+rel = toolkit.rel_err
 
 
 def compare(method, task_name, steps, clip, strategy):

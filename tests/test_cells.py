@@ -12,17 +12,16 @@ import tensorflow as tf
 from ok_tf import cells
 from ok_tf import kronecker
 
+import toolkit
+
 NAMES = ("rhn", "tanh", "lstm")
 V = 3  # input size
 N = 4  # units
 B = 5  # batch
 
 
-def make_cell(name, units=N, input_dim=V, dtype="float64", seed=0, stddev=0.5):
-    cell = cells.get(name, units, dtype=dtype,
-                     kernel_initializer=keras.initializers.RandomNormal(stddev=stddev, seed=seed))
-    cell.build(input_dim)
-    return cell
+def make_cell(name, units=N, input_dim=V, **kwargs):
+    return toolkit.make_cell(name, units, input_dim, **kwargs)
 
 
 def random_inputs(cell, seed=1, batch=B, dtype=np.float64):
@@ -33,9 +32,7 @@ def random_inputs(cell, seed=1, batch=B, dtype=np.float64):
     return tf.constant(x), tf.constant(s)
 
 
-def rel_err(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
+rel_err = toolkit.rel_err
 
 
 # ----------------------------------------------------------------------------- exactness

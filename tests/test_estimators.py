@@ -9,7 +9,6 @@ draw), K = 32 batches from independent generator streams, z-scores of the mean o
 batch means against exact RTRL with the standard error across batch means.
 """
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,36 +16,23 @@ import tensorflow as tf
 from ok_tf import cells
 from ok_tf import estimators
 
+import toolkit
+
+SHARED = toolkit.SHARED
+
 NAMES = ("rhn", "tanh", "lstm")
 STOCHASTIC = (("ok", 2), ("kf", None), ("kf_avg", 2), ("uoro", None))
 DETERMINISTIC = (("rtrl", None), ("snap1", None))
 K = 32          # independent batches in statistical tests
 Z_MAX = 5.0     # max |z| over all entries of W (≤ ~100 entries, t(31) tails)
 
-SHARED = tf.random.Generator.from_key_counter(key=0, counter=[0, 0], alg="philox")
-
-
-def rng(key):
-    return tf.random.Generator.from_key_counter(key=key, counter=[0, 0], alg="philox")
+rng = toolkit.philox
+make_cell = toolkit.make_cell
 
 
 def streams(key, count=K):
-    """``count`` independent streams (``Generator.split``) replayed through SHARED.
-
-    A tf.function retraces for each new Generator object, so the traced computation
-    closes over SHARED and the split generators' states are loaded into it in turn.
-    """
-    base = rng(key)
-    for child in base.split(count):
-        SHARED.reset(child.state)
-        yield SHARED
-
-
-def make_cell(name, units=3, input_dim=3, dtype="float64", seed=0, stddev=0.5):
-    cell = cells.get(name, units, dtype=dtype,
-                     kernel_initializer=keras.initializers.RandomNormal(stddev=stddev, seed=seed))
-    cell.build(input_dim)
-    return cell
+    """``count`` independent streams (toolkit.split_streams)."""
+    return toolkit.split_streams(key, count)
 
 
 def make_estimator(name, cell, rank=None):
@@ -66,9 +52,7 @@ def one_hot_sequence(steps, input_dim, seed):
     return np.eye(input_dim)[rs.randint(input_dim, size=steps)]
 
 
-def rel(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return np.max(np.abs(a - b)) / np.max(np.abs(b))
+rel = toolkit.rel_err
 
 
 # ----------------------------------------------------------------------------- exactness

@@ -13,38 +13,22 @@ import tensorflow as tf
 
 from ok_tf import kronecker
 
+import toolkit
+
 K = 32            # independent batches
 N = 4096          # draws per batch
 Z_MEAN = 5.0      # max |z| over all entries of a mean (up to ~100 entries, t(31) tails)
 Z_VAR = 4.0       # |z| of one scalar (the mean squared error vs (★))
 
 
+SHARED = toolkit.SHARED
+rng = toolkit.philox
+zscores = toolkit.zscores
+
+
 def generators(key, count=K):
-    """``count`` independent streams (``Generator.split``), replayed through ONE generator.
-
-    A tf.function retraces for every new Generator object, so the states of the split
-    generators are loaded in turn into a single generator that the traced draw closes
-    over: the random numbers are those of the split streams.
-    """
-    base = tf.random.Generator.from_key_counter(key=key, counter=[0, 0], alg="philox")
-    for child in base.split(count):
-        SHARED.reset(child.state)
-        yield SHARED
-
-
-SHARED = tf.random.Generator.from_key_counter(key=0, counter=[0, 0], alg="philox")
-
-
-def rng(key):
-    return tf.random.Generator.from_key_counter(key=key, counter=[0, 0], alg="philox")
-
-
-def zscores(batch_means, target, floor=1e-9):
-    """z of the mean of K batch means against target (SE from the batch means)."""
-    bm = np.asarray(batch_means, dtype=np.float64)
-    mean = bm.mean(axis=0)
-    se = bm.std(axis=0, ddof=1) / np.sqrt(bm.shape[0])
-    return (mean - target) / np.sqrt(se ** 2 + floor ** 2), mean, se
+    """``count`` independent streams (toolkit.split_streams)."""
+    return toolkit.split_streams(key, count)
 
 
 def star_numpy(sigma, rank, tol=1e-9):
