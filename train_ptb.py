@@ -16,6 +16,7 @@ from __future__ import annotations
 from absl import app
 
 from ok_tf import config as config_lib
+from ok_tf import estimators
 from ok_tf import evaluation
 from ok_tf import experiment
 from ok_tf import runs
@@ -42,7 +43,8 @@ def run_one(cfg: config_lib.PTBConfig, resume: bool) -> runs.Run:
         "test_bpc": evaluation.Evaluator(model, data.test, cfg.eval_streams).bpc(),
         "final_step": final_step, "chars": final_step * cfg.batch_size, "wall_time": wall,
         "steps_per_sec": final_step / wall if wall > 0 else None,
-        "tokenization": cfg.tokenization, "method": runs.method_label(run.config),
+        "tokenization": cfg.tokenization,
+        "method": estimators.label(cfg.method, cfg.rank, cfg.truncation),
     }
 
   return experiment.train(cfg, task, data.vocab_size, resume=resume, validation=validation,

@@ -1,8 +1,8 @@
 """Speed and memory of the online training step of every method, against its bound.
 
-    python analysis/benchmark.py [--methods=ok,uoro,rtrl,tbptt] [--configs=copy,ptb]
+    python -m analysis.benchmark [--methods=ok,uoro,rtrl,tbptt] [--configs=copy,ptb]
         [--sizes=32,64,128,256] [--steps=0] [--min_time=3] [--repeats=3]
-        [--out_dir=benchmark_out/] [--device=auto|cpu|gpu] [--no-breakdown]
+        [--out_dir=benchmark_out/] [--device=auto|cpu|gpu] [--nobreakdown]
         [--fine_breakdown] [--estimator=configs|all|none] [--rtrl_max_n=64]
 
 The grid: the named configurations (``copy``: n 128, r 16, B 16, V 4; ``ptb``: n 256,
@@ -17,7 +17,7 @@ For every method and shape this times compiled loops of N steps (the library's
 ``tf.function`` chunks; one warm-up call compiles first), best of ``--repeats`` runs,
 N chosen so that one run takes at least ``--min_time`` seconds (``--steps`` fixes N);
 the repeats of the loops of one (method, shape) are interleaved, so that a change of
-the machine's load affects them alike:
+the machine's load affects them alike (the harness: analysis/timing.py):
 
 * ``full``: the whole online training step, ``OnlineTrainer.run(N)`` (data, reset,
   estimator step, readout, loss, exact readout gradient, recurrent gradient, clipping,
@@ -27,39 +27,42 @@ the machine's load affects them alike:
   the step splits into the estimator and the rest (``--estimator``: at the named
   configurations by default, ``all`` for every shape);
 * ``bound``: the method's dominant product alone in a loop of the same shapes:
-  ``tf.matmul(H[:, None], A)`` with H ``[B, S, S]`` and A ``[B, r, S, k·n]`` (what the
-  library computes) for ok / kf_avg / kf, ``H_t G`` with G ``[B, S, a·k·n]`` for rtrl;
-  uoro and tbptt have no such product (their cost is O(n²) per step).
+  ``KroneckerSum.propagate(H, A)`` = ``tf.matmul(H[:, None], A)`` with H ``[B, S, S]``
+  and A ``[B, r, S, k·n]`` (what the library computes) for ok / kf_avg / kf, ``H_t G``
+  with G ``[B, S, a·k·n]`` for rtrl; uoro and tbptt have no such product (their cost is
+  O(n²) per step).
 
-With ``--breakdown`` (default), OK at the named configurations is also split: the
-cell linearisation (``cell.linearize`` + ``cell.d_diagonals``), the H·A products (the
-bound), ``kronecker.ok_reduce_structured`` (what ``OK.step`` runs) and,
-outside ``est.step``, ``est.reset`` (timed with no stream resetting: what 99 of 100
-PTB steps cost, the ``tf.cond`` that skips the ``tf.where``) and ``est.gradient``;
-``--fine_breakdown`` splits ``ok_reduce`` further (Gram matrix
-and eigh of the right family, the mixing matmul, the small SVD/eigh work).  Each part
+With ``--breakdown`` (default), OK at the named configurations is also split into the
+stages of ``OK.step``: ``OK.linearize`` (``cell.linearize`` + ``cell.d_diagonals``), the
+H·A products (``OK.propagate``: the bound) and ``OK.reduce``
+(``kronecker.ok_reduce_structured``), and, outside ``est.step``, ``est.reset`` (timed
+with no stream resetting: what 99 of 100 PTB steps cost, the ``tf.cond`` that skips the
+``tf.where``) and ``est.gradient``; ``--fine_breakdown`` splits ``ok_reduce`` further
+into the pieces of ``kronecker`` it is made of (``gram_with_diagonals`` and
+``orthonormalize_gram``: Gram matrix and eigh of the right family; ``mix_with_diagonals``:
+the mixing matmul; ``orthonormalize`` and ``opt``: the small SVD/eigh work).  Each part
 runs alone in its own loop (runs of at least ``--breakdown_min_time`` = 1 s, best of
 ``--repeats``), so the parts need not add up exactly to the whole.
 
-Peak memory (see :class:`MemoryMeter`): ``peak_mem_bytes`` is the peak of TensorFlow's
+Peak memory (see ``timing.MemoryMeter``): ``peak_mem_bytes`` is the peak of TensorFlow's
 allocator (``get_memory_info`` on GPU:0, or on CPU:0, which TF 2.21 supports too) over
 a few steps of the full step after its compile, with only the trainer alive (the
 previous rows are freed first; ``mem_baseline_bytes`` is what the allocator still held
 before the row was built, as TF keeps about one state size per deleted online trainer,
-and ``peak_mem_above_baseline_bytes`` the difference).  On CPU also ``peak_rss_bytes``, the process's peak RSS over
-the same steps, which counts the TF runtime and memory the C allocator keeps from
-earlier rows and so hardly measures one row.
-``state_mb`` is the exact size of the method's approximation state.
+and ``peak_mem_above_baseline_bytes`` the difference).  On CPU also ``peak_rss_bytes``,
+the process's peak RSS over the same steps, which counts the TF runtime and memory the
+C allocator keeps from earlier rows and so hardly measures one row.  ``state_mb`` is the
+exact size of the method's approximation state.
 
 Outputs in ``--out_dir``: ``benchmark.json`` (every number, the flags, the device, the
 load average), ``benchmark.md`` (the table) and ``benchmark.png`` (log-log time per
 step against n on the sweep with least-squares slopes; expected at large n: OK ≈ 3,
 exact RTRL ≈ 4, UORO and TBPTT ≈ 2; smaller where fixed per-step costs dominate).
+Prints the table and the paths of the three files; the progress goes to the log.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import gc
 import json
@@ -67,21 +70,21 @@ import math
 import os
 import pathlib
 import platform
-import resource
-import sys
 import time
 
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-  sys.path.insert(0, str(_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import logging  # pylint: disable=g-import-not-at-top
 import matplotlib  # pylint: disable=g-import-not-at-top
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+from analysis import common  # pylint: disable=g-import-not-at-top
+from analysis import timing  # pylint: disable=g-import-not-at-top
 from ok_tf import estimators as estimators_lib  # pylint: disable=g-import-not-at-top
 from ok_tf import kronecker  # pylint: disable=g-import-not-at-top
 from ok_tf import models  # pylint: disable=g-import-not-at-top
@@ -139,179 +142,20 @@ class RandomSymbols:
     return {}
 
 
-# ----------------------------------------------------------------------------- memory
-
-
-class MemoryMeter:
-  """Peak memory over a stretch of code.
-
-  ``peak_mem_bytes``: the peak of TensorFlow's allocator on the device
-  (``tf.config.experimental.get_memory_info(device)['peak']``, reset before; on GPU and,
-  in TF 2.21, on CPU too); on CPU also ``peak_rss_bytes``, the process's peak resident
-  set size (VmHWM reset through /proc/self/clear_refs, else the lifetime maximum of
-  ``resource.getrusage``), which includes the TensorFlow runtime and what the C
-  allocator keeps from earlier rows, so it hardly measures one row.
-  """
-
-  def __init__(self, device: str):
-    self.device = device.strip("/")           # "CPU:0" or "GPU:0"
-    self.cpu = self.device.startswith("CPU")
-    try:
-      tf.config.experimental.get_memory_info(self.device)
-      tf.config.experimental.reset_memory_stats(self.device)
-      self.tf_stats = True
-    except (ValueError, RuntimeError, tf.errors.OpError):
-      self.tf_stats = False
-    self.rss_resettable = self.cpu and self._reset_rss()
-    notes = []
-    if self.tf_stats:
-      notes.append(f"peak_mem_bytes: TensorFlow allocator peak on {self.device} over a few "
-                   "steps of the full step after its compile, only the trainer alive "
-                   "(get_memory_info, reset before)")
-    if self.cpu:
-      notes.append("peak_rss_bytes: process peak RSS over the same steps ("
-                   + ("VmHWM reset via /proc/self/clear_refs" if self.rss_resettable else
-                      "resource.getrusage lifetime maximum")
-                   + "); includes the TF runtime and freed memory the C allocator keeps, "
-                   "so it is not a per-row measure")
-    self.note = "; ".join(notes)
-
-  @staticmethod
-  def _reset_rss() -> bool:
-    try:
-      with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-      return True
-    except OSError:
-      return False
-
-  def reset(self):
-    if self.tf_stats:
-      tf.config.experimental.reset_memory_stats(self.device)
-    if self.rss_resettable:
-      self._reset_rss()
-
-  def _rss(self) -> int:
-    if self.rss_resettable:
-      with open("/proc/self/status") as f:
-        for line in f:
-          if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-  def current(self) -> int | None:
-    """Bytes held by TensorFlow's allocator now (None without allocator statistics)."""
-    if not self.tf_stats:
-      return None
-    return int(tf.config.experimental.get_memory_info(self.device)["current"])
-
-  def peak(self) -> dict:
-    out = {}
-    if self.tf_stats:
-      out["peak_mem_bytes"] = int(tf.config.experimental.get_memory_info(self.device)["peak"])
-    if self.cpu:
-      out["peak_rss_bytes"] = self._rss()
-      out.setdefault("peak_mem_bytes", out["peak_rss_bytes"])
-    return out
-
-
-# ----------------------------------------------------------------------------- timing
-
-
-def _timed(run, num) -> float:
-  t0 = time.perf_counter()
-  run(num)
-  return time.perf_counter() - t0
-
-
-def calibrate(run, min_time: float, steps: int = 0, multiple: int = 1) -> tuple[int, float]:
-  """(N, compile seconds): ``run(multiple)`` compiles, then N makes one call ≥ min_time.
-
-  N grows from ``multiple`` until a call takes ≥ max(0.2, min_time / 8) s and is then
-  scaled to ``min_time`` (or N = ``steps`` rounded up to a multiple of ``multiple``).
-  """
-  compile_s = _timed(run, multiple)
-  if steps:
-    return int(math.ceil(steps / multiple)) * multiple, compile_s
-  num = multiple
-  target = max(0.2, min_time / 8)
-  while True:
-    elapsed = _timed(run, num)
-    if elapsed >= target:
-      break
-    factor = 16 if elapsed < target / 16 else math.ceil(1.25 * target / elapsed)
-    num = int(math.ceil(num * factor / multiple)) * multiple
-  per_step = elapsed / num
-  return max(multiple, int(math.ceil(min_time / per_step / multiple)) * multiple), compile_s
-
-
-def measure_group(runners: dict, min_time: float, repeats: int, steps: int = 0,
-                  multiples: dict | None = None) -> dict:
-  """Best-of-``repeats`` seconds per step of each ``run(N)`` (which must block).
-
-  The repeats are interleaved (full, estimator, bound, full, ...), so that a change of
-  the machine's load during the measurement affects all of them alike.  A run that
-  took less than 0.8·``min_time`` (the first calls after the compile can be slow and
-  spoil the calibration) has its N scaled up and its times restarted (twice at most).
-  """
-  multiples = multiples or {}
-  plan = {name: calibrate(run, min_time, steps, multiples.get(name, 1))
-          for name, run in runners.items()}
-  nums = {name: p[0] for name, p in plan.items()}
-  times = {name: [] for name in runners}
-  rescaled = {name: 0 for name in runners}
-  while any(len(t) < max(1, repeats) for t in times.values()):
-    for name, run in runners.items():
-      if len(times[name]) >= max(1, repeats):
-        continue
-      elapsed = _timed(run, nums[name])
-      if not steps and elapsed < 0.8 * min_time and rescaled[name] < 2:
-        mult = multiples.get(name, 1)
-        nums[name] = int(math.ceil(nums[name] * min_time / elapsed / mult)) * mult
-        times[name] = []
-        rescaled[name] += 1
-        continue
-      times[name].append(elapsed)
-  out = {}
-  for name in runners:
-    out[name] = {"steps": nums[name], "times_s": [round(t, 4) for t in times[name]],
-                 "sec_per_step": min(times[name]) / nums[name],
-                 "compile_s": round(plan[name][1], 3)}
-  return out
-
-
-def loop(body, init_state):
-  """A compiled ``run(N)``: N iterations of ``state = body(state)``, state in variables."""
-  holder = training.StateVariables(init_state)
-
-  @tf.function
-  def compiled(num):
-    state = holder.read()
-    for _ in tf.range(num):
-      state = body(state)
-    holder.assign(state)
-    return tf.reduce_sum(tf.stack([tf.cast(tf.reduce_sum(t[:1]), tf.float32)
-                                   for t in tf.nest.flatten(state)]))
-
-  return lambda num: compiled(tf.constant(num, tf.int32)).numpy()
-
-
-def orthogonal(batch, size, seed):
-  """Random orthogonal [batch, size, size] matrices (products keep their norm)."""
-  q, _ = tf.linalg.qr(tf.random.stateless_normal([batch, size, size], [seed, 1]))
-  return q
+# ----------------------------------------------------------------------------- loops
 
 
 def bound_runner(kind: str, cell, rank: int, batch: int):
-  """The dominant product alone: ``A ← H[:, None] A`` (ok) or ``G ← H G`` (rtrl)."""
+  """The dominant product alone: ``A ← H[:, None] A`` (ok; ``KroneckerSum.propagate``) or
+  ``G ← H G`` (rtrl)."""
   s = cell.state_size
-  h = orthogonal(batch, s, 1)
+  h = timing.orthogonal(batch, s, 1)
   if kind == "ha":
     a = tf.random.stateless_normal([batch, rank, s, cell.kernel_columns], [2, 1])
-    return loop(lambda a: tf.matmul(h[:, None], a), a)
+    return timing.loop(lambda a: estimators_lib.KroneckerSum.propagate(h, a), a)
   if kind == "hg":
     g = tf.random.stateless_normal([batch, s, cell.hhat_size * cell.kernel_columns], [2, 1])
-    return loop(lambda g: tf.matmul(h, g), g)
+    return timing.loop(lambda g: tf.matmul(h, g), g)
   raise ValueError(kind)
 
 
@@ -324,11 +168,16 @@ def estimator_runner(est, model, batch: int, seed: int = 0):
     ids = rng.uniform([batch], 0, vocab, dtype=tf.int32)
     return est.step(state, model.one_hot(ids), rng)
 
-  return loop(body, est.init(batch))
+  return timing.loop(body, est.init(batch))
 
 
 def breakdown_runners(est, model, batch: int, seed: int = 0, fine: bool = False) -> dict:
-  """Loops timing the parts of OK's step and gradient one at a time (dependencies carried)."""
+  """Loops timing the parts of OK's step and gradient one at a time (dependencies carried).
+
+  The stages of ``OK.step`` as it runs them (``est.linearize``, ``est.reduce``; the third,
+  ``est.propagate``, is the bound), ``est.gradient`` and ``est.reset``; with ``fine``
+  the pieces of ``kronecker.ok_reduce_structured``.
+  """
   cell = model.cell
   rank = est.rank
   s, a, cols = cell.state_size, cell.hhat_size, cell.kernel_columns
@@ -336,27 +185,25 @@ def breakdown_runners(est, model, batch: int, seed: int = 0, fine: bool = False)
   vocab = model.vocab_size
   h0 = tf.random.stateless_uniform([batch, s], [3, 1], -0.5, 0.5)
   x0 = model.one_hot(tf.random.stateless_uniform([batch], [4, 1], 0, vocab, dtype=tf.int32))
-  probe = cell.linearize(x0, h0)
+  zero = est.init(batch)
+  probe, diagonals = est.linearize(zero._replace(h=h0), x0)   # D_t sparse (S·k non-zeros)
 
   def linearize(carry):
     h, _, _ = carry
     ids = rng.uniform([batch], 0, vocab, dtype=tf.int32)
-    st = cell.linearize(model.one_hot(ids), h)
-    return st.state, st.jacobian, cell.d_diagonals(st.gates).values
+    st, last = est.linearize(zero._replace(h=h), model.one_hot(ids))
+    return st.state, st.jacobian, last.values
 
   hhat = probe.hhat
-  diagonals = cell.d_diagonals(probe.gates)           # D_t, sparse (S·k non-zeros)
-  balance = getattr(est, "balance", True)
 
   def reduce(carry):
     u, af = carry
-    left = tf.concat([u, hhat[:, None, :]], axis=1)
-    red = kronecker.ok_reduce_structured(left, af, diagonals, rank, rng, balance=balance)
+    red = est.reduce(u, hhat, af, diagonals, rng)
     return red.left, red.right
 
   u0 = tf.random.stateless_normal([batch, rank, a], [5, 1])
   a0 = tf.random.stateless_normal([batch, rank, s, cols], [6, 1]) * 0.1
-  fixed = training.StateVariables(est.init(batch)._replace(u=u0, a=a0))
+  fixed = training.StateVariables(zero._replace(u=u0, a=a0))
 
   def gradient(acc):
     dl_ds = rng.normal([batch, s])
@@ -366,16 +213,16 @@ def breakdown_runners(est, model, batch: int, seed: int = 0, fine: bool = False)
     return est.reset(state, rng.uniform([batch]) < 0.0)
 
   runners = {
-      "linearize": loop(linearize, (h0, probe.jacobian, diagonals.values)),
-      "ok_reduce": loop(reduce, (u0, a0)),
-      "gradient": loop(gradient, tf.zeros([a, cols])),
-      "reset": loop(reset, fixed.read()),
+      "linearize": timing.loop(linearize, (h0, probe.jacobian, diagonals.values)),
+      "ok_reduce": timing.loop(reduce, (u0, a0)),
+      "gradient": timing.loop(gradient, tf.zeros([a, cols])),
+      "reset": timing.loop(reset, fixed.read()),
   }
   if fine:
     q = rank + 1
     family = training.StateVariables(a0)      # the r dense right factors H·A_i, [B, r, S, kn]
     left0 = tf.concat([u0, hhat[:, None, :]], axis=1)
-    mix = orthogonal(batch, q, 7)
+    mix = timing.orthogonal(batch, q, 7)
 
     def gram_eigh(acc):   # the right family's Gram matrix (blockwise) and its eigh
       gram = kronecker.gram_with_diagonals(family.read(), diagonals)
@@ -390,9 +237,9 @@ def breakdown_runners(est, model, batch: int, seed: int = 0, fine: bool = False)
       lmat, rmat = kronecker.opt(c, rank, rng)
       return acc + tf.reduce_sum(lmat, [1, 2]) + tf.reduce_sum(rmat, [1, 2])
 
-    runners.update({"gram_eigh": loop(gram_eigh, tf.zeros([])[None]),
-                    "mixing": loop(mixing, family.read()),
-                    "small": loop(small, tf.zeros([batch]))})
+    runners.update({"gram_eigh": timing.loop(gram_eigh, tf.zeros([])[None]),
+                    "mixing": timing.loop(mixing, family.read()),
+                    "small": timing.loop(small, tf.zeros([batch]))})
   return runners
 
 
@@ -486,7 +333,7 @@ def build_grid(configs, sizes, sweep_rank, sweep_batch, sweep_vocab) -> list[dic
 # ----------------------------------------------------------------------------- run
 
 
-def benchmark_shape(method, shape, args, memory, bounds, log):
+def benchmark_shape(method, shape, args, memory, bounds):
   """Times one (method, shape): the full step, est.step, the bound, the breakdown."""
   n = shape["n"]
   gc.collect()   # free the previous rows' models and loops before the memory baseline
@@ -501,7 +348,7 @@ def benchmark_shape(method, shape, args, memory, bounds, log):
   run, est = trainer_runner(method, model, shape, args.truncation, args.reset_every)
   multiples = {"full": args.truncation if spec.takes_truncation else 1}
   # peak memory of the training step alone: compile, then a few steps (one TBPTT window)
-  compile_s = _timed(run, multiples["full"])
+  compile_s = timing.timed(run, multiples["full"])
   memory.reset()
   run(max(2, multiples["full"]))
   peak = memory.peak()
@@ -518,10 +365,10 @@ def benchmark_shape(method, shape, args, memory, bounds, log):
   if breakdown:
     runners.update(breakdown_runners(est, model, shape["B"], fine=args.fine_breakdown))
   main_runners = {k: v for k, v in runners.items() if k in ("full", "estimator", "bound")}
-  res = measure_group(main_runners, args.min_time, args.repeats, args.steps, multiples)
+  res = timing.measure_group(main_runners, args.min_time, args.repeats, args.steps, multiples)
   parts = {k: v for k, v in runners.items() if k not in main_runners}
   if parts:
-    res.update(measure_group(parts, args.breakdown_min_time, args.repeats, args.steps))
+    res.update(timing.measure_group(parts, args.breakdown_min_time, args.repeats, args.steps))
   load = round(os.getloadavg()[0], 2)
   full = res["full"]
   row.update(steps=full["steps"], times_s=full["times_s"], compile_s=round(compile_s, 3),
@@ -530,19 +377,19 @@ def benchmark_shape(method, shape, args, memory, bounds, log):
              peak_mem_above_baseline_bytes=(None if baseline is None or "peak_mem_bytes" not in peak
                                             else peak["peak_mem_bytes"] - baseline),
              ms_per_step=1e3 * full["sec_per_step"], steps_per_s=1.0 / full["sec_per_step"])
-  log(f"  {method:7s} full      {row['ms_per_step']:10.3f} ms/step  (N={full['steps']}, "
-      f"load {load})")
+  logging.info("  %-7s full      %10.3f ms/step  (N=%d, load %s)", method,
+               row["ms_per_step"], full["steps"], load)
   if "estimator" in res:
     row["estimator_ms"] = 1e3 * res["estimator"]["sec_per_step"]
     row["rest_ms"] = row["ms_per_step"] - row["estimator_ms"]
-    log(f"  {method:7s} est.step  {row['estimator_ms']:10.3f} ms/step")
+    logging.info("  %-7s est.step  %10.3f ms/step", method, row["estimator_ms"])
   if "bound" in res:
     flops = bound_flops(kind, cell, rank, shape["B"])
     sec = res["bound"]["sec_per_step"]
     bounds[bound_key] = dict(kind="H·A_i (r products)" if kind == "ha" else "H·G", ms=1e3 * sec,
                              gflops=flops / 1e9, gflop_per_s=flops / sec / 1e9, loadavg_1m=load)
-    log(f"  {'bound':7s} {kind}        {1e3 * sec:10.3f} ms/step  "
-        f"({flops / sec / 1e9:.1f} GFLOP/s)")
+    logging.info("  %-7s %s        %10.3f ms/step  (%.1f GFLOP/s)", "bound", kind, 1e3 * sec,
+                 flops / sec / 1e9)
   if bound_key in bounds:
     b = bounds[bound_key]
     row.update(bound=b["kind"], bound_ms=b["ms"], bound_gflop_per_s=b["gflop_per_s"],
@@ -553,7 +400,7 @@ def benchmark_shape(method, shape, args, memory, bounds, log):
     parts = {name: 1e3 * x["sec_per_step"] for name, x in res.items()
              if name not in ("full", "estimator", "bound")}
     for name, ms in parts.items():
-      log(f"  ok      {name:10s}{ms:10.3f} ms/step")
+      logging.info("  ok      %-10s%10.3f ms/step", name, ms)
     row["breakdown_ms"] = _breakdown(row, parts)
   return row
 
@@ -665,58 +512,61 @@ def table(rows) -> str:
   return "\n".join(lines)
 
 
-def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  csv = lambda s: [x for x in s.split(",") if x]
-  p.add_argument("--methods", type=csv, default=list(DEFAULT_METHODS),
-                 help=f"comma list of {', '.join(estimators_lib.METHODS)}")
-  p.add_argument("--configs", type=csv, default=list(CONFIGS),
-                 help="comma list of copy, ptb or n:r:B:V ('' for none)")
-  p.add_argument("--sizes", type=lambda s: [int(x) for x in csv(s)], default=list(DEFAULT_SIZES),
-                 help="n sweep (at --sweep_rank, --sweep_batch, --sweep_vocab; '' for none)")
-  p.add_argument("--sweep_rank", type=int, default=CONFIGS["copy"]["r"])
-  p.add_argument("--sweep_batch", type=int, default=CONFIGS["copy"]["B"])
-  p.add_argument("--sweep_vocab", type=int, default=CONFIGS["copy"]["V"])
-  p.add_argument("--steps", type=int, default=0,
-                 help="steps per timed run (0: enough for --min_time seconds)")
-  p.add_argument("--min_time", type=float, default=3.0, help="seconds per timed run (at least)")
-  p.add_argument("--repeats", type=int, default=3, help="timed runs; the best is reported")
-  p.add_argument("--truncation", type=int, default=25, help="T of tbptt")
-  p.add_argument("--reset_every", type=int, default=100,
-                 help="the synthetic streams reset every this many steps (0: never)")
-  p.add_argument("--cell", default="rhn", choices=("rhn", "tanh", "lstm"))
-  p.add_argument("--rtrl_max_n", type=int, default=64,
-                 help="exact RTRL only up to this n (its step is O(n^4))")
-  p.add_argument("--out_dir", default="benchmark_out/")
-  p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
-  p.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=True,
-                 help="split OK's step into its parts at the named configs")
-  p.add_argument("--breakdown_min_time", type=float, default=1.0,
-                 help="seconds per timed run of each part of the breakdown (at least)")
-  p.add_argument("--fine_breakdown", action=argparse.BooleanOptionalAction, default=False,
-                 help="with --breakdown, also split ok_reduce (Gram+eigh, mixing, SVD)")
-  p.add_argument("--estimator", default="configs", choices=("configs", "all", "none"),
-                 help="where to also time the bare est.step: at the named configurations "
-                      "(default), at every shape, or nowhere")
-  p.add_argument("--bound", action=argparse.BooleanOptionalAction, default=True,
-                 help="also time the bound (the dominant product alone)")
-  args = p.parse_args(argv)
-  bad = [m for m in args.methods if m not in estimators_lib.METHODS]
-  if bad:
-    p.error(f"unknown method(s) {bad}; choose from {', '.join(estimators_lib.METHODS)}")
-  return args
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The script's flags (absl), on ``flag_values``."""
+  fv = flag_values
+  flags.DEFINE_list("methods", list(DEFAULT_METHODS),
+                    f"comma list of {', '.join(estimators_lib.METHODS)}", flag_values=fv)
+  flags.DEFINE_list("configs", list(CONFIGS), "comma list of copy, ptb or n:r:B:V ('' for none)",
+                    flag_values=fv)
+  flags.DEFINE_list("sizes", [str(n) for n in DEFAULT_SIZES],
+                    "n sweep (at --sweep_rank, --sweep_batch, --sweep_vocab; '' for none)",
+                    flag_values=fv)
+  flags.DEFINE_integer("sweep_rank", CONFIGS["copy"]["r"], "r of the n sweep", flag_values=fv)
+  flags.DEFINE_integer("sweep_batch", CONFIGS["copy"]["B"], "B of the n sweep", flag_values=fv)
+  flags.DEFINE_integer("sweep_vocab", CONFIGS["copy"]["V"], "V of the n sweep", flag_values=fv)
+  flags.DEFINE_integer("steps", 0, "steps per timed run (0: enough for --min_time seconds)",
+                       flag_values=fv)
+  flags.DEFINE_float("min_time", 3.0, "seconds per timed run (at least)", flag_values=fv)
+  flags.DEFINE_integer("repeats", 3, "timed runs; the best is reported", flag_values=fv)
+  flags.DEFINE_integer("truncation", 25, "T of tbptt", flag_values=fv)
+  flags.DEFINE_integer("reset_every", 100,
+                       "the synthetic streams reset every this many steps (0: never)",
+                       flag_values=fv)
+  flags.DEFINE_enum("cell", "rhn", ["rhn", "tanh", "lstm"], "the cell", flag_values=fv)
+  flags.DEFINE_integer("rtrl_max_n", 64, "exact RTRL only up to this n (its step is O(n^4))",
+                       flag_values=fv)
+  flags.DEFINE_string("out_dir", "benchmark_out/", "output folder", flag_values=fv)
+  flags.DEFINE_enum("device", "auto", ["auto", "cpu", "gpu"], "where to run", flag_values=fv)
+  flags.DEFINE_boolean("breakdown", True, "split OK's step into its parts at the named configs",
+                       flag_values=fv)
+  flags.DEFINE_float("breakdown_min_time", 1.0,
+                     "seconds per timed run of each part of the breakdown (at least)",
+                     flag_values=fv)
+  flags.DEFINE_boolean("fine_breakdown", False,
+                       "with --breakdown, also split ok_reduce (Gram+eigh, mixing, SVD)",
+                       flag_values=fv)
+  flags.DEFINE_enum("estimator", "configs", ["configs", "all", "none"],
+                    "where to also time the bare est.step: at the named configurations "
+                    "(default), at every shape, or nowhere", flag_values=fv)
+  flags.DEFINE_boolean("bound", True, "also time the bound (the dominant product alone)",
+                       flag_values=fv)
+  flags.register_validator(
+      "methods", lambda v: all(m in estimators_lib.METHODS for m in v),
+      f"unknown method; choose from {', '.join(estimators_lib.METHODS)}", flag_values=fv)
+  flags.register_validator("configs", _valid_shapes,
+                           f"--configs takes {', '.join(CONFIGS)} or n:r:B:V", flag_values=fv)
+  flags.register_validator("sizes", common.is_int_list, "--sizes takes integers",
+                           flag_values=fv)
 
 
-def cpu_name() -> str:
+def _valid_shapes(specs) -> bool:
   try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
+    for spec in specs:
+      parse_shape(spec)
+  except ValueError:
+    return False
+  return True
 
 
 def _select_device(choice: str) -> str:
@@ -732,18 +582,18 @@ def _select_device(choice: str) -> str:
   return "/GPU:0"
 
 
-def main(argv=None) -> dict:
-  args = parse_args(argv)
+def run(flag_values: flags.FlagValues, argv=()) -> dict:
+  """Runs the benchmark the flags describe; returns what benchmark.json holds."""
+  if argv:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv)}")
+  args = common.flag_namespace(define_flags, flag_values)
+  args.sizes = common.int_list(args.sizes)
   start = time.perf_counter()
   out_dir = pathlib.Path(args.out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   device = _select_device(args.device)
   gpu = device.startswith("/GPU")
-  memory = MemoryMeter(device)
-
-  def log(msg):
-    print(msg, flush=True)
-
+  memory = timing.MemoryMeter(device)
   grid = build_grid(args.configs, args.sizes, args.sweep_rank, args.sweep_batch,
                     args.sweep_vocab)
   meta = {
@@ -751,7 +601,7 @@ def main(argv=None) -> dict:
       "device": device,
       "device_name": (tf.config.experimental.get_device_details(
           tf.config.list_physical_devices("GPU")[0]).get("device_name", "GPU") if gpu
-                      else cpu_name()),
+                      else timing.cpu_name()),
       "cpu_count": os.cpu_count(),
       "tensorflow": tf.__version__,
       "python": platform.python_version(),
@@ -763,13 +613,13 @@ def main(argv=None) -> dict:
                     f"N chosen so that one run takes >= {args.min_time} s")),
       "args": vars(args),
   }
-  log(f"device {device} ({meta['device_name']}), {meta['cpu_count']} CPUs, TF {tf.__version__}, "
-      f"load average {meta['loadavg_start']}")
+  logging.info("device %s (%s), %s CPUs, TF %s, load average %s", device, meta["device_name"],
+               meta["cpu_count"], tf.__version__, meta["loadavg_start"])
   rows, skipped, bounds = [], [], {}
   with tf.device(device):
     for shape in grid:
-      log(f"n={shape['n']} r={shape['r']} B={shape['B']} V={shape['V']} "
-          f"[{'+'.join(shape['labels'])}]")
+      logging.info("n=%d r=%d B=%d V=%d [%s]", shape["n"], shape["r"], shape["B"], shape["V"],
+                   "+".join(shape["labels"]))
       for method in args.methods:
         if method == "rtrl" and shape["n"] > args.rtrl_max_n:
           gb = estimators_lib.RTRL.cost(
@@ -779,9 +629,9 @@ def main(argv=None) -> dict:
                               reason=(f"exact RTRL is O(n^4) per step (G holds {gb:.2f} GB at "
                                       f"this shape); only n <= {args.rtrl_max_n} "
                                       "(--rtrl_max_n)")))
-          log(f"  rtrl    skipped (n > {args.rtrl_max_n}: O(n^4))")
+          logging.info("  rtrl    skipped (n > %d: O(n^4))", args.rtrl_max_n)
           continue
-        rows.append(benchmark_shape(method, shape, args, memory, bounds, log))
+        rows.append(benchmark_shape(method, shape, args, memory, bounds))
   sweep_key = (args.sweep_rank, args.sweep_batch, args.sweep_vocab)
   slopes = fit_slopes(rows, bounds, args.sizes, sweep_key, args.cell, args.truncation)
   meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -804,19 +654,26 @@ def main(argv=None) -> dict:
   title = (f"{args.cell}, r={args.sweep_rank}, B={args.sweep_batch}, V={args.sweep_vocab}, "
            f"{device}; load {meta['loadavg_start'][0]}–{meta['loadavg_end'][0]}")
   plot(slopes, out_dir / "benchmark.png", title)
-  log("\n" + md)
   for s in skipped:
-    log(f"skipped {s['method']} n={s['n']}: {s['reason']}")
+    logging.info("skipped %s n=%d: %s", s["method"], s["n"], s["reason"])
   for name, e in slopes.items():
     if e["slope"] is not None:
-      log(f"slope {name}: {e['slope']:.2f} (largest two n: {e['slope_top2']:.2f}; "
-          f"expected ≈ {e['expected']})")
+      logging.info("slope %s: %.2f (largest two n: %.2f; expected ≈ %s)", name, e["slope"],
+                   e["slope_top2"], e["expected"])
   for name, parts in result["breakdown"].items():
-    log(f"breakdown {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
-  log(f"wrote {out_dir}/benchmark.json, benchmark.md, benchmark.png in {meta['runtime_s']} s")
+    logging.info("breakdown %s: %s", name, ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
+  logging.info("wrote benchmark.json, benchmark.md, benchmark.png in %s s", meta["runtime_s"])
+  print(md)
+  for name in ("benchmark.json", "benchmark.md", "benchmark.png"):
+    print(out_dir / name)
   return result
 
 
-if __name__ == "__main__":
+def main(argv):
   tf.get_logger().setLevel("ERROR")   # one tf.function per loop: retracing warnings are noise
-  main()
+  run(flags.FLAGS, argv[1:])
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,7 +1,12 @@
 """Shared helpers of the analysis scripts.
 
-Loading and grouping of runs (the published curves: analysis/published.py),
-alignment of per-seed curves on a common x grid, statistics, figure output.
+The command line of every script (absl flags, :func:`run_script`), method labels and
+their order (from the registry ``ok_tf.estimators.METHODS``), loading and grouping of
+runs (the published curves: analysis/published.py), alignment of per-seed curves on a
+common x grid, statistics, figure output.
+
+The scripts run from the repository root as ``python -m analysis.<name> ...``, which
+finds both ``analysis`` and ``ok_tf`` there without any change of ``sys.path``.
 """
 
 from __future__ import annotations
@@ -9,19 +14,93 @@ from __future__ import annotations
 import collections
 import math
 import os
-import pathlib
-import sys
+import types
 from typing import Iterable, Sequence
 
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-  sys.path.insert(0, str(_ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # before TensorFlow (the registry)
 
+from absl import flags  # pylint: disable=g-import-not-at-top
 import matplotlib  # pylint: disable=g-import-not-at-top
 matplotlib.use("Agg")
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from ok_tf import estimators  # pylint: disable=g-import-not-at-top
 from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
+
+# ----------------------------------------------------------------------------
+# Command lines
+#
+# A script defines its absl flags in ``define_flags(flag_values=flags.FLAGS)``, which it
+# calls only when it runs as the program, before ``app.run(main)``; ``main(argv)`` calls
+# ``run(flags.FLAGS, argv[1:])``, the script's work. Flags defined on import would clash
+# between scripts that share a name (--out_dir, --csv, --configs, ...) when one process
+# imports several (kernels.py imports benchmark.py; the tests import them all).
+
+
+def run_script(script, argv: Sequence[str] = ()):
+  """``python -m analysis.<script> ARGV...`` in this process: ``script.run``'s result.
+
+  The script's flags are defined on, and ``argv`` (flags and positional arguments, no
+  program name) parsed into, a ``flags.FlagValues`` of their own, so that scripts sharing
+  flag names run in one process. A bad flag raises ``flags.Error``, a bad positional
+  argument ``app.UsageError``.
+  """
+  flag_values = flags.FlagValues()
+  script.define_flags(flag_values)
+  positional = flag_values([script.__name__, *argv])[1:]
+  return script.run(flag_values, positional)
+
+
+def flag_namespace(define_flags, flag_values) -> types.SimpleNamespace:
+  """The flags that ``define_flags`` defines, read from ``flag_values``, as the attributes
+  of a namespace in their order of definition (``vars()`` of it lists them)."""
+  probe = flags.FlagValues()
+  define_flags(probe)
+  return types.SimpleNamespace(**{name: flag_values[name].value for name in probe})
+
+
+def int_list(values) -> list[int]:
+  """A list flag's strings as integers (ValueError for anything else)."""
+  return [int(v) for v in values]
+
+
+def is_int_list(values) -> bool:
+  """Whether every string of a list flag is an integer (a flag validator)."""
+  try:
+    int_list(values)
+  except (TypeError, ValueError):
+    return False
+  return True
+
+
+# ----------------------------------------------------------------------------
+# Method labels and order (the registry's)
+
+
+def method_label(config: dict) -> str:
+  """Label of a run's method in tables and legends: "ok (r=16)", "kf", "tbptt (T=25)".
+
+  The registry's label (:func:`ok_tf.estimators.label`) of the config's method, rank and
+  truncation: the rank shown for a method that takes one, the truncation length for one
+  that takes one.
+  """
+  return estimators.label(str(config.get("method", "?")), config.get("rank"),
+                          config.get("truncation"))
+
+
+def method_sort_key(config: dict) -> tuple:
+  """Sort key of a run's method: the registry's order (:func:`ok_tf.estimators.order`),
+  then the name, rank and truncation."""
+  method = str(config.get("method", "?"))
+
+  def num(key):
+    try:
+      return float(config.get(key))
+    except (TypeError, ValueError):
+      return 0.0
+
+  return (estimators.order(method), method, num("rank"), num("truncation"))
+
 
 # ----------------------------------------------------------------------------
 # Loading and grouping
@@ -57,16 +136,15 @@ def lr_str(lr) -> str:
 
 def group_runs(runs: Sequence[runs_lib.Run], split_lr: bool = True
                ) -> "collections.OrderedDict[str, list[runs_lib.Run]]":
-  """Groups runs by runs.method_label(config), in the canonical method order.
+  """Groups runs by :func:`method_label`, in the registry's method order.
 
   With split_lr, a method whose runs use several learning rates is split into
   one group per lr, labelled e.g. "ok (r=16), lr 10^-3.5".
   """
   by_label = collections.defaultdict(list)
   for run in runs:
-    by_label[runs_lib.method_label(run.config)].append(run)
-  order = sorted(by_label, key=lambda l: (
-      runs_lib.method_sort_key(by_label[l][0].config), l))
+    by_label[method_label(run.config)].append(run)
+  order = sorted(by_label, key=lambda l: (method_sort_key(by_label[l][0].config), l))
   groups = collections.OrderedDict()
   for label in order:
     members = by_label[label]

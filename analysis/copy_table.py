@@ -1,7 +1,7 @@
 """Copy task: the level each method reaches, as a table, from run directories.
 
-    python analysis/copy_table.py RUN_DIRS... [--csv copy_table.csv] [--published]
-        [--fractions 0.25,0.5,1]
+    python -m analysis.copy_table RUN_DIRS... [--csv copy_table.csv] [--published]
+        [--fractions 0.25,0.5,1] [--at_steps 6000,9000]
 
 One row per method label (and learning rate, when a method has several): the seeds,
 the level at the given fractions of the shortest run's characters (mean over seeds,
@@ -15,21 +15,16 @@ published runs' at the same steps. Markdown to stdout, the rows to CSV.
 
 from __future__ import annotations
 
-import argparse
 import csv
-import math
 import pathlib
-import sys
 
+from absl import app
+from absl import flags
 import numpy as np
 
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-  sys.path.insert(0, str(_ROOT))
-
-from analysis import common  # pylint: disable=g-import-not-at-top
-from analysis import published as published_lib  # pylint: disable=g-import-not-at-top
-from analysis import ptb_table  # pylint: disable=g-import-not-at-top
+from analysis import common
+from analysis import published as published_lib
+from analysis import ptb_table
 
 
 def level_at(rows, chars: float) -> int:
@@ -161,27 +156,44 @@ def copy_table(paths, csv_path: str | None = "copy_table.csv", published: bool =
   return text, rows
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("runs", nargs="+", help="run directories or folders")
-  parser.add_argument("--csv", default="copy_table.csv", help="CSV output path")
-  parser.add_argument("--published", action="store_true",
-                      help="add the published OK levels (n 128, r 16)")
-  parser.add_argument("--fractions", default="0.25,0.5,1",
-                      help="fractions of the shortest run's characters")
-  parser.add_argument("--at_steps", default="",
-                      help="comma-separated steps: a table of levels at those steps")
-  args = parser.parse_args(argv)
+def _valid_fractions(values) -> bool:
   try:
-    at_steps = [int(x) for x in args.at_steps.split(",") if x.strip()]
+    return all(0 < float(v) <= 1 for v in values)   # False for nan
   except ValueError:
-    parser.error(f"--at_steps takes integers, got {args.at_steps!r}")
-  fractions = tuple(float(x) for x in args.fractions.split(","))
-  if any(not 0 < f <= 1 or math.isnan(f) for f in fractions):
-    parser.error("--fractions must lie in (0, 1]")
-  text, _ = copy_table(args.runs, args.csv, args.published, fractions, at_steps)
+    return False
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The script's flags (absl), on ``flag_values``; the run directories are arguments."""
+  fv = flag_values
+  flags.DEFINE_string("csv", "copy_table.csv", "CSV output path", flag_values=fv)
+  flags.DEFINE_boolean("published", False, "add the published OK levels (n 128, r 16)",
+                       flag_values=fv)
+  flags.DEFINE_list("fractions", ["0.25", "0.5", "1"],
+                    "fractions of the shortest run's characters", flag_values=fv)
+  flags.DEFINE_list("at_steps", [], "comma-separated steps: a table of levels at those steps",
+                    flag_values=fv)
+  flags.register_validator("fractions", _valid_fractions, "--fractions must lie in (0, 1]",
+                           flag_values=fv)
+  flags.register_validator("at_steps", common.is_int_list, "--at_steps takes integers",
+                           flag_values=fv)
+
+
+def run(flag_values: flags.FlagValues, paths) -> tuple[str, list[dict]]:
+  """The table of the runs under ``paths`` as the flags say: printed, the rows to --csv."""
+  if not paths:
+    raise app.UsageError("name one or more run directories or folders")
+  fv = flag_values
+  fractions = tuple(float(x) for x in fv.fractions)
+  text, rows = copy_table(paths, fv.csv, fv.published, fractions, common.int_list(fv.at_steps))
   print(text)
+  return text, rows
+
+
+def main(argv):
+  run(flags.FLAGS, argv[1:])
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

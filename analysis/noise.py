@@ -1,9 +1,9 @@
 """How noisy is each estimator?  Bias and variance against exact RTRL on PTB text.
 
-    python analysis/noise.py                                   # defaults: 6–8 min on 2 cores
-    python analysis/noise.py --sizes=16,32 --ranks=1,2 --sequences=2 --steps=40   # quick
-    python analysis/noise.py --checkpoint=runs/ptb/ok_n64      # + a trained network
-    python analysis/noise.py --training_run=RUN_A,RUN_B        # + every checkpoint of runs
+    python -m analysis.noise                                   # defaults: 6–8 min on 2 cores
+    python -m analysis.noise --sizes=16,32 --ranks=1,2 --sequences=2 --steps=40   # quick
+    python -m analysis.noise --checkpoint=runs/ptb/ok_n64      # + a trained network
+    python -m analysis.noise --training_run=RUN_A,RUN_B        # + every checkpoint of runs
 
 With fixed weights, exact RTRL and each estimator run on the same PTB windows (every
 window from a zero state); the estimator runs on --samples rows with identical inputs and
@@ -29,33 +29,31 @@ reference + estimators, GFLOP) exceeds --budget_gflop or whose exact state excee
 
 Outputs in --out_dir: noise.csv (one row per measurement or skip), noise_steps.csv (per
 step means), noise_table.md (the tables), noise_size / noise_rank / noise_ok .png/.pdf.
+Prints the tables; the progress goes to the log.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import logging
 import math
 import os
 import pathlib
-import sys
 import time
 
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-  sys.path.insert(0, str(_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from analysis import common  # pylint: disable=g-import-not-at-top
-from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import logging  # pylint: disable=g-import-not-at-top
 import matplotlib  # pylint: disable=g-import-not-at-top
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-log = logging.getLogger("noise")
+from analysis import common  # pylint: disable=g-import-not-at-top
+from ok_tf import estimators  # pylint: disable=g-import-not-at-top
+from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
 
 DEFAULT_METHODS = "ok:8,kf_avg:8,kf,uoro"
 # Config keys of a training run that do not change its trajectory.
@@ -81,15 +79,8 @@ def parse_methods(text: str) -> list[tuple[str, int | None]]:
   return out
 
 
-def method_label(name: str, rank) -> str:
-  """The registry's label, "ok (r=8)" (ok_tf.estimators.label)."""
-  from ok_tf import estimators  # pylint: disable=g-import-not-at-top
-  return estimators.label(name, rank)
-
-
 def rank_methods() -> list[str]:
   """The estimators that take a rank (the rank sweep's methods), from the registry."""
-  from ok_tf import estimators  # pylint: disable=g-import-not-at-top
   return [name for name, m in estimators.ESTIMATORS.items() if m.takes_rank]
 
 
@@ -161,7 +152,7 @@ class Study:
     return "; ".join(reasons) or None
 
   def skip(self, sweep, condition, run, ckpt_step, methods, units, cell, note):
-    log.warning("skipping %s n=%d (%s): %s", sweep, units, condition, note)
+    logging.warning("skipping %s n=%d (%s): %s", sweep, units, condition, note)
     for m, r in methods:
       self.rows.append({"sweep": sweep, "condition": condition, "run": run,
                         "checkpoint_step": ckpt_step, "method": m, "rank": r,
@@ -170,13 +161,12 @@ class Study:
 
   def measure(self, sweep, condition, run, ckpt_step, model, methods, refs=None):
     """Measures ``methods`` on ``model``; reuses identical earlier measurements."""
-    from ok_tf import estimators  # pylint: disable=g-import-not-at-top
     a = self.args
     if refs is None:
       start = time.perf_counter()
       refs = self.diag.exact_reference(model, self.sequences)
-      log.info("%s n=%d %s: exact RTRL reference in %.1f s", sweep, model.units, condition,
-               time.perf_counter() - start)
+      logging.info("%s n=%d %s: exact RTRL reference in %.1f s", sweep, model.units,
+                   condition, time.perf_counter() - start)
     for m, r in methods:
       same = (condition, run, ckpt_step, m, r, model.units)
       result = next((res for key, res in self.results.items() if key[1:] == same), None)
@@ -185,12 +175,12 @@ class Study:
         est = estimators.get(m, model.cell, rank=r)
         result = self.diag.measure(model, est, self.sequences, refs, samples=a.samples,
                                    burn_in=a.burn_in, seed=self.next_seed())
-        log.info("%-6s n=%-4d %-10s %-22s rel var %.4g ± %.2g, cos %.3f, bias z %+.2f"
-                 "%s (%.1f s)", sweep, model.units, method_label(m, r),
-                 condition + (f" step {ckpt_step}" if sweep == "training" else ""),
-                 result.rel_var, result.rel_var_se, result.cosine, result.bias_z,
-                 f", kept {result.ok_kept:.2f}, mixed share {result.ok_mixed_share:.3f}"
-                 if result.ok_kept is not None else "", result.seconds)
+        logging.info("%-6s n=%-4d %-10s %-22s rel var %.4g ± %.2g, cos %.3f, bias z %+.2f"
+                     "%s (%.1f s)", sweep, model.units, estimators.label(m, r),
+                     condition + (f" step {ckpt_step}" if sweep == "training" else ""),
+                     result.rel_var, result.rel_var_se, result.cosine, result.bias_z,
+                     f", kept {result.ok_kept:.2f}, mixed share {result.ok_mixed_share:.3f}"
+                     if result.ok_kept is not None else "", result.seconds)
       self.results[(sweep,) + same] = result
       row = {"sweep": sweep, "condition": condition, "run": run,
              "checkpoint_step": ckpt_step, "status": "measured",
@@ -256,8 +246,8 @@ class Study:
       model, step = run.load_model(a.which, a.dtype, self.vocab_size)
       name = run.path.name
       condition = f"trained ({name}, step {step})"
-      log.info("checkpoint %s: n=%d, %s, step %s", run_dir, model.units,
-               run.config.get("method"), step)
+      logging.info("checkpoint %s: n=%d, %s, step %s", run_dir, model.units,
+                   run.config.get("method"), step)
       refs = self.network("size", condition, name, step, model, self.methods)
       if refs is not None and model.units == a.rank_units and a.ranks:
         self.rank_sweep(condition, name, step, model, refs)
@@ -278,8 +268,8 @@ class Study:
       points = [("init", 0)] + [(step, step) for step in run.checkpoints]
       for which, step in points:
         if (trajectory, step) in seen:
-          log.info("training %s step %d: already measured in a run of the same trajectory",
-                   name, step)
+          logging.info("training %s step %d: already measured in a run of the same "
+                       "trajectory", name, step)
           continue
         seen.add((trajectory, step))
         model, _ = run.load_model(which, a.dtype, self.vocab_size)
@@ -320,7 +310,7 @@ def tables(rows, methods, ranks) -> str:
   lines = []
   size_rows = [r for r in rows if r["sweep"] == "size"]
   conditions = list(dict.fromkeys(r["condition"] for r in size_rows))
-  labels = [method_label(m, r) for m, r in methods]
+  labels = [estimators.label(m, r) for m, r in methods]
   lines.append("Relative variance E‖ĝ − g‖²/‖g‖² (mean ± s.e.) vs network size\n")
   lines.append("| network | n | " + " | ".join(labels) + " | OK kept m | OK mixed share |")
   lines.append("|---|---|" + "---|" * (len(labels) + 2))
@@ -381,7 +371,7 @@ def tables(rows, methods, ranks) -> str:
         f"{int(np.sum(np.abs(z) > 3))}")
     if finite.any():
       lines[-1] += (f"; finite z: rms {np.sqrt(np.mean(z[finite] ** 2)):.2f}, max |z| "
-                    f"{abs(worst['bias_z']):.2f} ({method_label(worst['method'], worst['rank'])}"
+                    f"{abs(worst['bias_z']):.2f} ({estimators.label(worst['method'], worst['rank'])}"
                     f", n={worst['units']}, {worst['condition']})")
     if not finite.all():
       lines[-1] += (f"; infinite z (a deviation with zero spread over the rows: a "
@@ -432,7 +422,7 @@ def plot_size(rows, methods, out) -> list[str]:
                    key=lambda r: (r["units"], str(r["checkpoint_step"])))
       if not sel:
         continue
-      _variance_series(ax, sel, "units", m, name, f"{method_label(m, rk)}, {name}")
+      _variance_series(ax, sel, "units", m, name, f"{estimators.label(m, rk)}, {name}")
   _log_variance_axes(ax, "hidden units n")
   ax.set_title("Gradient noise vs network size (PTB)")
   return common.finish_figure(fig, ax, out, which="both", legend_size=6.5)
@@ -514,53 +504,58 @@ def plot_ok(rows, steps_rows, methods, burn_in, out) -> list[str]:
 # ----------------------------------------------------------------------------- main
 
 
-def build_parser() -> argparse.ArgumentParser:
-  from ok_tf import estimators  # pylint: disable=g-import-not-at-top
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n", 2)[2])
-  p.add_argument("--sizes", default="16,32,64,128", help="hidden sizes n of the size sweep")
-  p.add_argument("--methods", default=DEFAULT_METHODS,
-                 help="estimators of the size sweep, name[:rank] with name one of "
-                      f"{', '.join(estimators.ESTIMATORS)} (default %(default)s)")
-  p.add_argument("--ranks", default="1,2,4,8,16",
-                 help="ranks of the rank sweep, for the estimators that take one "
-                      f"({', '.join(rank_methods())}; '' for none)")
-  p.add_argument("--rank_units", type=int, default=64, help="n of the rank sweep")
-  p.add_argument("--samples", type=int, default=32,
-                 help="independent estimates (batch rows) per sequence")
-  p.add_argument("--sequences", type=int, default=4, help="PTB windows (sequences)")
-  p.add_argument("--steps", type=int, default=100,
-                 help="steps per sequence (training resets every 100 by default)")
-  p.add_argument("--burn_in", type=int, default=20,
-                 help="first steps of each sequence left out of the summaries")
-  p.add_argument("--cell", default="rhn", choices=["rhn", "tanh", "lstm"])
-  p.add_argument("--init_stddev", type=float, default=0.01,
-                 help="σ of the untrained networks' N(0, σ²) weights")
-  p.add_argument("--dtype", default="float64", choices=["float32", "float64"],
-                 help="float64 (default) measures the estimators' own variance; in float32 "
-                      "OK's orthonormalisation cutoff adds a deterministic error floor")
-  p.add_argument("--checkpoint", default=None,
-                 help="comma-separated run directories of trained networks")
-  p.add_argument("--which", default=None, choices=["best", "latest"],
-                 help="checkpoint of --checkpoint runs (default: best, else latest)")
-  p.add_argument("--training_run", default=None,
-                 help="comma-separated run directories: measure at init and every checkpoint")
-  p.add_argument("--budget_gflop", type=float, default=20000.0,
-                 help="skip a size whose estimated work exceeds this (GFLOP)")
-  p.add_argument("--budget_mb", type=float, default=4000.0,
-                 help="skip a size whose exact RTRL state exceeds this (MB)")
-  p.add_argument("--gflops", type=float, default=25.0,
-                 help="assumed throughput, only for the time estimate in skip notes")
-  p.add_argument("--data_dir", default=None, help="PTB character files (default: as training)")
-  p.add_argument("--split", default="train", choices=["train", "valid", "test"])
-  p.add_argument("--seed", type=int, default=0,
-                 help="seed of the windows, the untrained weights and the random draws")
-  p.add_argument("--out_dir", default="results/noise", help="output folder")
-  p.add_argument("--replot", action="store_true",
-                 help="measure nothing: redraw the table and figures from --out_dir's CSVs "
-                      "(pass the --methods / --ranks / --burn_in of the run)")
-  return p
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The script's flags (absl), on ``flag_values``."""
+  fv = flag_values
+  flags.DEFINE_string("sizes", "16,32,64,128", "hidden sizes n of the size sweep",
+                      flag_values=fv)
+  flags.DEFINE_string("methods", DEFAULT_METHODS,
+                      "estimators of the size sweep, name[:rank] with name one of "
+                      f"{', '.join(estimators.ESTIMATORS)}", flag_values=fv)
+  flags.DEFINE_string("ranks", "1,2,4,8,16",
+                      "ranks of the rank sweep, for the estimators that take one "
+                      f"({', '.join(rank_methods())}; '' for none)", flag_values=fv)
+  flags.DEFINE_integer("rank_units", 64, "n of the rank sweep", flag_values=fv)
+  flags.DEFINE_integer("samples", 32, "independent estimates (batch rows) per sequence",
+                       flag_values=fv)
+  flags.DEFINE_integer("sequences", 4, "PTB windows (sequences)", flag_values=fv)
+  flags.DEFINE_integer("steps", 100, "steps per sequence (training resets every 100 by default)",
+                       flag_values=fv)
+  flags.DEFINE_integer("burn_in", 20, "first steps of each sequence left out of the summaries",
+                       flag_values=fv)
+  flags.DEFINE_enum("cell", "rhn", ["rhn", "tanh", "lstm"], "the cell", flag_values=fv)
+  flags.DEFINE_float("init_stddev", 0.01, "σ of the untrained networks' N(0, σ²) weights",
+                     flag_values=fv)
+  flags.DEFINE_enum("dtype", "float64", ["float32", "float64"],
+                    "float64 (default) measures the estimators' own variance; in float32 "
+                    "OK's orthonormalisation cutoff adds a deterministic error floor",
+                    flag_values=fv)
+  flags.DEFINE_string("checkpoint", None, "comma-separated run directories of trained networks",
+                      flag_values=fv)
+  flags.DEFINE_enum("which", None, ["best", "latest"],
+                    "checkpoint of --checkpoint runs (default: best, else latest)",
+                    flag_values=fv)
+  flags.DEFINE_string("training_run", None,
+                      "comma-separated run directories: measure at init and every checkpoint",
+                      flag_values=fv)
+  flags.DEFINE_float("budget_gflop", 20000.0,
+                     "skip a size whose estimated work exceeds this (GFLOP)", flag_values=fv)
+  flags.DEFINE_float("budget_mb", 4000.0, "skip a size whose exact RTRL state exceeds this (MB)",
+                     flag_values=fv)
+  flags.DEFINE_float("gflops", 25.0,
+                     "assumed throughput, only for the time estimate in skip notes",
+                     flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "PTB character files (default: as training)",
+                      flag_values=fv)
+  flags.DEFINE_enum("split", "train", ["train", "valid", "test"], "the PTB text of the windows",
+                    flag_values=fv)
+  flags.DEFINE_integer("seed", 0,
+                       "seed of the windows, the untrained weights and the random draws",
+                       flag_values=fv)
+  flags.DEFINE_string("out_dir", "results/noise", "output folder", flag_values=fv)
+  flags.DEFINE_boolean("replot", False,
+                       "measure nothing: redraw the table and figures from --out_dir's CSVs "
+                       "(pass the --methods / --ranks / --burn_in of the run)", flag_values=fv)
 
 
 def read_rows(path) -> list[dict]:
@@ -579,8 +574,12 @@ def outputs(rows, steps_rows, methods, ranks, args, out, header) -> tuple[str, l
   return table, figures
 
 
-def run(args) -> dict:
-  """Runs the study; returns {"csv", "steps_csv", "table", "figures", "rows", "seconds"}."""
+def run(flag_values: flags.FlagValues, argv=()) -> dict:
+  """Runs the study the flags describe; returns {"csv", "steps_csv", "table", "figures",
+  "rows", "seconds"}."""
+  if argv:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv)}")
+  args = common.flag_namespace(define_flags, flag_values)
   start = time.perf_counter()
   out = pathlib.Path(args.out_dir)
   if args.replot:
@@ -613,19 +612,19 @@ def run(args) -> dict:
   table, figures = outputs(study.rows, study.steps_rows, study.methods, _ints(args.ranks),
                            args, out, header)
   seconds = time.perf_counter() - start
-  log.info("wrote %s, %s, %s and %s in %.1f min", out / "noise.csv",
-           out / "noise_steps.csv", out / "noise_table.md", ", ".join(figures), seconds / 60)
+  logging.info("wrote %s, %s, %s and %s in %.1f min", out / "noise.csv",
+               out / "noise_steps.csv", out / "noise_table.md", ", ".join(figures),
+               seconds / 60)
   print(table)
   return {"csv": str(out / "noise.csv"), "steps_csv": str(out / "noise_steps.csv"),
           "table": str(out / "noise_table.md"), "figures": figures, "rows": study.rows,
           "seconds": seconds}
 
 
-def main(argv=None):
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  args = build_parser().parse_args(argv)
-  return run(args)
+def main(argv):
+  run(flags.FLAGS, argv[1:])
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

@@ -1,6 +1,6 @@
 """Copy task: curriculum level T reached versus characters seen.
 
-    python analysis/plot_copy.py RUN_DIRS... [--published] [--out copy_curve]
+    python -m analysis.plot_copy RUN_DIRS... [--published] [--out copy_curve]
         [--x chars|wall_time|step] [--logx]
 
 Each RUN_DIR is a run directory or a folder searched for them. Runs are grouped
@@ -9,23 +9,20 @@ a method has several); per group the mean level over seeds is drawn (each seed
 interpolated onto a common grid up to the shortest run of the group) with a
 min–max band. --published draws the published OK runs (analysis/published/): their
 mean level and the band of the five runs, up to the end of the longest run drawn
-(the whole 2M steps with --logx or without runs of ours). Writes OUT.png and OUT.pdf.
+(the whole 2M steps with --logx or without runs of ours). Writes OUT.png and OUT.pdf
+and prints their paths.
 """
 
 from __future__ import annotations
 
-import argparse
-import pathlib
-import sys
+from absl import app
+from absl import flags
+from absl import logging
+import matplotlib.pyplot as plt
+import numpy as np
 
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-  sys.path.insert(0, str(_ROOT))
-
-from analysis import common  # pylint: disable=g-import-not-at-top
-from analysis import published as published_lib  # pylint: disable=g-import-not-at-top
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
+from analysis import common
+from analysis import published as published_lib
 
 
 def copy_curves(runs, x: str = "chars", num: int = 500):
@@ -43,8 +40,7 @@ def plot_copy(paths, out: str = "copy_curve", published: bool = False,
   common.plot_groups(ax, curves)
   if published:
     if x == "wall_time":
-      print("--published: the published runs give no wall times; not drawn",
-            file=sys.stderr)
+      logging.warning("--published: the published runs give no wall times; not drawn")
     else:
       ends = [float(np.max(c["x"])) for c in curves.values() if len(c["x"])]
       xmax = None if logx or not ends else 1.02 * max(ends)
@@ -57,23 +53,36 @@ def plot_copy(paths, out: str = "copy_curve", published: bool = False,
   return common.finish_figure(fig, ax, out, legend_loc="upper left")
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("runs", nargs="+", help="run directories or folders")
-  parser.add_argument("--out", default="copy_curve",
-                      help="output prefix: OUT.png and OUT.pdf")
-  parser.add_argument("--published", action="store_true",
-                      help="draw the published OK r=16 runs (mean and band)")
-  parser.add_argument("--x", default="chars", choices=["chars", "wall_time", "step"],
-                      help="x axis (default: characters seen)")
-  parser.add_argument("--title", default=None)
-  parser.add_argument("--logx", action="store_true",
-                      help="logarithmic x axis (e.g. short runs beside the published points)")
-  args = parser.parse_args(argv)
-  for p in plot_copy(args.runs, out=args.out, published=args.published,
-                     x=args.x, title=args.title, logx=args.logx):
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The script's flags (absl), on ``flag_values``; the run directories are arguments."""
+  fv = flag_values
+  flags.DEFINE_string("out", "copy_curve", "output prefix: OUT.png and OUT.pdf", flag_values=fv)
+  flags.DEFINE_boolean("published", False, "draw the published OK r=16 runs (mean and band)",
+                       flag_values=fv)
+  flags.DEFINE_enum("x", "chars", ["chars", "wall_time", "step"],
+                    "x axis (default: characters seen)", flag_values=fv)
+  flags.DEFINE_string("title", None, "figure title", flag_values=fv)
+  flags.DEFINE_boolean("logx", False,
+                       "logarithmic x axis (e.g. short runs beside the published points)",
+                       flag_values=fv)
+
+
+def run(flag_values: flags.FlagValues, paths) -> list[str]:
+  """Plots the runs under ``paths`` as the flags say; prints and returns the files."""
+  if not paths:
+    raise app.UsageError("name one or more run directories or folders")
+  fv = flag_values
+  out = plot_copy(paths, out=fv.out, published=fv.published, x=fv.x, title=fv.title,
+                  logx=fv.logx)
+  for p in out:
     print(p)
+  return out
+
+
+def main(argv):
+  run(flags.FLAGS, argv[1:])
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

@@ -1,29 +1,26 @@
 """Character-level PTB: validation BPC versus characters seen.
 
-    python analysis/plot_ptb.py RUN_DIRS... [--published] [--out ptb_curve]
+    python -m analysis.plot_ptb RUN_DIRS... [--published] [--out ptb_curve]
         [--all_lrs] [--x chars|wall_time|step]
 
 Reads eval.csv (step, chars, valid_bpc, wall_time) of PTB runs. Per method
 label the mean over seeds with a min–max band is drawn, for the learning rate
 with the lowest mean best validation BPC (the one ptb_table.py reports);
 --all_lrs draws every learning rate. --published overlays the published OK
-r=8 curve. Log x axis. Writes OUT.png and OUT.pdf.
+r=8 curve. Log x axis. Writes OUT.png and OUT.pdf and prints their paths.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
-import pathlib
-import sys
 
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-  sys.path.insert(0, str(_ROOT))
+from absl import app
+from absl import flags
+from absl import logging
+import matplotlib.pyplot as plt
 
-from analysis import common  # pylint: disable=g-import-not-at-top
-from analysis import published as published_lib  # pylint: disable=g-import-not-at-top
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+from analysis import common
+from analysis import published as published_lib
 
 
 def ptb_groups(runs, all_lrs: bool = False):
@@ -57,8 +54,7 @@ def plot_ptb(paths, out: str = "ptb_curve", published: bool = False,
   common.plot_groups(ax, curves)
   if published:
     if x == "wall_time":
-      print("--published: the published runs give no wall times; not drawn",
-            file=sys.stderr)
+      logging.warning("--published: the published runs give no wall times; not drawn")
     else:
       published_lib.draw_band(ax, published_lib.ptb_valid(), x=x)
   ax.set_xscale("log")
@@ -68,23 +64,35 @@ def plot_ptb(paths, out: str = "ptb_curve", published: bool = False,
   return common.finish_figure(fig, ax, out, which="both", legend_loc="lower left")
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("runs", nargs="+", help="run directories or folders")
-  parser.add_argument("--out", default="ptb_curve",
-                      help="output prefix: OUT.png and OUT.pdf")
-  parser.add_argument("--published", action="store_true",
-                      help="draw the published OK r=8 runs (mean and band)")
-  parser.add_argument("--all_lrs", action="store_true",
-                      help="draw every learning rate, not only each method's best")
-  parser.add_argument("--x", default="chars", choices=["chars", "wall_time", "step"],
-                      help="x axis (default: characters seen)")
-  parser.add_argument("--title", default=None)
-  args = parser.parse_args(argv)
-  for p in plot_ptb(args.runs, out=args.out, published=args.published, x=args.x,
-                    all_lrs=args.all_lrs, title=args.title):
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The script's flags (absl), on ``flag_values``; the run directories are arguments."""
+  fv = flag_values
+  flags.DEFINE_string("out", "ptb_curve", "output prefix: OUT.png and OUT.pdf", flag_values=fv)
+  flags.DEFINE_boolean("published", False, "draw the published OK r=8 runs (mean and band)",
+                       flag_values=fv)
+  flags.DEFINE_boolean("all_lrs", False,
+                       "draw every learning rate, not only each method's best", flag_values=fv)
+  flags.DEFINE_enum("x", "chars", ["chars", "wall_time", "step"],
+                    "x axis (default: characters seen)", flag_values=fv)
+  flags.DEFINE_string("title", None, "figure title", flag_values=fv)
+
+
+def run(flag_values: flags.FlagValues, paths) -> list[str]:
+  """Plots the runs under ``paths`` as the flags say; prints and returns the files."""
+  if not paths:
+    raise app.UsageError("name one or more run directories or folders")
+  fv = flag_values
+  out = plot_ptb(paths, out=fv.out, published=fv.published, x=fv.x, all_lrs=fv.all_lrs,
+                 title=fv.title)
+  for p in out:
     print(p)
+  return out
+
+
+def main(argv):
+  run(flags.FLAGS, argv[1:])
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

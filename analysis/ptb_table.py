@@ -1,7 +1,7 @@
 """Character-level PTB: the paper's results table from run directories.
 
-    python analysis/ptb_table.py RUN_DIRS... [--published] [--csv ptb_table.csv]
-        [--all_lrs] [--digits 3]
+    python -m analysis.ptb_table RUN_DIRS... [--published] [--csv ptb_table.csv]
+        [--all_lrs] [--digits 3] [--at_steps 10000,20000]
 
 Collects PTB runs (config.json with task "ptb" and a results.json holding
 best_valid_bpc, best_step, test_bpc, final_valid_bpc, wall_time, steps_per_sec,
@@ -15,23 +15,21 @@ validation BPC (mean and range of the five runs) at each row's characters;
 --all_lrs prints a second table with every learning rate. --at_steps=10000,20000
 prints the validation BPC of every method at those steps (from eval.csv, finished
 or not) beside the published runs' at the same steps. Runs without results.json
-(unfinished) are listed on stderr and left out of the main table.
+(unfinished) are listed in the log (a warning each) and left out of the main table.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import pathlib
-import sys
 
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-  sys.path.insert(0, str(_ROOT))
+from absl import app
+from absl import flags
+from absl import logging
 
-from analysis import common  # pylint: disable=g-import-not-at-top
-from analysis import published as published_lib  # pylint: disable=g-import-not-at-top
+from analysis import common
+from analysis import published as published_lib
 
 CSV_FIELDS = [
     "method", "lr", "valid_bpc_mean", "valid_bpc_std", "test_bpc_mean",
@@ -228,7 +226,7 @@ def ptb_table(paths, csv_path: str | None = "ptb_table.csv",
   runs = common.load_runs(paths, task="ptb")
   done, unfinished = finished_runs(runs)
   for r in unfinished:
-    print(f"no results.json yet, left out: {r.path}", file=sys.stderr)
+    logging.warning("no results.json yet, left out: %s", r.path)
   rows = table_rows(done)
   if published:
     rows.append(published_row())
@@ -244,26 +242,35 @@ def ptb_table(paths, csv_path: str | None = "ptb_table.csv",
   return text, rows
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("runs", nargs="+", help="run directories or folders")
-  parser.add_argument("--csv", default="ptb_table.csv", help="CSV output path")
-  parser.add_argument("--published", action="store_true",
-                      help="add the published OK r=8 row")
-  parser.add_argument("--all_lrs", action="store_true",
-                      help="also print every learning rate")
-  parser.add_argument("--digits", type=int, default=3)
-  parser.add_argument("--at_steps", default="",
-                      help="comma-separated steps: a table of validation BPC at those steps")
-  args = parser.parse_args(argv)
-  try:
-    at_steps = [int(x) for x in args.at_steps.split(",") if x.strip()]
-  except ValueError:
-    parser.error(f"--at_steps takes integers, got {args.at_steps!r}")
-  text, _ = ptb_table(args.runs, csv_path=args.csv, published=args.published,
-                      all_lrs=args.all_lrs, digits=args.digits, at_steps=at_steps)
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The script's flags (absl), on ``flag_values``; the run directories are arguments."""
+  fv = flag_values
+  flags.DEFINE_string("csv", "ptb_table.csv", "CSV output path", flag_values=fv)
+  flags.DEFINE_boolean("published", False, "add the published OK r=8 row", flag_values=fv)
+  flags.DEFINE_boolean("all_lrs", False, "also print every learning rate", flag_values=fv)
+  flags.DEFINE_integer("digits", 3, "decimals of the BPC", flag_values=fv)
+  flags.DEFINE_list("at_steps", [],
+                    "comma-separated steps: a table of validation BPC at those steps",
+                    flag_values=fv)
+  flags.register_validator("at_steps", common.is_int_list, "--at_steps takes integers",
+                           flag_values=fv)
+
+
+def run(flag_values: flags.FlagValues, paths) -> tuple[str, list[dict]]:
+  """The table of the runs under ``paths`` as the flags say: printed, the rows to --csv."""
+  if not paths:
+    raise app.UsageError("name one or more run directories or folders")
+  fv = flag_values
+  text, rows = ptb_table(paths, csv_path=fv.csv, published=fv.published, all_lrs=fv.all_lrs,
+                         digits=fv.digits, at_steps=common.int_list(fv.at_steps))
   print(text)
+  return text, rows
+
+
+def main(argv):
+  run(flags.FLAGS, argv[1:])
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

@@ -1,8 +1,8 @@
 """Run a reproduction study (a fixed list of training runs) and collect its small files.
 
-    python analysis/study.py copy_cpu ptb_cpu --workers=2      # the CPU-scale studies
-    python analysis/study.py copy_cpu --dry_run                 # print the commands only
-    python analysis/study.py ptb_cpu --collect_only             # copy finished runs' files
+    python -m analysis.study copy_cpu ptb_cpu --workers=2      # the CPU-scale studies
+    python -m analysis.study copy_cpu --dry_run                 # print the commands only
+    python -m analysis.study ptb_cpu --collect_only             # copy finished runs' files
 
 Each run is one ``train_copy.py`` / ``train_ptb.py`` process in its own run directory
 (``--runs_root``/<study>/<run>). Runs go to ``--workers`` processes at a time, each
@@ -39,21 +39,29 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from ok_tf import runs as runs_lib
+
+# The repository: the training scripts' folder, the working directory of their runs.
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-  sys.path.insert(0, str(ROOT))
+# How runs.md says it was made (the form before ``python -m`` is still read).
+MADE_WITH = re.compile(r"(?:analysis/study\.py|-m analysis\.study) ([^`]*)`")
 
-from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
 
-flags.DEFINE_integer("workers", 2, "Runs at a time.")
-flags.DEFINE_integer("threads", 1, "TensorFlow intra-op threads per run.")
-flags.DEFINE_string("runs_root", "runs/study", "Where the run directories go.")
-flags.DEFINE_string("results", "results", "Where the small files are collected.")
-flags.DEFINE_boolean("dry_run", False, "Print the commands and exit.")
-flags.DEFINE_boolean("collect_only", False, "Only collect finished runs' files.")
-flags.DEFINE_list("only", None, "Run only these run names of the studies.")
-flags.DEFINE_list("extra", [], "Extra flags passed to every run, e.g. --steps=2000 "
-                  "(for trying the machinery at a small size).")
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """The script's flags (absl), on ``flag_values``; the studies' names are arguments."""
+  fv = flag_values
+  flags.DEFINE_integer("workers", 2, "Runs at a time.", flag_values=fv)
+  flags.DEFINE_integer("threads", 1, "TensorFlow intra-op threads per run.", flag_values=fv)
+  flags.DEFINE_string("runs_root", "runs/study", "Where the run directories go.",
+                      flag_values=fv)
+  flags.DEFINE_string("results", "results", "Where the small files are collected.",
+                      flag_values=fv)
+  flags.DEFINE_boolean("dry_run", False, "Print the commands and exit.", flag_values=fv)
+  flags.DEFINE_boolean("collect_only", False, "Only collect finished runs' files.",
+                       flag_values=fv)
+  flags.DEFINE_list("only", None, "Run only these run names of the studies.", flag_values=fv)
+  flags.DEFINE_list("extra", [], "Extra flags passed to every run, e.g. --steps=2000 "
+                    "(for trying the machinery at a small size).", flag_values=fv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,8 +203,10 @@ def run_one(run: Run, run_dir: pathlib.Path, threads: int, extra) -> tuple[Run, 
   return run, rc, elapsed
 
 
-def collect(runs: list[Run], runs_root: pathlib.Path, results: pathlib.Path) -> None:
-  """Copy finished runs' small files and write results/<task>/runs.md."""
+def collect(runs: list[Run], runs_root: pathlib.Path, results: pathlib.Path, threads: int,
+            workers: int) -> None:
+  """Copy finished runs' small files and write results/<task>/runs.md (``threads`` and
+  ``workers``: how the runs ran, for its header)."""
   by_task: dict[str, list[str]] = {}
   for run in runs:
     src = runs_root / run.study / run.name
@@ -215,12 +225,12 @@ def collect(runs: list[Run], runs_root: pathlib.Path, results: pathlib.Path) -> 
     path = results / task / "runs.md"
     studies = {r.study for r in runs if r.task == task}
     if path.exists():   # keep the studies of the rows kept from the existing table
-      made = re.search(r"analysis/study\.py ([^`]*)`", path.read_text())
+      made = MADE_WITH.search(path.read_text())
       studies |= set(made.group(1).split()) if made else set()
     rows = _merge_rows(path, rows)
     head = ["# Runs", "", f"Machine: {machine()}; each run single-threaded "
-            f"(TF_NUM_INTRAOP_THREADS={flags.FLAGS.threads}), {flags.FLAGS.workers} runs at "
-            f"a time. Made with `python analysis/study.py {' '.join(sorted(studies))}`.", "",
+            f"(TF_NUM_INTRAOP_THREADS={threads}), {workers} runs at "
+            f"a time. Made with `python -m analysis.study {' '.join(sorted(studies))}`.", "",
             "| run | command | training wall time | steps/s |", "|---|---|---:|---:|"]
     path.write_text("\n".join(head + rows) + "\n")
     logging.info("collected %d runs into %s", len(rows), results / task)
@@ -242,13 +252,13 @@ def _merge_rows(path: pathlib.Path, rows: list[str]) -> list[str]:
   return merged + [r for r in rows if name(r) in new]
 
 
-def main(argv):
-  names = argv[1:]
+def run(flag_values: flags.FlagValues, names) -> None:
+  """Runs (and collects) the studies ``names`` as the flags say."""
   unknown = [n for n in names if n not in STUDIES]
   if not names or unknown:
     sys.exit(f"study.py: name one or more studies of {', '.join(STUDIES)}"
              + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
-  fv = flags.FLAGS
+  fv = flag_values
   runs = [r for n in names for r in STUDIES[n]()]
   if fv.only:
     missing = set(fv.only) - {r.name for r in runs}
@@ -275,8 +285,13 @@ def main(argv):
                         f"{runs_root / run.study / run.name / 'stdout.log'})")
     if failed:
       logging.error("failed runs: %s", "; ".join(failed))
-  collect(runs, runs_root, results)
+  collect(runs, runs_root, results, fv.threads, fv.workers)
+
+
+def main(argv):
+  run(flags.FLAGS, argv[1:])
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -16,8 +16,7 @@ results, close). Everything that reads run directories (analysis, studies, noise
 measurements on checkpoints) goes through the reader: ``Run(path)`` gives ``config``,
 ``metrics`` and ``eval`` rows, ``results``, the checkpoints' steps and
 ``load_model(which)``; :func:`find_runs` finds run directories under folders.
-TensorFlow is imported lazily, so reading logs works without loading it (labels,
-:func:`method_label`, read the method registry of :mod:`ok_tf.estimators`, which loads it).
+TensorFlow is imported lazily, so reading logs works without loading it.
 """
 
 from __future__ import annotations
@@ -54,34 +53,6 @@ ABSENT_MEANS = {"strategy": "none", "devices": "", "cpu_devices": 0, "max_minute
 
 class RunDirError(RuntimeError):
   """A run directory cannot be used as asked (would overwrite, config mismatch)."""
-
-
-# ----------------------------------------------------------------------------
-# Labels
-
-
-def method_label(config: dict) -> str:
-  """Short label of a run's method: "ok (r=16)", "kf", "tbptt (T=25)", ...
-
-  The registry's label (:func:`ok_tf.estimators.label`): the rank for a method that takes
-  one, the truncation length for one that takes one. Imports the registry (and with it
-  TensorFlow) on first use.
-  """
-  from ok_tf import estimators  # pylint: disable=g-import-not-at-top
-  return estimators.label(str(config.get("method", "?")), config.get("rank"),
-                          config.get("truncation"))
-
-
-def method_sort_key(config: dict) -> tuple:
-  """Sort key: the registry's method order, then rank / truncation."""
-  from ok_tf import estimators  # pylint: disable=g-import-not-at-top
-  method = str(config.get("method", "?"))
-  def num(key):
-    try:
-      return float(config.get(key))
-    except (TypeError, ValueError):
-      return 0.0
-  return (estimators.order(method), method, num("rank"), num("truncation"))
 
 
 # ----------------------------------------------------------------------------

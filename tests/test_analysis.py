@@ -1,24 +1,27 @@
-"""Tests of the analysis scripts on synthetic run directories."""
+"""Tests of the analysis scripts on synthetic run directories (and their command lines)."""
 
 import csv
+import logging
 import math
+import os
 import pathlib
 import subprocess
 import sys
 
+from absl import app
+from absl import flags
+import numpy as np
+import pytest
+
+from analysis import common
+from analysis import copy_table
+from analysis import plot_copy
+from analysis import plot_ptb
+from analysis import published
+from analysis import ptb_table
+from ok_tf import runs
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # pylint: disable=g-import-not-at-top
-import pytest  # pylint: disable=g-import-not-at-top
-
-from analysis import common  # pylint: disable=g-import-not-at-top
-from analysis import copy_table  # pylint: disable=g-import-not-at-top
-from analysis import plot_copy  # pylint: disable=g-import-not-at-top
-from analysis import plot_ptb  # pylint: disable=g-import-not-at-top
-from analysis import published  # pylint: disable=g-import-not-at-top
-from analysis import ptb_table  # pylint: disable=g-import-not-at-top
-from ok_tf import runs  # pylint: disable=g-import-not-at-top
 
 LR_A = 1e-3
 LR_B = 10 ** -3.5
@@ -95,6 +98,23 @@ def _nonempty(paths, prefix):
     assert pathlib.Path(p).stat().st_size > 1000
 
 
+def test_method_label_and_order_from_the_registry():
+  label = common.method_label
+  assert label({"method": "ok", "rank": 16}) == "ok (r=16)"
+  assert label({"method": "kf_avg", "rank": 8}) == "kf_avg (r=8)"
+  assert label({"method": "kf", "rank": 16}) == "kf"
+  assert label({"method": "uoro", "rank": 16}) == "uoro"
+  assert label({"method": "rtrl", "truncation": 5}) == "rtrl"
+  assert label({"method": "tbptt", "truncation": 25, "rank": 16}) == "tbptt (T=25)"
+  assert label({"method": "ok", "rank": 16.0}) == "ok (r=16)"
+  assert label({"method": "new_method", "rank": 3}) == "new_method"
+  configs = [{"method": "tbptt", "truncation": 100}, {"method": "zzz"}, {"method": "uoro"},
+             {"method": "ok", "rank": 16}, {"method": "tbptt", "truncation": 25},
+             {"method": "ok", "rank": 8}, {"method": "kf"}]
+  assert [label(c) for c in sorted(configs, key=common.method_sort_key)] == [
+      "ok (r=8)", "ok (r=16)", "kf", "uoro", "tbptt (T=25)", "tbptt (T=100)", "zzz"]
+
+
 def test_align_curves():
   x = np.array([0.0, 10.0, 20.0])
   grid, ys = common.align_curves([(x, x), (x[:2], 2 * x[:2])])
@@ -134,13 +154,36 @@ def test_plot_copy(copy_runs, tmp_path):
 
 
 def test_plot_copy_command_line(copy_runs, tmp_path):
+  """``python -m analysis.plot_copy`` from the repository root: the figures' paths printed."""
   out = tmp_path / "cli_curve"
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   proc = subprocess.run(
-      [sys.executable, str(ROOT / "analysis" / "plot_copy.py"), str(copy_runs),
-       "--published", "--out", str(out)],
-      cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+      [sys.executable, "-m", "analysis.plot_copy", str(copy_runs), "--published", "--out",
+       str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
   assert proc.returncode == 0, proc.stderr
-  _nonempty([str(out) + ".png", str(out) + ".pdf"], str(out))
+  assert proc.stdout.split() == [str(out) + ".png", str(out) + ".pdf"]
+  _nonempty(proc.stdout.split(), str(out))
+  proc = subprocess.run([sys.executable, "-m", "analysis.plot_copy", "--out", str(out)],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+                        check=False)
+  assert proc.returncode != 0 and "run directories" in proc.stderr
+
+
+def test_scripts_run_in_one_process_with_their_own_flags(copy_runs, tmp_path, capsys):
+  """Scripts that share flag names (--out, --csv, --published, ...) run side by side."""
+  out = str(tmp_path / "copy_curve")
+  assert common.run_script(plot_copy, [str(copy_runs), f"--out={out}", "--logx"]) == [
+      out + ".png", out + ".pdf"]
+  text, rows = common.run_script(copy_table, [str(copy_runs), "--csv=", "--fractions=0.5,1",
+                                              "--at_steps=100,200"])
+  assert [r["method"] for r in rows] == ["ok (r=16)", "tbptt (T=25)"]
+  assert text in capsys.readouterr().out and "| 100 | 200 |" in text
+  with pytest.raises(flags.IllegalFlagValueError):
+    common.run_script(copy_table, [str(copy_runs), "--fractions=0,1"])
+  with pytest.raises(flags.IllegalFlagValueError):
+    common.run_script(ptb_table, [str(copy_runs), "--at_steps=1k"])
+  with pytest.raises(app.UsageError):
+    common.run_script(ptb_table, [])
 
 
 def test_published_curves_match_the_anchor_points():
@@ -184,11 +227,12 @@ def test_plot_ptb(ptb_runs, tmp_path):
   _nonempty(plot_ptb.plot_ptb([str(ptb_runs)], out=out2, all_lrs=True), out2)
 
 
-def test_ptb_table(ptb_runs, tmp_path, capsys):
+def test_ptb_table(ptb_runs, tmp_path, caplog):
   csv_path = tmp_path / "table.csv"
-  text, rows = ptb_table.ptb_table([str(ptb_runs)], csv_path=str(csv_path),
-                                   published=True)
-  assert "unfinished" in capsys.readouterr().err
+  with caplog.at_level(logging.WARNING):
+    text, rows = ptb_table.ptb_table([str(ptb_runs)], csv_path=str(csv_path),
+                                     published=True)
+  assert "unfinished" in caplog.text
   assert [r["method"] for r in rows] == ["ok (r=8)", "tbptt (T=100)",
                                          "OK r=8 (published)"]
   ok, tbptt, pub = rows
@@ -227,7 +271,7 @@ def test_ptb_table(ptb_runs, tmp_path, capsys):
 
 def test_ptb_table_all_lrs_command_line(ptb_runs, tmp_path, capsys):
   csv_path = tmp_path / "t.csv"
-  ptb_table.main([str(ptb_runs), "--csv", str(csv_path), "--all_lrs"])
+  common.run_script(ptb_table, [str(ptb_runs), "--csv", str(csv_path), "--all_lrs"])
   out = capsys.readouterr().out
   assert "| ok (r=8) | 10^-3 * |" not in out
   assert "| ok (r=8) | 10^-3.5 * | 1.760 ± 0.014 |" in out

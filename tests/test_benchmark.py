@@ -1,18 +1,33 @@
-"""analysis/benchmark.py: a tiny run writes the JSON, the table and the plot."""
+"""analysis/benchmark.py: a tiny run writes the JSON, the table and the plot; kernels.py;
+the timing harness (analysis/timing.py)."""
 
 import json
 import time
 
+from absl import flags
+import pytest
+import tensorflow as tf
+
 from analysis import benchmark
+from analysis import common
+from analysis import kernels
+from analysis import timing
+from ok_tf import estimators
+from ok_tf import models
+from ok_tf import training
 
 
-def test_tiny_benchmark_writes_json_and_png(tmp_path):
+def test_tiny_benchmark_writes_json_and_png(tmp_path, capsys):
   start = time.perf_counter()
   out = tmp_path / "bench"
-  result = benchmark.main([
+  result = common.run_script(benchmark, [
       "--methods=ok,tbptt", "--sizes=8,16", "--configs=8:4:4:4", "--steps=4", "--repeats=1",
       "--truncation=4", f"--out_dir={out}", "--device=cpu"])
   elapsed = time.perf_counter() - start
+  printed = capsys.readouterr().out.splitlines()
+  assert printed[-3:] == [str(out / name) for name in
+                          ("benchmark.json", "benchmark.md", "benchmark.png")]
+  assert (out / "benchmark.md").read_text().endswith("\n".join(printed[:-3]) + "\n")
 
   assert (out / "benchmark.png").stat().st_size > 1000
   assert (out / "benchmark.md").read_text().count("| ok (r=") == 3   # the registry's label
@@ -21,6 +36,14 @@ def test_tiny_benchmark_writes_json_and_png(tmp_path):
   assert set(data) == {"meta", "rows", "bounds", "skipped", "slopes", "breakdown"}
   for key in ("device", "loadavg_start", "loadavg_end", "runtime_s", "memory", "timing"):
     assert key in data["meta"]
+  # the flags as they were given, in their order of definition (argparse's namespace)
+  assert list(data["meta"]["args"]) == [
+      "methods", "configs", "sizes", "sweep_rank", "sweep_batch", "sweep_vocab", "steps",
+      "min_time", "repeats", "truncation", "reset_every", "cell", "rtrl_max_n", "out_dir",
+      "device", "breakdown", "breakdown_min_time", "fine_breakdown", "estimator", "bound"]
+  assert data["meta"]["args"]["sizes"] == [8, 16]
+  assert data["meta"]["args"]["configs"] == ["8:4:4:4"]
+  assert data["meta"]["args"]["breakdown"] is True
 
   rows = data["rows"]
   assert [(r["method"], r["n"]) for r in rows] == [
@@ -49,18 +72,54 @@ def test_tiny_benchmark_writes_json_and_png(tmp_path):
   assert elapsed < 30
 
 
-def test_grid_and_skips(tmp_path):
+def _flags(script, argv):
+  flag_values = flags.FlagValues()
+  script.define_flags(flag_values)
+  flag_values([script.__name__, *argv])
+  return flag_values
+
+
+def test_grid_and_flags(tmp_path):
   grid = benchmark.build_grid(["copy", "ptb"], [32, 128], 16, 16, 4)
   assert [(g["n"], g["r"], g["B"], g["V"], g["labels"]) for g in grid] == [
       (128, 16, 16, 4, ["copy", "sweep"]), (256, 8, 32, 50, ["ptb"]), (32, 16, 16, 4, ["sweep"])]
-  args = benchmark.parse_args(["--methods=rtrl"])
-  assert args.rtrl_max_n == 64 and args.out_dir == "benchmark_out/"
+  fv = _flags(benchmark, ["--methods=rtrl", "--sizes=", "--nobreakdown"])
+  assert fv.rtrl_max_n == 64 and fv.out_dir == "benchmark_out/"
+  assert fv.methods == ["rtrl"] and fv.sizes == [] and not fv.breakdown
+  assert fv.configs == ["copy", "ptb"]
+  for bad in ("--methods=ok,nope", "--sizes=8,x", "--configs=1:2:3"):
+    with pytest.raises(flags.IllegalFlagValueError):
+      _flags(benchmark, [bad])
+  with pytest.raises(flags.IllegalFlagValueError):
+    _flags(kernels, ["--configs=8:2"])
+
+
+def test_breakdown_times_the_stages_of_ok_step():
+  """OK.step is OK.linearize, OK.propagate and OK.reduce: the breakdown times these."""
+  tf.keras.utils.set_random_seed(0)
+  model = models.RecurrentModel("rhn", 8, 4)
+  est = estimators.get("ok", model.cell, rank=2)
+  state = est.init(3)._replace(h=tf.random.stateless_uniform([3, 8], [1, 2], -0.5, 0.5))
+  for ids in ([2, 0, 1], [3, 3, 0]):    # two steps: u and A hold two terms
+    state = est.step(state, model.one_hot(tf.constant(ids)), training.make_generator(1, 1))
+  x = model.one_hot(tf.constant([0, 1, 3]))
+  whole = est.step(state, x, training.make_generator(0, 1))
+  st, last = est.linearize(state, x)
+  red = est.reduce(state.u, st.hhat, est.propagate(st.jacobian, state.a), last,
+                   training.make_generator(0, 1))
+  for got, want in zip((st.state, red.left, red.right, red.kept, red.variance), whole):
+    assert bool(tf.reduce_all(got == want))
+  runners = benchmark.breakdown_runners(est, model, 3, fine=True)
+  assert set(runners) == {"linearize", "ok_reduce", "gradient", "reset", "gram_eigh", "mixing",
+                          "small"}
+  res = timing.measure_group(runners, 0.01, 1, steps=2)
+  assert all(r["steps"] == 2 and r["sec_per_step"] > 0 for r in res.values())
 
 
 def test_kernels_script_times_every_kernel(tmp_path, capsys):
-  from analysis import kernels  # pylint: disable=import-outside-toplevel
   out = tmp_path / "kernels.json"
-  data = kernels.main(["--configs=8:2:2", "--min_time=0.01", "--repeats=1", f"--out={out}"])
+  data = common.run_script(kernels, ["--configs=8:2:2", "--min_time=0.01", "--repeats=1",
+                                     f"--out={out}"])
   assert json.loads(out.read_text()) == json.loads(json.dumps(data))
   ms = data["configs"]["8:2:2"]["ms"]
   assert set(ms) == {"product", "product_wide", "gram_r", "gram_r1", "gram_tall", "diag_inner",

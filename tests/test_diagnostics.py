@@ -187,10 +187,11 @@ def test_noise_script_tiny(tmp_path):
     ptb.resolve_data_dir(None)
   except FileNotFoundError:
     pytest.skip("PTB character files not available")
+  from analysis import common  # pylint: disable=g-import-not-at-top
   from analysis import noise  # pylint: disable=g-import-not-at-top
   _fake_run(tmp_path / "trained", 3, steps=(9,))
   out = tmp_path / "out"
-  result = noise.main([
+  result = common.run_script(noise, [
       "--sizes=4,64", "--methods=ok:2,kf", "--ranks=1,2", "--rank_units=4",
       "--samples=4", "--sequences=2", "--steps=10", "--burn_in=2", "--budget_gflop=1",
       f"--checkpoint={tmp_path / 'trained'}", f"--training_run={tmp_path / 'trained'}",

@@ -17,17 +17,6 @@ CONFIG = {"task": "copy", "method": "ok", "rank": 16, "lr": 10 ** -3.5,
           "seed": 0, "steps": 100, "log_every": 10, "batch_size": 16}
 
 
-def test_method_label():
-  assert runs.method_label({"method": "ok", "rank": 16}) == "ok (r=16)"
-  assert runs.method_label({"method": "kf_avg", "rank": 8}) == "kf_avg (r=8)"
-  assert runs.method_label({"method": "kf", "rank": 16}) == "kf"
-  assert runs.method_label({"method": "uoro", "rank": 16}) == "uoro"
-  assert runs.method_label({"method": "rtrl", "truncation": 5}) == "rtrl"
-  assert runs.method_label({"method": "tbptt", "truncation": 25,
-                            "rank": 16}) == "tbptt (T=25)"
-  assert runs.method_label({"method": "ok", "rank": 16.0}) == "ok (r=16)"
-
-
 def test_config_written(tmp_path):
   path = tmp_path / "run"
   rd = runs.RunDir(path, dict(CONFIG, shape=(1, 2), np_val=np.float32(0.5)))

@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def _study(*args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, str(ROOT / "analysis" / "study.py"), *args],
+  return subprocess.run([sys.executable, "-m", "analysis.study", *args],
                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
 
 
@@ -66,4 +66,5 @@ def test_tiny_study_collects_small_files_and_skips_finished_runs(tmp_path):
           (tmp_path / "results" / "copy" / "runs.md").read_text().splitlines()
           if line.startswith("| ") and not line.startswith("| run |")]
   assert sorted(rows) == ["lr_grid/uoro_lr-3_seed0", "ok_r8_seed0", "tbptt_T25_seed0"], rows
-  assert "study.py copy_cpu copy_cpu_lr`" in (tmp_path / "results" / "copy" / "runs.md").read_text()
+  assert "`python -m analysis.study copy_cpu copy_cpu_lr`" in (
+      tmp_path / "results" / "copy" / "runs.md").read_text()
