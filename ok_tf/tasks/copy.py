@@ -62,126 +62,126 @@ VOCAB_SIZE = 4
 
 
 def sequence(bits) -> tuple[np.ndarray, np.ndarray]:
-    """Input and target symbols (int32 arrays of length 2L+2) for one sequence of bits."""
-    bits = np.asarray(bits, dtype=np.int32).reshape(-1)
-    if bits.size and not np.all((bits == 0) | (bits == 1)):
-        raise ValueError("bits must be 0 or 1")
-    length = bits.size
-    blanks = np.full(length + 1, BLANK, dtype=np.int32)
-    inputs = np.concatenate([[START], bits, blanks]).astype(np.int32)
-    targets = np.concatenate([blanks, [START], bits]).astype(np.int32)
-    return inputs, targets
+  """Input and target symbols (int32 arrays of length 2L+2) for one sequence of bits."""
+  bits = np.asarray(bits, dtype=np.int32).reshape(-1)
+  if bits.size and not np.all((bits == 0) | (bits == 1)):
+    raise ValueError("bits must be 0 or 1")
+  length = bits.size
+  blanks = np.full(length + 1, BLANK, dtype=np.int32)
+  inputs = np.concatenate([[START], bits, blanks]).astype(np.int32)
+  targets = np.concatenate([blanks, [START], bits]).astype(np.int32)
+  return inputs, targets
 
 
 class CopyState(typing.NamedTuple):
-    """State of the copy task for a batch of ``B`` asynchronous streams."""
+  """State of the copy task for a batch of ``B`` asynchronous streams."""
 
-    bits: tf.Tensor  # [B, max_length] int32: the current sequence's bits in the first L slots (0 after)
-    length: tf.Tensor  # [B] int32: L of the current sequence
-    position: tf.Tensor  # [B] int32: next step to emit, 0 .. 2L+1; 2L+2 means finished
-    level: tf.Tensor  # [] int32: curriculum level T (starts at 1)
-    ema: tf.Tensor  # [] float32: EMA of the per-step loss in bits (starts at 1.0)
+  bits: tf.Tensor  # [B, max_length] int32: the current sequence's bits in the first L slots (0 after)
+  length: tf.Tensor  # [B] int32: L of the current sequence
+  position: tf.Tensor  # [B] int32: next step to emit, 0 .. 2L+1; 2L+2 means finished
+  level: tf.Tensor  # [] int32: curriculum level T (starts at 1)
+  ema: tf.Tensor  # [] float32: EMA of the per-step loss in bits (starts at 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
 class CopyTask:
-    """The copy task with curriculum; see the module docstring for the protocol."""
+  """The copy task with curriculum; see the module docstring for the protocol."""
 
-    batch_size: int
-    max_length: int = 512  # capacity of the bit buffer; the level never exceeds it
-    ema_decay: float = 0.999
-    threshold: float = 0.15
-    ema_after_increase: float = 0.3
-    initial_ema: float = 1.0
-    length_window: int = 5  # lengths max(1, T - U), U uniform in {0, ..., length_window - 1}
+  batch_size: int
+  max_length: int = 512  # capacity of the bit buffer; the level never exceeds it
+  ema_decay: float = 0.999
+  threshold: float = 0.15
+  ema_after_increase: float = 0.3
+  initial_ema: float = 1.0
+  length_window: int = 5  # lengths max(1, T - U), U uniform in {0, ..., length_window - 1}
 
-    def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {self.max_length}")
-        if self.length_window < 1:
-            raise ValueError(f"length_window must be >= 1, got {self.length_window}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+  def __post_init__(self):
+    if self.batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    if self.max_length < 1:
+      raise ValueError(f"max_length must be >= 1, got {self.max_length}")
+    if self.length_window < 1:
+      raise ValueError(f"length_window must be >= 1, got {self.length_window}")
+    if not 0.0 <= self.ema_decay < 1.0:
+      raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
-    @property
-    def vocab_size(self) -> int:
-        return VOCAB_SIZE
+  @property
+  def vocab_size(self) -> int:
+    return VOCAB_SIZE
 
-    def init(self, rng: tf.random.Generator) -> CopyState:
-        """Initial state: every stream finished (so the first ``next`` draws), level 1, EMA 1.0.
+  def init(self, rng: tf.random.Generator) -> CopyState:
+    """Initial state: every stream finished (so the first ``next`` draws), level 1, EMA 1.0.
 
-        ``rng`` is accepted for a uniform interface; ``init`` draws nothing from it.
-        """
-        del rng
-        b = self.batch_size
-        length = tf.zeros([b], tf.int32)
-        return CopyState(
-            bits=tf.zeros([b, self.max_length], tf.int32),
-            length=length,
-            position=2 * length + 2,  # finished
-            level=tf.constant(1, tf.int32),
-            ema=tf.constant(self.initial_ema, tf.float32),
-        )
+    ``rng`` is accepted for a uniform interface; ``init`` draws nothing from it.
+    """
+    del rng
+    b = self.batch_size
+    length = tf.zeros([b], tf.int32)
+    return CopyState(
+        bits=tf.zeros([b, self.max_length], tf.int32),
+        length=length,
+        position=2 * length + 2,  # finished
+        level=tf.constant(1, tf.int32),
+        ema=tf.constant(self.initial_ema, tf.float32),
+    )
 
-    def next(
-        self, state: CopyState, rng: tf.random.Generator
-    ) -> tuple[CopyState, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """One time step for every stream: ``(new_state, inputs, targets, reset)``.
+  def next(
+      self, state: CopyState, rng: tf.random.Generator
+  ) -> tuple[CopyState, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """One time step for every stream: ``(new_state, inputs, targets, reset)``.
 
-        Finished streams first draw a new sequence (length ``max(1, T - U)``, ``U``
-        uniform on ``{0, ..., length_window - 1}``, with the current level ``T``; fresh bits) at
-        position 0; then every stream emits the input/target at its position;
-        ``reset[b]`` is True exactly when stream ``b`` emits position 0; then the
-        positions advance by one.
-        """
-        b, m = self.batch_size, self.max_length
-        level = tf.convert_to_tensor(state.level, tf.int32)
-        shortfall = rng.uniform([b], minval=0, maxval=self.length_window, dtype=tf.int32)
-        new_length = tf.maximum(1, level - shortfall)
-        slots = tf.range(m, dtype=tf.int32)
-        new_bits = rng.uniform([b, m], minval=0, maxval=2, dtype=tf.int32)
-        new_bits = tf.where(slots[None, :] < new_length[:, None], new_bits, 0)
+    Finished streams first draw a new sequence (length ``max(1, T - U)``, ``U``
+    uniform on ``{0, ..., length_window - 1}``, with the current level ``T``; fresh bits) at
+    position 0; then every stream emits the input/target at its position;
+    ``reset[b]`` is True exactly when stream ``b`` emits position 0; then the
+    positions advance by one.
+    """
+    b, m = self.batch_size, self.max_length
+    level = tf.convert_to_tensor(state.level, tf.int32)
+    shortfall = rng.uniform([b], minval=0, maxval=self.length_window, dtype=tf.int32)
+    new_length = tf.maximum(1, level - shortfall)
+    slots = tf.range(m, dtype=tf.int32)
+    new_bits = rng.uniform([b, m], minval=0, maxval=2, dtype=tf.int32)
+    new_bits = tf.where(slots[None, :] < new_length[:, None], new_bits, 0)
 
-        finished = state.position >= 2 * state.length + 2
-        length = tf.where(finished, new_length, state.length)
-        bits = tf.where(finished[:, None], new_bits, state.bits)
-        position = tf.where(finished, 0, state.position)
+    finished = state.position >= 2 * state.length + 2
+    length = tf.where(finished, new_length, state.length)
+    bits = tf.where(finished[:, None], new_bits, state.bits)
+    position = tf.where(finished, 0, state.position)
 
-        p, n = position, length
-        start = tf.fill([b], tf.constant(START, tf.int32))
-        blank = tf.fill([b], tf.constant(BLANK, tf.int32))
-        # Input: START at 0, b_p at 1..L, BLANK after.
-        in_bit = tf.gather(bits, tf.clip_by_value(p - 1, 0, m - 1), batch_dims=1)
-        inputs = tf.where(p == 0, start, tf.where(p <= n, in_bit, blank))
-        # Target: BLANK at 0..L, START at L+1, b_{p-L-1} at L+2..2L+1.
-        out_bit = tf.gather(bits, tf.clip_by_value(p - n - 2, 0, m - 1), batch_dims=1)
-        targets = tf.where(p <= n, blank, tf.where(p == n + 1, start, out_bit))
-        reset = tf.equal(p, 0)
+    p, n = position, length
+    start = tf.fill([b], tf.constant(START, tf.int32))
+    blank = tf.fill([b], tf.constant(BLANK, tf.int32))
+    # Input: START at 0, b_p at 1..L, BLANK after.
+    in_bit = tf.gather(bits, tf.clip_by_value(p - 1, 0, m - 1), batch_dims=1)
+    inputs = tf.where(p == 0, start, tf.where(p <= n, in_bit, blank))
+    # Target: BLANK at 0..L, START at L+1, b_{p-L-1} at L+2..2L+1.
+    out_bit = tf.gather(bits, tf.clip_by_value(p - n - 2, 0, m - 1), batch_dims=1)
+    targets = tf.where(p <= n, blank, tf.where(p == n + 1, start, out_bit))
+    reset = tf.equal(p, 0)
 
-        new_state = CopyState(
-            bits=bits, length=length, position=position + 1, level=level, ema=state.ema
-        )
-        return new_state, inputs, targets, reset
+    new_state = CopyState(
+        bits=bits, length=length, position=position + 1, level=level, ema=state.ema
+    )
+    return new_state, inputs, targets, reset
 
-    def observe(self, state: CopyState, loss_bits) -> CopyState:
-        """Update the EMA with this step's batch-mean loss in bits, and the level.
+  def observe(self, state: CopyState, loss_bits) -> CopyState:
+    """Update the EMA with this step's batch-mean loss in bits, and the level.
 
-        ``ema <- decay * ema + (1 - decay) * loss_bits``; if ``ema < threshold``,
-        ``level <- min(level + 1, max_length)`` and ``ema <- ema_after_increase``.
-        """
-        loss_bits = tf.cast(loss_bits, tf.float32)
-        ema = tf.constant(self.ema_decay, tf.float32) * state.ema + tf.constant(
-            1.0 - self.ema_decay, tf.float32
-        ) * loss_bits
-        crossed = ema < tf.constant(self.threshold, tf.float32)
-        level = tf.where(
-            crossed, tf.minimum(state.level + 1, self.max_length), state.level
-        )
-        ema = tf.where(crossed, tf.constant(self.ema_after_increase, tf.float32), ema)
-        return state._replace(level=level, ema=ema)
+    ``ema <- decay * ema + (1 - decay) * loss_bits``; if ``ema < threshold``,
+    ``level <- min(level + 1, max_length)`` and ``ema <- ema_after_increase``.
+    """
+    loss_bits = tf.cast(loss_bits, tf.float32)
+    ema = tf.constant(self.ema_decay, tf.float32) * state.ema + tf.constant(
+        1.0 - self.ema_decay, tf.float32
+    ) * loss_bits
+    crossed = ema < tf.constant(self.threshold, tf.float32)
+    level = tf.where(
+        crossed, tf.minimum(state.level + 1, self.max_length), state.level
+    )
+    ema = tf.where(crossed, tf.constant(self.ema_after_increase, tf.float32), ema)
+    return state._replace(level=level, ema=ema)
 
-    def metrics(self, state: CopyState) -> dict[str, tf.Tensor]:
-        """Scalars to log: the curriculum level and the loss EMA in bits."""
-        return {"level": state.level, "ema_bits": state.ema}
+  def metrics(self, state: CopyState) -> dict[str, tf.Tensor]:
+    """Scalars to log: the curriculum level and the loss EMA in bits."""
+    return {"level": state.level, "ema_bits": state.ema}
