@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # before TensorFlow (the registry)
 
+from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags  # pylint: disable=g-import-not-at-top
 import matplotlib  # pylint: disable=g-import-not-at-top
 matplotlib.use("Agg")
@@ -71,6 +72,20 @@ def is_int_list(values) -> bool:
   except (TypeError, ValueError):
     return False
   return True
+
+
+def define_at_steps(flag_values: flags.FlagValues, what: str) -> None:
+  """The tables' ``--at_steps`` flag: a table of ``what`` at those steps."""
+  flags.DEFINE_list("at_steps", [], f"comma-separated steps: a table of {what} at those steps",
+                    flag_values=flag_values)
+  flags.register_validator("at_steps", is_int_list, "--at_steps takes integers",
+                           flag_values=flag_values)
+
+
+def require_paths(paths) -> None:
+  """A script's positional run directories: at least one (else a usage error)."""
+  if not paths:
+    raise app.UsageError("name one or more run directories or folders")
 
 
 # ----------------------------------------------------------------------------

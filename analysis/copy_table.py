@@ -171,18 +171,14 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        flag_values=fv)
   flags.DEFINE_list("fractions", ["0.25", "0.5", "1"],
                     "fractions of the shortest run's characters", flag_values=fv)
-  flags.DEFINE_list("at_steps", [], "comma-separated steps: a table of levels at those steps",
-                    flag_values=fv)
+  common.define_at_steps(fv, "levels")
   flags.register_validator("fractions", _valid_fractions, "--fractions must lie in (0, 1]",
-                           flag_values=fv)
-  flags.register_validator("at_steps", common.is_int_list, "--at_steps takes integers",
                            flag_values=fv)
 
 
 def run(flag_values: flags.FlagValues, paths) -> tuple[str, list[dict]]:
   """The table of the runs under ``paths`` as the flags say: printed, the rows to --csv."""
-  if not paths:
-    raise app.UsageError("name one or more run directories or folders")
+  common.require_paths(paths)
   fv = flag_values
   fractions = tuple(float(x) for x in fv.fractions)
   text, rows = copy_table(paths, fv.csv, fv.published, fractions, common.int_list(fv.at_steps))

@@ -69,8 +69,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 def run(flag_values: flags.FlagValues, paths) -> list[str]:
   """Plots the runs under ``paths`` as the flags say; prints and returns the files."""
-  if not paths:
-    raise app.UsageError("name one or more run directories or folders")
+  common.require_paths(paths)
   fv = flag_values
   out = plot_copy(paths, out=fv.out, published=fv.published, x=fv.x, title=fv.title,
                   logx=fv.logx)

@@ -249,17 +249,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_boolean("published", False, "add the published OK r=8 row", flag_values=fv)
   flags.DEFINE_boolean("all_lrs", False, "also print every learning rate", flag_values=fv)
   flags.DEFINE_integer("digits", 3, "decimals of the BPC", flag_values=fv)
-  flags.DEFINE_list("at_steps", [],
-                    "comma-separated steps: a table of validation BPC at those steps",
-                    flag_values=fv)
-  flags.register_validator("at_steps", common.is_int_list, "--at_steps takes integers",
-                           flag_values=fv)
+  common.define_at_steps(fv, "validation BPC")
 
 
 def run(flag_values: flags.FlagValues, paths) -> tuple[str, list[dict]]:
   """The table of the runs under ``paths`` as the flags say: printed, the rows to --csv."""
-  if not paths:
-    raise app.UsageError("name one or more run directories or folders")
+  common.require_paths(paths)
   fv = flag_values
   text, rows = ptb_table(paths, csv_path=fv.csv, published=fv.published, all_lrs=fv.all_lrs,
                          digits=fv.digits, at_steps=common.int_list(fv.at_steps))
