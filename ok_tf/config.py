@@ -21,8 +21,6 @@ from ok_tf import estimators
 
 CELLS = ("rhn", "tanh", "lstm")
 # The methods (names, rank rule, truncation) are those of the registry estimators.METHODS.
-# For ok_tf/experiment.py, which passes a rank to estimators.get only for these:
-RANKED = tuple(name for name, m in estimators.METHODS.items() if m.takes_rank)
 STRATEGIES = ("none", "mirrored")
 GRAD_SCALES = ("mean", "published")
 

@@ -68,13 +68,12 @@ def build_trainer(cfg: config_lib.TrainConfig, model, task,
     optimizer = training.make_optimizer(cfg.lr, cfg.adam_epsilon)
   kwargs = dict(clip_norm=cfg.clip or None, seed=cfg.seed,
                 recurrent_grad_scale=training.grad_scale_factor(cfg.grad_scale, cfg.batch_size))
-  if cfg.method == "tbptt":
+  if estimators.method(cfg.method).takes_truncation:
     args = (model, task, optimizer, cfg.batch_size, cfg.truncation)
     if strategy is not None:
       return distributed.MirroredTBPTTTrainer(*args, strategy=strategy, **kwargs)
     return training.TBPTTTrainer(*args, **kwargs)
-  rank = cfg.rank if cfg.method in config_lib.RANKED else None
-  args = (model, estimators.get(cfg.method, model.cell, rank=rank), task, optimizer,
+  args = (model, estimators.get(cfg.method, model.cell, rank=cfg.rank), task, optimizer,
           cfg.batch_size)
   if strategy is not None:
     return distributed.MirroredOnlineTrainer(*args, strategy=strategy, **kwargs)
