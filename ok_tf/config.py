@@ -42,7 +42,7 @@ class TrainConfig:
   batch_size: int = 16
   lr: float = 10 ** -2.5
   clip: float = 1.0                   # global-norm clip of W's gradient; 0 disables
-  grad_scale: str = "mean"            # "published": W's gradient / B before clip and Adam
+  grad_scale: str = "published"       # W's gradient / B before clip and Adam; "mean": not
   adam_epsilon: float = 1e-8          # TF1's default, as in the paper (Keras 3's is 1e-7)
   steps: int = 10_000                 # characters per stream
   seed: int = 0
@@ -83,9 +83,9 @@ PRESETS = {
         # minutes on a CPU.
         "quick": dict(units=32, rank=8, truncation=25, batch_size=16, lr=10 ** -2.5,
                       clip=1.0, steps=60_000, log_every=1000, checkpoint_every=10_000),
-        # The CPU-scale method study (`analysis/study.py copy_cpu`, results in results/copy):
-        # the largest RHN at which the study's 11 runs fit in about 1.5 h on 2 CPU cores,
-        # two single-threaded runs at a time (OK r 16: about 90 steps/s per core at n 64).
+        # The CPU-scale method study (`python -m analysis.study copy_cpu`, results/copy): an
+        # RHN small enough for the study's 11 runs to fit a few hours on 2 CPU cores (wall
+        # times in results/README.md).
         "cpu": dict(units=64, rank=16, truncation=25, batch_size=16, lr=10 ** -2.5,
                     clip=1.0, steps=100_000, log_every=1000, checkpoint_every=10_000),
         # The published configuration (docs/protocol.md, "The published configurations and
@@ -99,10 +99,10 @@ PRESETS = {
         "quick": dict(units=64, rank=8, truncation=25, batch_size=32, lr=10 ** -2.5,
                       clip=100.0, steps=40_000, log_every=1000, checkpoint_every=10_000,
                       eval_every=10_000),
-        # The CPU-scale study (`analysis/study.py ptb_cpu`, results in results/ptb): at n 64
-        # OK (r 8) runs at roughly 60-80 steps/s on 2 cores, so 150k steps (4.8M characters,
-        # about one pass over the training text) take about 35-45 min per OK run and the
-        # five-method study (ok, kf, uoro, tbptt T 25 and T 100) a few hours.
+        # The CPU-scale study (`python -m analysis.study ptb_cpu`, results/ptb): n 64 and 150k
+        # steps (4.8M characters, about one pass over the training text), so that the
+        # five-method study (ok, kf, uoro, tbptt T 25 and T 100) fits a few hours on 2 CPU
+        # cores (wall times in results/README.md).
         "cpu": dict(units=64, rank=8, truncation=25, batch_size=32, lr=10 ** -3,
                     clip=100.0, steps=150_000, log_every=1000, checkpoint_every=10_000,
                     eval_every=10_000),
