@@ -18,11 +18,11 @@ from typing import Optional
 from absl import flags
 
 from ok_tf import estimators
+from ok_tf import training
 
 CELLS = ("rhn", "tanh", "lstm")
 # The methods (names, rank rule, truncation) are those of the registry estimators.METHODS.
 STRATEGIES = ("none", "mirrored")
-GRAD_SCALES = ("mean", "published")
 
 
 class ConfigError(ValueError):
@@ -140,7 +140,7 @@ def define_flags(task: str) -> None:
   flags.DEFINE_integer("batch_size", None, "Streams B.")
   flags.DEFINE_list("lr", None, "Learning rate(s), e.g. 10^-3.5 or 1e-3,3e-4 (a list runs a grid).")
   flags.DEFINE_float("clip", None, "Clip W's gradient to this global norm (0: no clipping).")
-  flags.DEFINE_enum("grad_scale", None, list(GRAD_SCALES),
+  flags.DEFINE_enum("grad_scale", None, list(training.GRAD_SCALES),
                     "Scale of W's gradient before clipping and Adam: mean (the batch-mean "
                     "gradient) or published (the batch mean divided by B again, as the "
                     "published runs; docs/protocol.md). Default from the preset.")
@@ -252,8 +252,8 @@ def validate(cfg: TrainConfig) -> None:
   need(cfg.units >= 1, f"--units must be positive, got {cfg.units}")
   need(cfg.batch_size >= 1, f"--batch_size must be positive, got {cfg.batch_size}")
   need(cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr must be positive, got {cfg.lr}")
-  need(cfg.grad_scale in GRAD_SCALES,
-       f"unknown --grad_scale {cfg.grad_scale!r}; choose one of {', '.join(GRAD_SCALES)}")
+  need(cfg.grad_scale in training.GRAD_SCALES,
+       f"unknown --grad_scale {cfg.grad_scale!r}; choose one of {', '.join(training.GRAD_SCALES)}")
   need(cfg.clip >= 0, f"--clip must be ≥ 0 (0 disables clipping), got {cfg.clip}")
   need(cfg.steps >= 1, f"--steps must be positive, got {cfg.steps}")
   need(cfg.log_every >= 1, f"--log_every must be positive, got {cfg.log_every}")

@@ -60,6 +60,10 @@ def make_generator(seed: int, stream: int) -> tf.random.Generator:
                                               counter=[0, 0], alg="philox")
 
 
+#: The names of the gradient scales (--grad_scale) that grad_scale_factor knows.
+GRAD_SCALES = ("mean", "published")
+
+
 def grad_scale_factor(grad_scale: str, batch_size: int) -> float:
   """The factor s of W's batch-mean gradient g before clipping and Adam: ``"mean"`` 1;
   ``"published"`` 1/B, as the published runs, so that their clip c and Adam's ε act on
@@ -69,7 +73,7 @@ def grad_scale_factor(grad_scale: str, batch_size: int) -> float:
     return 1.0
   if grad_scale == "published":
     return 1.0 / int(batch_size)
-  raise ValueError(f"unknown grad_scale {grad_scale!r}; choose 'mean' or 'published'")
+  raise ValueError(f"unknown grad_scale {grad_scale!r}; choose one of {', '.join(GRAD_SCALES)}")
 
 
 def make_optimizer(learning_rate: float, epsilon: float = 1e-8) -> keras.optimizers.Optimizer:
