@@ -13,9 +13,14 @@ Kronecker product ``ĥ_t ⊗ D_t`` with
 
 (``unit(s) = s mod n``), and the state Jacobian is ``H_t = ∂s_t/∂s_{t-1} ∈ R^{S × S}``.
 
-A cell provides, batched over a leading axis B:
+Every cell is a Keras 3 RNN cell (``state_size`` S, ``output_size`` n,
+``call(inputs, states) -> (h_t, [s_t])``, ``get_initial_state(batch_size)``), so
+``keras.layers.RNN(RHNCell(n), return_sequences=True)`` runs it over a sequence, and it is
+registered for Keras serialisation (package ``ok_tf``). Batched over a leading axis B it
+also provides what the estimators use:
 
-* ``cell(x, state)``: the next state (an ordinary Keras call; autodiff through it is BPTT);
+* ``cell.step(x, state)``: s_t alone (the training loops' forward step; autodiff through
+  it is BPTT);
 * ``cell.linearize(x, state)``: a :class:`CellStep` with the next state, ĥ_t, the gate
   derivatives d_t (``[B, S, k]``) and H_t (``[B, S, S]``, materialised);
 * ``cell.dense_d(gates)``: D_t as a dense ``[B, S, k·n]`` matrix;
@@ -103,7 +108,17 @@ class KroneckerCell(keras.layers.Layer):
     return self.num_gates * self.units
 
   def build(self, input_shape):
-    input_dim = input_shape if isinstance(input_shape, int) else input_shape[-1]
+    """Creates W ``[a, k·n]``; ``input_shape`` is that of one step's input, ``(B, d)``.
+
+    (A plain integer d is accepted too.)
+    """
+    if isinstance(input_shape, int):
+      input_dim = input_shape
+    else:
+      input_dim = tuple(input_shape)[-1]
+      if input_dim is None:
+        raise ValueError(f"{type(self).__name__} needs a known input size; got input "
+                         f"shape {tuple(input_shape)}")
     self.input_dim = int(input_dim)
     self.kernel = self.add_weight(
         name="kernel",
@@ -126,12 +141,17 @@ class KroneckerCell(keras.layers.Layer):
     return config
 
   # ----------------------------------------------------------------- forward
-  def zero_state(self, batch_size: int) -> tf.Tensor:
+  def zero_state(self, batch_size) -> tf.Tensor:
+    """s_0 = 0, ``[B, S]``."""
     return tf.zeros([batch_size, self.state_size], dtype=self.compute_dtype)
+
+  def get_initial_state(self, batch_size=None) -> list:
+    """Keras's RNN-cell protocol: ``[s_0]`` with s_0 = 0, ``[B, S]``."""
+    return [self.zero_state(batch_size)]
 
   def output(self, state: tf.Tensor) -> tf.Tensor:
     """h, the part of the state the readout sees (the last n coordinates)."""
-    return state[:, self.state_size - self.units:]
+    return state[..., self.state_size - self.units:]
 
   def hhat(self, x: tf.Tensor, state: tf.Tensor) -> tf.Tensor:
     """ĥ_t = [x_t, h_{t-1}, 1]."""
@@ -139,12 +159,19 @@ class KroneckerCell(keras.layers.Layer):
     ones = tf.ones_like(x[:, :1])
     return tf.concat([x, self.output(state), ones], axis=-1)
 
-  def call(self, x, state):
+  def step(self, x, state) -> tf.Tensor:
     """s_t = cell(x_t, s_{t-1}); differentiable, so a tape through it gives BPTT."""
     state = tf.convert_to_tensor(state, dtype=self.compute_dtype)
     z = tf.matmul(self.hhat(x, state), tf.cast(self.kernel, self.compute_dtype))
     new_state, _ = self._gates_and_state(z, state)
     return new_state
+
+  def call(self, inputs, states, training=False):
+    """Keras's RNN-cell protocol: ``(h_t, [s_t])`` from x_t and ``[s_{t-1}]``."""
+    del training
+    state = states[0] if isinstance(states, (list, tuple)) else states
+    new_state = self.step(inputs, state)
+    return self.output(new_state), [new_state]
 
   def linearize(self, x, state) -> CellStep:
     """One step and its linearisation: s_t, ĥ_t, d_t (gates of D_t) and H_t."""

@@ -202,7 +202,7 @@ class Estimator(Method):
 
   def __init__(self, cell: cells_lib.KroneckerCell):
     if not cell.built:
-      raise ValueError("build the cell first: cell.build(input_dim)")
+      raise ValueError("build the cell first: cell.build((None, input_dim))")
     self.cell = cell
     self.dtype = tf.as_dtype(cell.compute_dtype)
     self.state_size = cell.state_size

@@ -56,7 +56,7 @@ class Evaluator:
     state = cell.zero_state(tf.shape(self._inputs)[1])
     total = tf.zeros([], tf.float64)
     for t in tf.range(tf.shape(self._inputs)[0]):
-      state = cell(self.model.one_hot(self._inputs[t]), state)
+      state = cell.step(self.model.one_hot(self._inputs[t]), state)
       losses = models.cross_entropy(self.model.logits(state), self._targets[t])
       total += tf.reduce_sum(tf.cast(losses, tf.float64) * tf.cast(self._mask[t], tf.float64))
     return total
@@ -64,3 +64,8 @@ class Evaluator:
   def bpc(self) -> float:
     """Bits per character over the whole text."""
     return float(self._compiled().numpy()) / self.num_predictions / math.log(2.0)
+
+
+def evaluate_bpc(model: models.RecurrentModel, ids: np.ndarray, num_streams: int = 8) -> float:
+  """BPC of ``model`` on the text ``ids`` (module docstring; one :class:`Evaluator` call)."""
+  return Evaluator(model, ids, num_streams).bpc()

@@ -21,11 +21,19 @@ from ok_tf import cells
 
 @keras.saving.register_keras_serializable(package="ok_tf")
 class RecurrentModel(keras.Model):
-  """Cell + readout.
+  """Cell + readout, a Keras model that saves and loads as ``.keras``.
+
+      logits = model(ids)              # ids [B, T] int → logits [B, T, V]
+      model.save("m.keras");  keras.models.load_model("m.keras")
+
+  The weights are made in :meth:`build`, which the constructor calls (the input is a
+  sequence of symbol ids, so V fixes every shape). ``get_config`` holds the cell's full
+  Keras config, so a model round-trips whatever cell it holds.
 
   Args:
-    cell: ``"rhn"``, ``"tanh"``, ``"lstm"`` or a :class:`ok_tf.cells.KroneckerCell`.
-    units: n (ignored when ``cell`` is a layer).
+    cell: ``"rhn"``, ``"tanh"``, ``"lstm"``, a :class:`ok_tf.cells.KroneckerCell` or a
+      cell's serialised Keras config.
+    units: n (ignored when ``cell`` is a layer or a config).
     vocab_size: V, the size of the one-hot input and of the softmax.
     init_stddev: standard deviation of the N(0, σ²) initialisation of W and W_out.
     dtype: ``"float32"`` (default) or ``"float64"``.
@@ -35,21 +43,37 @@ class RecurrentModel(keras.Model):
                init_stddev: float = 0.01, dtype="float32", **kwargs):
     super().__init__(dtype=dtype, **kwargs)
     self.vocab_size = int(vocab_size)
-    self.units = int(units)
     self.init_stddev = float(init_stddev)
-    names = {cls: name for name, cls in cells.CELLS.items()}
-    self.cell_name = cell if isinstance(cell, str) else names.get(type(cell), type(cell).__name__)
     init = keras.initializers.RandomNormal(stddev=self.init_stddev)
     if isinstance(cell, str):
-      cell = cells.get(cell, self.units, kernel_initializer=init, dtype=dtype)
+      cell = cells.get(cell, int(units), kernel_initializer=init, dtype=dtype)
+    elif isinstance(cell, dict):
+      cell = keras.saving.deserialize_keras_object(cell)
+    if not isinstance(cell, cells.KroneckerCell):
+      raise TypeError(f"cell must be a name ({', '.join(cells.CELLS)}), a KroneckerCell or "
+                      f"its config; got {type(cell).__name__}")
     self.cell = cell
+    self.units = cell.units
     self.readout = keras.layers.Dense(
-        self.vocab_size, kernel_initializer=keras.initializers.RandomNormal(
-            stddev=self.init_stddev),
+        self.vocab_size, kernel_initializer=init,
         bias_initializer=keras.initializers.RandomNormal(stddev=self.init_stddev),
         dtype=dtype, name="readout")
-    self.cell.build(self.vocab_size)
+    self.build((None, None))
+
+  def build(self, input_shape=None):
+    """Creates W (the cell's, input one-hot of size V) and W_out ``[n + 1, V]``."""
+    if self.built:
+      return
+    if not self.cell.built:
+      self.cell.build((None, self.vocab_size))
     self.readout.build((None, self.cell.output_size))
+    self.built = True
+
+  @property
+  def cell_name(self) -> str:
+    """The cell's short name (``"rhn"``, ``"tanh"``, ``"lstm"``), else its class name."""
+    names = {cls: name for name, cls in cells.CELLS.items()}
+    return names.get(type(self.cell), type(self.cell).__name__)
 
   @property
   def recurrent_variables(self) -> list:
@@ -72,26 +96,24 @@ class RecurrentModel(keras.Model):
     """L_b = −log softmax(logits_t)[y_b] of every stream, nats, ``[B]``."""
     return cross_entropy(self.logits(state), targets)
 
-  def call(self, ids, initial_state=None):
-    """Forward pass over ``ids`` [B, T] (int): returns (logits [B, T, V], final state)."""
+  def call(self, ids, initial_state=None, return_state=False):
+    """logits ``[B, T, V]`` over ``ids`` [B, T] (int), from s_0 = ``initial_state`` or 0.
+
+    With ``return_state=True`` returns ``(logits, s_T)`` so that a long text can be fed
+    in pieces.
+    """
     ids = tf.convert_to_tensor(ids)
     batch = tf.shape(ids)[0]
     state = self.cell.zero_state(batch) if initial_state is None else initial_state
     xs = tf.transpose(self.one_hot(ids), [1, 0, 2])
-
-    def body(s, x):
-      return self.cell(x, s)
-
-    states = tf.scan(body, xs, initializer=state)
-    logits = self.logits(tf.reshape(states, [-1, self.cell.state_size]))
-    logits = tf.reshape(logits, [tf.shape(xs)[0], batch, self.vocab_size])
-    return tf.transpose(logits, [1, 0, 2]), states[-1]
+    states = tf.scan(lambda s, x: self.cell.step(x, s), xs, initializer=state)
+    logits = tf.transpose(self.logits(states), [1, 0, 2])
+    return (logits, states[-1]) if return_state else logits
 
   def get_config(self):
-    return {"cell": self.cell_name,
-            "units": self.units, "vocab_size": self.vocab_size,
-            "init_stddev": self.init_stddev, "dtype": self.dtype_policy.name,
-            "name": self.name}
+    return {"cell": keras.saving.serialize_keras_object(self.cell),
+            "vocab_size": self.vocab_size, "init_stddev": self.init_stddev,
+            "dtype": self.dtype_policy.name, "name": self.name}
 
 
 def cross_entropy(logits, targets):

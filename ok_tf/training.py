@@ -149,7 +149,7 @@ def online_step(model, est, task, carry: OnlineCarry, data_rng, method_rng,
 def forward_step(model, state, data: Data):
   """s_t = cell(x_t, s_{t−1}) with s_{t−1} zeroed where ``reset``: ``(s_t, L_b [B])``."""
   state = tf.where(data.reset[:, None], tf.zeros_like(state), state)
-  state = model.cell(model.one_hot(data.inputs), state)
+  state = model.cell.step(model.one_hot(data.inputs), state)
   return state, model.step_losses(state, data.targets)
 
 

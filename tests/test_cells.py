@@ -41,7 +41,7 @@ def test_linearize_state_matches_call(name):
   cell = make_cell(name)
   x, s = random_inputs(cell)
   step = cell.linearize(x, s)
-  expected = cell(x, s).numpy()
+  expected = cell.step(x, s).numpy()
   assert step.state.shape == (B, cell.state_size)
   np.testing.assert_allclose(step.state.numpy(), expected, rtol=0, atol=1e-14)
   # ĥ_t = [x_t, h_{t-1}, 1]
@@ -60,7 +60,7 @@ def test_state_jacobian_matches_autodiff(name):
   x, s = random_inputs(cell, seed=2)
   with tf.GradientTape() as tape:
     tape.watch(s)
-    out = cell(x, s)
+    out = cell.step(x, s)
   expected = tape.batch_jacobian(out, s).numpy()
   got = cell.linearize(x, s).jacobian.numpy()
   assert np.max(np.abs(expected)) > 1e-2
@@ -73,7 +73,7 @@ def test_immediate_jacobian_is_hhat_kron_d(name):
   cell = make_cell(name)
   x, s = random_inputs(cell, seed=3)
   with tf.GradientTape() as tape:
-    out = cell(x, s)
+    out = cell.step(x, s)
   jac = tape.jacobian(out, cell.kernel).numpy()     # [B, S, a, k·n]
   assert jac.shape == (B, cell.state_size, cell.hhat_size, cell.kernel_columns)
   step = cell.linearize(x, s)
@@ -146,7 +146,7 @@ def test_rhn_equations_against_numpy():
   big_d = np.stack([np.concatenate([np.diag(d_c[b]), np.diag(d_f[b])], axis=1)
                     for b in range(B)])
   np.testing.assert_allclose(np.tanh(z_c / 2.0), c, atol=1e-15)  # the identity in §1
-  np.testing.assert_allclose(cell(x, s).numpy(), h_new, rtol=0, atol=1e-14)
+  np.testing.assert_allclose(cell.step(x, s).numpy(), h_new, rtol=0, atol=1e-14)
   step = cell.linearize(x, s)
   np.testing.assert_allclose(step.state.numpy(), h_new, rtol=0, atol=1e-14)
   np.testing.assert_allclose(step.gates.numpy(), np.stack([d_c, d_f], -1), rtol=0, atol=1e-14)
@@ -161,7 +161,7 @@ def test_tanh_and_lstm_equations_against_numpy():
   tanh = make_cell("tanh", seed=6)
   x, s = random_inputs(tanh, seed=6)
   hhat = np.concatenate([x.numpy(), s.numpy(), np.ones((B, 1))], -1)
-  np.testing.assert_allclose(tanh(x, s).numpy(), np.tanh(hhat @ tanh.kernel.numpy()),
+  np.testing.assert_allclose(tanh.step(x, s).numpy(), np.tanh(hhat @ tanh.kernel.numpy()),
                              rtol=0, atol=1e-14)
 
   lstm = make_cell("lstm", seed=7)
@@ -173,7 +173,7 @@ def test_tanh_and_lstm_equations_against_numpy():
   g = np.tanh(z[:, 3 * n:])
   c = f * c_prev + i * g
   h = o * np.tanh(c)
-  np.testing.assert_allclose(lstm(x, s).numpy(), np.concatenate([c, h], -1),
+  np.testing.assert_allclose(lstm.step(x, s).numpy(), np.concatenate([c, h], -1),
                              rtol=0, atol=1e-14)
   np.testing.assert_allclose(lstm.output(s).numpy(), h_prev)
 
@@ -202,7 +202,7 @@ def test_default_init_is_normal_001(name):
   keras.utils.set_random_seed(1234)
   n, v = 64, 64
   cell = cells.get(name, n)
-  cell.build(v)
+  cell.build((None, v))
   w = cell.kernel.numpy().astype(np.float64).ravel()
   count = w.size
   std = w.std()
@@ -225,11 +225,11 @@ def test_config_round_trip(name):
   assert type(clone) is type(cell)
   assert clone.get_config() == config
   assert clone.units == 6
-  clone.build(V)
+  clone.build((None, V))
   assert clone.kernel.dtype == tf.float64
   # the initialiser survives (stddev 0.5, not the default 0.01)
   big = type(cell).from_config(dict(config, units=32, name="big"))
-  big.build(32)
+  big.build((None, 32))
   assert 0.4 < float(np.std(big.kernel.numpy())) < 0.6
   # generic Keras deserialisation through the registered name
   again = keras.layers.deserialize(keras.layers.serialize(cell))
@@ -255,6 +255,6 @@ def test_float32_matches_float64(name):
   for a, b in zip(s32_step, s64_step):
     a, b = a.numpy().astype(np.float64), b.numpy()
     assert np.max(np.abs(a - b)) <= 1e-5 * max(1.0, np.max(np.abs(b))), np.max(np.abs(a - b))
-  np.testing.assert_allclose(c32(x32, s32).numpy(), c64(x, s).numpy(), rtol=0, atol=1e-5)
+  np.testing.assert_allclose(c32.step(x32, s32).numpy(), c64.step(x, s).numpy(), rtol=0, atol=1e-5)
   np.testing.assert_allclose(c32.dense_d(s32_step.gates).numpy(),
                              c64.dense_d(s64_step.gates).numpy(), rtol=0, atol=1e-5)

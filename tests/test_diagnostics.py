@@ -58,7 +58,7 @@ def test_reference_is_the_readout_gradient(setup):
   with tf.GradientTape() as tape:
     state = model.cell.zero_state(1)
     for i in range(t + 1):
-      state = model.cell(model.one_hot(ids[i:i + 1]), state)
+      state = model.cell.step(model.one_hot(ids[i:i + 1]), state)
     loss = models.cross_entropy(model.logits(state), ids[t + 1:t + 2])[0]
   grad = tape.gradient(loss, model.cell.kernel)
   np.testing.assert_allclose(refs[0].grads[t], grad.numpy(), rtol=1e-10, atol=1e-13)

@@ -68,7 +68,7 @@ def test_rtrl_equals_bptt(name):
     s = cell.zero_state(batch)
     loss = 0.0
     for t in range(steps):
-      s = cell(xs[t], s)
+      s = cell.step(xs[t], s)
       loss += tf.reduce_sum(gs[t] * s)
   bptt = tape.gradient(loss, cell.kernel).numpy() / batch
   # RTRL, forward in time

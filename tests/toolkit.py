@@ -1,4 +1,5 @@
-"""Tools shared by the tests: relative error, z-scores, independent random streams, cells.
+"""Tools shared by the tests: relative error, z-scores, independent random streams, cells,
+BPC through Keras.
 
 Statistical tests draw from ``count`` independent streams (``Generator.split``) and
 compare the mean of the per-stream means with its target by a z-score whose standard
@@ -12,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from ok_tf import cells
+from ok_tf import evaluation
 
 #: One generator that traced draws close over: :func:`split_streams` loads the states of
 #: the split streams into it in turn (a tf.function retraces for every new Generator).
@@ -50,5 +52,16 @@ def make_cell(name: str, units: int = 3, input_dim: int = 3, dtype: str = "float
   """A built cell ``name`` with N(0, stddev²) weights (large enough for non-trivial tests)."""
   cell = cells.get(name, units, dtype=dtype,
                    kernel_initializer=keras.initializers.RandomNormal(stddev=stddev, seed=seed))
-  cell.build(input_dim)
+  cell.build((None, input_dim))
   return cell
+
+
+def keras_bpc(model, ids, num_streams):
+  """BPC of ``model`` on the text ``ids`` through ``model.predict`` (Keras), on the
+  evaluator's contiguous streams."""
+  inputs, targets, mask = evaluation.contiguous_streams(ids, num_streams)
+  logits = model.predict(inputs, batch_size=len(inputs), verbose=0).astype(np.float64)
+  logits -= logits.max(-1, keepdims=True)
+  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  nats = -np.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
+  return float((nats * mask).sum() / mask.sum() / np.log(2.0))
