@@ -3,7 +3,10 @@
 ``train_copy.py`` and ``train_ptb.py`` define their flags with :func:`define_flags`,
 then :func:`from_flags` applies the preset, overrides it with the flags the user set,
 validates everything (one-line errors before any work) and expands the learning-rate
-× seed grid into one config per run.
+× seed grid into one config per run. ``train_ptb.py --train_file=…`` trains on any text
+instead of PTB (docs/protocol.md, "Any text"): the same config class and presets, with
+the task ``"text"`` and the tokenisation of the file (``"characters"``, or ``"ids"`` for
+a ``.npy`` array).
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ from absl import flags
 
 from ok_tf import estimators
 from ok_tf import training
+from ok_tf.data import text as text_data
 
 CELLS = ("rhn", "tanh", "lstm")
 # The methods (names, rank rule, truncation) are those of the registry estimators.METHODS.
 STRATEGIES = ("none", "mirrored")
+#: The task of train_ptb.py given --train_file: any text (docs/protocol.md, "Any text").
+TEXT_TASK = "text"
 
 
 class ConfigError(ValueError):
@@ -67,13 +73,17 @@ class CopyConfig(TrainConfig):
 
 @dataclasses.dataclass
 class PTBConfig(TrainConfig):
-  """Character-level Penn Treebank (docs/protocol.md, "Character-level Penn Treebank")."""
+  """Character-level Penn Treebank (docs/protocol.md, "Character-level Penn Treebank"),
+  or with ``train_file`` any text (task ``"text"``; docs/protocol.md, "Any text")."""
   task: str = "ptb"
   data_dir: str = ""
-  tokenization: str = "published"
+  tokenization: str = "published"     # text: "characters", or "ids" for a .npy file
   reset_every: int = 100
   eval_every: int = 10_000
   eval_streams: int = 8
+  train_file: str = ""                # any text instead of PTB; "" is PTB
+  valid_file: str = ""                # its validation text; "": no validation
+  test_file: str = ""                 # its test text; "": no test
 
 
 PRESETS = {
@@ -176,6 +186,13 @@ def define_flags(task: str) -> None:
     flags.DEFINE_integer("reset_every", 100, "Reset state every this many characters (0: never).")
     flags.DEFINE_integer("eval_every", None, "Steps between validation evaluations.")
     flags.DEFINE_integer("eval_streams", 8, "Contiguous streams the evaluation text is cut into.")
+    flags.DEFINE_string("train_file", None, "Train on this text instead of PTB: a UTF-8 file, "
+                        "one symbol per character, or token ids as a 1-D integer array in a "
+                        ".npy file (docs/protocol.md, \"Any text\").")
+    flags.DEFINE_string("valid_file", None, "With --train_file: the validation text (its BPC "
+                        "every --eval_every steps, the best checkpoint); none without it.")
+    flags.DEFINE_string("test_file", None, "With --train_file: the test text, evaluated at the "
+                        "end (best checkpoint, else the last).")
 
 
 def from_flags(task: str, flag_values=None) -> tuple[list[TrainConfig], bool]:
@@ -192,6 +209,13 @@ def from_flags(task: str, flag_values=None) -> tuple[list[TrainConfig], bool]:
     if name in fv and fv[name].value is not None:
       explicit[name] = fv[name].value
   values.update(explicit)
+  if values.get("train_file"):
+    for name in ("data_dir", "tokenization"):
+      if fv[name].present:
+        raise ConfigError(f"--{name} is for PTB; --train_file is read one symbol per character "
+                          "(token ids from a .npy file): drop one of the two")
+    values["task"] = TEXT_TASK
+    values["tokenization"] = text_data.tokenization_of(values["train_file"])
   method = values.get("method", "ok")
   spec = estimators.METHODS.get(method)      # None: unknown, which validate reports
   # rank / truncation: flags must fit the method; the preset fills in defaults.
@@ -216,7 +240,8 @@ def from_flags(task: str, flag_values=None) -> tuple[list[TrainConfig], bool]:
     seeds = [int(s) for s in fv.seed]
   except ValueError:
     raise ConfigError(f"--seed takes integers, got {fv.seed}")
-  base_dir = fv.run_dir or f"runs/{task}/{method}_{time.strftime('%Y%m%d-%H%M%S')}"
+  task_name = values.get("task", task)
+  base_dir = fv.run_dir or f"runs/{task_name}/{method}_{time.strftime('%Y%m%d-%H%M%S')}"
   if fv.resume and not fv.run_dir:
     raise ConfigError("--resume needs --run_dir (the run to continue)")
   configs = []
@@ -279,3 +304,5 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.eval_every >= 1 and cfg.eval_every % cfg.log_every == 0,
          f"--eval_every ({cfg.eval_every}) must be a positive multiple of --log_every ({cfg.log_every})")
     need(cfg.eval_streams >= 1, f"--eval_streams must be positive, got {cfg.eval_streams}")
+    need(cfg.train_file or not (cfg.valid_file or cfg.test_file),
+         "--valid_file and --test_file go with --train_file (PTB has its own); add --train_file")

@@ -82,13 +82,14 @@ def build_trainer(cfg: config_lib.TrainConfig, model, task,
 
 
 def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = False,
-          validation=None, summary: Optional[Callable[[runs.Run], dict]] = None) -> runs.Run:
+          validation=None, summary: Optional[Callable[[runs.Run], dict]] = None,
+          vocabulary=None) -> runs.Run:
   """One run from its start (or last checkpoint) to ``cfg.steps``; returns it, read.
 
   Opens the run directory ``cfg.run_dir``, trains in chunks of ``log_every`` steps (a
   metrics row and a progress line each, a checkpoint every ``checkpoint_every`` steps, at
-  the end and when ``--max_minutes`` runs out), writes results.json once the run reached
-  ``cfg.steps``, and closes the directory whatever happens.
+  the end and when ``--max_minutes`` runs out), writes results.json and model.keras once
+  the run reached ``cfg.steps``, and closes the directory whatever happens.
 
   Args:
     cfg: the run's configuration.
@@ -102,6 +103,9 @@ def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = Fal
       the row, and ``columns`` names those it returns on some rows only.
     summary: ``summary(run) -> dict``: the results of the finished run (a
       :class:`ok_tf.runs.Run`), written to results.json.
+    vocabulary: the symbols of a text task (an :class:`ok_tf.data.vocabulary.Vocabulary`),
+      recorded in vocab.json before anything is restored (a resumed run must have the
+      same; :class:`ok_tf.runs.RunDirError` otherwise).
 
   Raises:
     DivergedError: the mean training loss of ``DIVERGED_ROWS`` consecutive log rows
@@ -115,6 +119,8 @@ def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = Fal
   extra = validation.trackables() if validation is not None else {}
   run = runs.RunDir(cfg.run_dir, dataclasses.asdict(cfg), resume=resume)
   try:
+    if vocabulary is not None:
+      run.write_vocabulary(vocabulary)
     run.checkpoint(**trainer.trackables(), **extra)
     run.expect_metrics(getattr(validation, "columns", ()))
     start, wall_offset = 0, 0.0
@@ -130,6 +136,7 @@ def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = Fal
     if finished(trainer, cfg) and summary is not None:
       results = summary(runs.Run(run.path))
       run.write_results(results)
+      runs.Run(run.path).export_model(vocab_size=vocab_size)
       logging.info("finished %s: %s", run.path, " | ".join(
           f"{k} {progress_lib.format_metric(v)}" for k, v in results.items()))
   finally:

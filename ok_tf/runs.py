@@ -7,15 +7,19 @@ Layout (the file names are the constants below)::
       metrics.csv        training log, one row per ``log_metrics`` call
       eval.csv           evaluation log, one row per ``log_eval`` call
       results.json       final results (``write_results``), only once the run finished
+      vocab.json         PTB and any text: the symbols, id → symbol (``write_vocabulary``)
       tb/                TensorBoard event files (``scalars``)
       checkpoints/       latest checkpoints, ``ckpt-<step>`` (2 kept)
       best/              best-validation checkpoint, ``ckpt-<step>`` (1 kept)
+      model.keras        the finished run's model as a Keras file (``Run.export_model``:
+                         the best checkpoint's weights if there is one, else the last)
 
 The writer is driven by :func:`ok_tf.experiment.train` (open, checkpoint, log, resume,
 results, close). Everything that reads run directories (analysis, studies, noise
 measurements on checkpoints) goes through the reader: ``Run(path)`` gives ``config``,
-``metrics`` and ``eval`` rows, ``results``, the checkpoints' steps and
-``load_model(which)``; :func:`find_runs` finds run directories under folders.
+``metrics`` and ``eval`` rows, ``results``, ``vocabulary()``, the checkpoints' steps and
+``load_model(which)`` (a :class:`ok_tf.models.RecurrentModel`, a Keras model);
+:func:`find_runs` finds run directories under folders.
 TensorFlow is imported lazily, so reading logs works without loading it.
 """
 
@@ -35,9 +39,11 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 EVAL_FILE = "eval.csv"
 RESULTS_FILE = "results.json"
+VOCAB_FILE = "vocab.json"
 TB_DIR = "tb"
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
+MODEL_FILE = "model.keras"
 # The small files of a run (what a study collects; checkpoints and TensorBoard excluded).
 LOG_FILES = (CONFIG_FILE, METRICS_FILE, EVAL_FILE, RESULTS_FILE)
 
@@ -48,7 +54,7 @@ RESUME_MAY_CHANGE = frozenset(
 # Config fields added after runs were already made: a stored config without them
 # meant these values, so such runs still resume.
 ABSENT_MEANS = {"strategy": "none", "devices": "", "cpu_devices": 0, "max_minutes": 0.0,
-                "grad_scale": "mean"}
+                "grad_scale": "mean", "train_file": "", "valid_file": "", "test_file": ""}
 
 
 class RunDirError(RuntimeError):
@@ -324,6 +330,24 @@ class RunDir:
     """Writes results.json (indent 2, sorted keys; replaced atomically)."""
     _write_json(self.path / RESULTS_FILE, results)
 
+  def write_vocabulary(self, vocabulary) -> None:
+    """Writes vocab.json: ``vocabulary.to_json()`` (an :class:`ok_tf.data.vocabulary.Vocabulary`).
+
+    Raises:
+      RunDirError: the run already records a different vocabulary (resumed on another text).
+    """
+    path = self.path / VOCAB_FILE
+    new = _normalise(vocabulary.to_json())
+    if path.exists():
+      with open(path) as f:
+        stored = json.load(f)
+      if stored != new:
+        raise RunDirError(
+            f"the run in {self.path} was trained on {len(stored.get('symbols', []))} symbols "
+            f"and this text has a different set of {len(new['symbols'])}: resume it with "
+            "the same training text, or choose another --run_dir")
+    _write_json(path, new)
+
   # -- checkpoints -----------------------------------------------------------
 
   def checkpoint(self, **trackables) -> None:
@@ -508,6 +532,16 @@ class Run:
     """Whether the run reached its last step (it wrote results.json)."""
     return (self.path / RESULTS_FILE).exists()
 
+  def vocabulary(self):
+    """The symbols of a text task (vocab.json) as an :class:`ok_tf.data.vocabulary.Vocabulary`;
+    None when the run records none (the copy task)."""
+    path = self.path / VOCAB_FILE
+    if not path.exists():
+      return None
+    from ok_tf.data import vocabulary as vocabulary_lib  # pylint: disable=g-import-not-at-top
+    with open(path) as f:
+      return vocabulary_lib.Vocabulary.from_json(json.load(f))
+
   def log_files(self) -> list[pathlib.Path]:
     """The run's small files (config, CSV logs, results) that exist, in LOG_FILES order."""
     return [self.path / name for name in LOG_FILES if (self.path / name).exists()]
@@ -552,7 +586,11 @@ class Run:
 
   @property
   def vocab_size(self) -> int | None:
-    """V of the run's task (copy 4, PTB 50 in both tokenisations), None if unknown."""
+    """V of the run's task: the size of its vocabulary (vocab.json), else known from the
+    task (copy 4, PTB 50 in both tokenisations); None if unknown."""
+    vocabulary = self.vocabulary()
+    if vocabulary is not None:
+      return vocabulary.size
     task = self.config.get("task")
     if task == "copy":
       from ok_tf.tasks import copy as copy_task  # pylint: disable=g-import-not-at-top
@@ -602,3 +640,17 @@ class Run:
     for target, value in zip(model.weights, source.weights):
       target.assign(tf.cast(value, target.dtype))
     return model, step
+
+  @property
+  def model_file(self) -> pathlib.Path:
+    """path/model.keras (written by :meth:`export_model`; it may not exist)."""
+    return self.path / MODEL_FILE
+
+  def export_model(self, which: str | int | None = None,
+                   vocab_size: int | None = None) -> pathlib.Path:
+    """Saves the model of checkpoint ``which`` (default: best, else latest) as
+    path/model.keras, loadable with ``keras.models.load_model``; returns the path.
+    ``vocab_size`` as in :meth:`load_model`."""
+    model, _ = self.load_model(which, vocab_size=vocab_size)
+    model.save(self.model_file)
+    return self.model_file

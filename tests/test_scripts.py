@@ -9,7 +9,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+
+import toolkit
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMING_COLUMNS = ("steps_per_sec", "wall_time")  # ok_tf.experiment.TIMING_COLUMNS
@@ -74,6 +77,21 @@ def test_copy_run_writes_run_directory(copy_run_600):
   assert any((run_dir / "tb").iterdir())
   ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt-*.index"))
   assert ckpts == ["ckpt-400.index", "ckpt-600.index"]  # every 200 steps, 2 kept
+
+
+def test_copy_run_exports_its_final_model_as_keras(copy_run_600):
+  """model.keras of a finished run loads with Keras and predicts exactly as the run's
+  last checkpoint (600 training steps, so the weights are far from their init)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from ok_tf import runs  # pylint: disable=g-import-not-at-top
+  loaded = keras.models.load_model(copy_run_600 / "model.keras")
+  last, step = runs.Run(copy_run_600).load_model("latest")
+  init, _ = runs.Run(copy_run_600).load_model("init")
+  assert step == 600 and type(loaded) is type(last) and loaded.cell_name == "rhn"
+  ids = np.random.RandomState(0).randint(0, loaded.vocab_size, size=(4, 30))
+  got = loaded.predict(ids, verbose=0)
+  np.testing.assert_array_equal(got, last.predict(ids, verbose=0))
+  assert np.max(np.abs(got - init.predict(ids, verbose=0))) > 1e-2
 
 
 @pytest.mark.parametrize("method", ["ok", "tbptt"])
@@ -246,6 +264,13 @@ def test_ptb_run_writes_results(tmp_path):
   assert [r["valid_bpc"] for r in rows][0] == "" and all(r["valid_bpc"] for r in rows[1:])
   assert "not in the header" not in proc.stderr
   assert any((run_dir / "best").glob("ckpt-*.index"))
+  # model.keras holds the best model: its BPC through Keras is the best validation BPC.
+  import keras  # pylint: disable=g-import-not-at-top
+  from ok_tf.data import ptb  # pylint: disable=g-import-not-at-top
+  model = keras.models.load_model(run_dir / "model.keras")
+  valid = ptb.load_ptb(data_dir).split("valid")
+  assert toolkit.keras_bpc(model, valid, 64) == pytest.approx(results["best_valid_bpc"],
+                                                              rel=1e-5)
 
 
 def test_ptb_missing_data_names_the_files(tmp_path):

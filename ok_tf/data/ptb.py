@@ -21,7 +21,10 @@ Two tokenisations (``TOKENIZATIONS``):
 In both, symbol ids follow the order of first appearance in the *training* stream
 (the end-of-line symbol included, at its first appearance: the end of the first line).
 The vocabularies are therefore fixed by the checksummed training file; they are the
-constants :data:`VOCABS`.
+constants :data:`VOCABS`. As a :class:`ok_tf.data.vocabulary.Vocabulary`
+(:func:`vocabulary`, ``PtbData.vocabulary``), ``'_'`` prints as the space between words
+and ``'<eos>'`` as the end of a line (:data:`DISPLAY`), so decoded ids read as the
+word-level text.
 
 The loader of the training scripts is :func:`resolve_data_dir` and :func:`load_ptb`
 (a :class:`PtbData`). Where the files are found (:func:`resolve_data_dir`), in order:
@@ -41,6 +44,8 @@ import pathlib
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+
+from ok_tf.data import vocabulary as vocabulary_lib
 
 # ----------------------------------------------------------------------------- constants
 
@@ -72,6 +77,9 @@ VOCABS: dict[str, tuple[str, ...]] = {
     "published": tuple(_FIRST_APPEARANCE_PUBLISHED),
     "whitespace_eol": tuple(EOS if c == "\n" else c for c in _FIRST_APPEARANCE_WHITESPACE),
 }
+
+#: How the symbols that stand for something else print: the word separator and the end of line.
+DISPLAY = {"_": " ", EOS: "\n"}
 
 ARCHIVE_URL = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
 ARCHIVE_MEMBER = "simple-examples/data/ptb.char.{split}.txt"
@@ -265,6 +273,17 @@ def tokenize(
   return ids, _vocab_strings(order, tokenization)
 
 
+def _printed_as_text(symbols) -> vocabulary_lib.Vocabulary:
+  symbols = tuple(symbols)
+  return vocabulary_lib.Vocabulary(symbols, {s: t for s, t in DISPLAY.items() if s in symbols})
+
+
+def vocabulary(tokenization: str = DEFAULT_TOKENIZATION) -> vocabulary_lib.Vocabulary:
+  """The symbols of ``tokenization`` (:data:`VOCABS`), printed as :data:`DISPLAY` says."""
+  _check_tokenization(tokenization)
+  return _printed_as_text(VOCABS[tokenization])
+
+
 # ----------------------------------------------------------------------------- plain loader
 
 
@@ -282,6 +301,11 @@ class PtbData:
   def vocab_size(self) -> int:
     """Number of symbols (50 for both tokenisations)."""
     return len(self.vocab)
+
+  @property
+  def vocabulary(self) -> vocabulary_lib.Vocabulary:
+    """``vocab`` as a :class:`ok_tf.data.vocabulary.Vocabulary`, printed as :data:`DISPLAY` says."""
+    return _printed_as_text(self.vocab)
 
   def split(self, name: str) -> np.ndarray:
     """The ids of split ``name`` (``"train"``, ``"valid"`` or ``"test"``)."""
