@@ -1,1 +1,105 @@
-"""ok_tf: Optimal Kronecker-Sum Approximation of RTRL in TensorFlow 2."""
+"""ok_tf: Optimal Kronecker-Sum Approximation (OK) of Real Time Recurrent Learning.
+
+A TensorFlow 2 / Keras 3 implementation of OK (Benzing et al., ICML 2019) and its
+baselines, for online training of recurrent networks. The maths is in docs/algorithms.md,
+the protocols in docs/protocol.md. What a user calls, by topic:
+
+Cells (Keras RNN cells, one weight matrix W; ``keras.layers.RNN(RHNCell(n))`` works)
+  RHNCell, TanhRNNCell, LSTMCell    the paper's RHN, a tanh RNN, an LSTM
+  KroneckerCell                     their base class (``linearize``: ĥ_t, D_t, H_t)
+  get_cell(name, units)             a cell by name: "rhn", "tanh", "lstm"
+
+Model
+  RecurrentModel                    cell + softmax readout; a Keras model
+                                    (``model.save("m.keras")``, ``model.predict(ids)``)
+
+Gradient estimators (``est.init/reset/step/gradient``, batched over streams)
+  get_estimator(name, cell, rank)   "ok", "kf", "kf_avg", "uoro", "snap1", "rtrl"
+  METHODS, ESTIMATORS               the registry: name → class (label, rank rule, cost)
+  OK, KF, KFAvg, UORO, SnAp1, RTRL  the classes
+
+Training
+  OnlineTrainer(model, est, task, optimizer, batch_size)   an update after every step
+  TBPTTTrainer(model, task, optimizer, batch_size, truncation)
+                                    truncated BPTT, an update per window
+  make_optimizer(lr)                Adam with the paper's ε
+
+Tasks (``init/next/observe/metrics``, pure TensorFlow)
+  CopyTask                          the copy (string memorisation) curriculum
+  TextStreams                       B streams through any text / token array
+  PtbStreams, load_ptb              character-level Penn Treebank
+  load_text                         a user's text file, with its vocabulary
+
+Evaluation and run directories
+  evaluate_bpc(model, ids)          bits per character on a whole text
+  train(cfg, task, vocab_size)      one run in its own directory (what the scripts call)
+  Run(path)                         a run directory, read (``load_model("best")``)
+
+Diagnostics (estimators against exact RTRL on small nets)
+  exact_reference, measure          bias and variance of an estimator's gradient
+  Shadow, agreement                 an exact-RTRL shadow and cosine / relative error
+
+Submodules hold the rest (``ok_tf.kronecker``, ``ok_tf.config``, ...). Names load on
+first use, so ``import ok_tf`` alone does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# name → (submodule, attribute) of every name this package exports.
+_EXPORTS = {
+    "RHNCell": ("cells", "RHNCell"),
+    "TanhRNNCell": ("cells", "TanhRNNCell"),
+    "LSTMCell": ("cells", "LSTMCell"),
+    "KroneckerCell": ("cells", "KroneckerCell"),
+    "get_cell": ("cells", "get"),
+    "RecurrentModel": ("models", "RecurrentModel"),
+    "get_estimator": ("estimators", "get"),
+    "METHODS": ("estimators", "METHODS"),
+    "ESTIMATORS": ("estimators", "ESTIMATORS"),
+    "OK": ("estimators", "OK"),
+    "KF": ("estimators", "KF"),
+    "KFAvg": ("estimators", "KFAvg"),
+    "UORO": ("estimators", "UORO"),
+    "SnAp1": ("estimators", "SnAp1"),
+    "RTRL": ("estimators", "RTRL"),
+    "OnlineTrainer": ("training", "OnlineTrainer"),
+    "TBPTTTrainer": ("training", "TBPTTTrainer"),
+    "make_optimizer": ("training", "make_optimizer"),
+    "CopyTask": ("tasks.copy", "CopyTask"),
+    "TextStreams": ("tasks.text", "TextStreams"),
+    "PtbStreams": ("tasks.ptb", "PtbStreams"),
+    "load_ptb": ("data.ptb", "load_ptb"),
+    "load_text": ("data.text", "load_text"),
+    "evaluate_bpc": ("evaluation", "evaluate_bpc"),
+    "train": ("experiment", "train"),
+    "Run": ("runs", "Run"),
+    "exact_reference": ("diagnostics", "exact_reference"),
+    "measure": ("diagnostics", "measure"),
+    "Shadow": ("diagnostics", "Shadow"),
+    "agreement": ("diagnostics", "agreement"),
+}
+_SUBMODULES = ("cells", "config", "data", "diagnostics", "distributed", "estimators",
+               "evaluation", "experiment", "kronecker", "models", "progress", "runs",
+               "sample", "tasks", "training", "validation")
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+  """Loads an exported name or a submodule on first use."""
+  if name in _EXPORTS:
+    module, attribute = _EXPORTS[name]
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+    globals()[name] = value
+    return value
+  if name in _SUBMODULES:
+    return importlib.import_module(f"{__name__}.{name}")
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))

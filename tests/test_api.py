@@ -1,0 +1,53 @@
+"""The public API at the top of the package: ``import ok_tf`` and its table of contents."""
+
+import pydoc
+import re
+import subprocess
+import sys
+
+import ok_tf
+
+
+def test_every_exported_name_resolves():
+  for name in ok_tf.__all__:
+    assert getattr(ok_tf, name) is not None, name
+  assert ok_tf.get_estimator is ok_tf.estimators.get
+  assert ok_tf.METHODS is ok_tf.estimators.METHODS
+  assert set(ok_tf.METHODS) >= {"ok", "kf", "kf_avg", "uoro", "rtrl", "tbptt"}
+  assert issubclass(ok_tf.RHNCell, ok_tf.KroneckerCell)
+  assert set(ok_tf.__all__) <= set(dir(ok_tf))
+
+
+def test_the_docstring_lists_every_export():
+  """help(ok_tf) reads as a table of contents: each exported name appears in it."""
+  text = pydoc.render_doc(ok_tf, renderer=pydoc.plaintext)
+  for name in ok_tf.__all__:
+    if name != "__version__":
+      assert re.search(rf"\b{name}\b", ok_tf.__doc__), name
+  assert "Cells" in text and "Gradient estimators" in text
+
+
+def test_version_matches_the_package_metadata():
+  assert re.fullmatch(r"\d+\.\d+\.\d+", ok_tf.__version__)
+  pyproject = (__import__("pathlib").Path(ok_tf.__file__).parents[1] / "pyproject.toml")
+  assert 'version = {attr = "ok_tf.__version__"}' in pyproject.read_text()
+
+
+def test_import_alone_does_not_load_tensorflow():
+  code = "import sys, ok_tf; print('tensorflow' in sys.modules)"
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True)
+  assert out.stdout.strip() == "False"
+
+
+def test_a_small_online_run_through_the_top_level_names():
+  """The API in a few lines (as in README.md): OK on the copy task for a few steps."""
+  import keras  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(0)
+  task = ok_tf.CopyTask(batch_size=4)
+  model = ok_tf.RecurrentModel("rhn", units=8, vocab_size=task.vocab_size)
+  est = ok_tf.get_estimator("ok", model.cell, rank=2)
+  trainer = ok_tf.OnlineTrainer(model, est, task, ok_tf.make_optimizer(1e-2), batch_size=4,
+                                clip_norm=1.0)
+  out = trainer.run(20)
+  assert int(trainer.step.numpy()) == 20 and "loss_bits" in out
