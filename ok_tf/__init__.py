@@ -6,7 +6,7 @@ the protocols in docs/protocol.md. What a user calls, by topic:
 
 Cells (Keras RNN cells, one weight matrix W; ``keras.layers.RNN(RHNCell(n))`` works)
   RHNCell, TanhRNNCell, LSTMCell    the paper's RHN, a tanh RNN, an LSTM
-  KroneckerCell                     their base class (``linearize``: ĥ_t, D_t, H_t)
+  KroneckerCell                     their base class (``linearize``: ĥ_t, d_t, H_t)
   get_cell(name, units)             a cell by name: "rhn", "tanh", "lstm"
 
 Model
@@ -26,13 +26,11 @@ Training
 
 Tasks (``init/next/observe/metrics``, pure TensorFlow)
   CopyTask                          the copy (string memorisation) curriculum
-  TextStreams                       B streams through any text / token array
-  PtbStreams, load_ptb              character-level Penn Treebank
-  load_text                         a user's text file, with its vocabulary
+  TextStreams                       B streams through any text / token array (PTB's too)
+  load_ptb, load_text               PTB's splits; a user's text files, with the vocabulary
 
 Evaluation and run directories
   evaluate_bpc(model, ids)          bits per character on a whole text
-  train(cfg, task, vocab_size)      one run in its own directory (what the scripts call)
   Run(path)                         a run directory, read (``load_model("best")``)
 
 Diagnostics (estimators against exact RTRL on small nets)
@@ -71,11 +69,9 @@ _EXPORTS = {
     "make_optimizer": ("training", "make_optimizer"),
     "CopyTask": ("tasks.copy", "CopyTask"),
     "TextStreams": ("tasks.text", "TextStreams"),
-    "PtbStreams": ("tasks.ptb", "PtbStreams"),
     "load_ptb": ("data.ptb", "load_ptb"),
     "load_text": ("data.text", "load_text"),
     "evaluate_bpc": ("evaluation", "evaluate_bpc"),
-    "train": ("experiment", "train"),
     "Run": ("runs", "Run"),
     "exact_reference": ("diagnostics", "exact_reference"),
     "measure": ("diagnostics", "measure"),

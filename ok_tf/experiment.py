@@ -88,8 +88,8 @@ def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = Fal
 
   Opens the run directory ``cfg.run_dir``, trains in chunks of ``log_every`` steps (a
   metrics row and a progress line each, a checkpoint every ``checkpoint_every`` steps, at
-  the end and when ``--max_minutes`` runs out), writes results.json and model.keras once
-  the run reached ``cfg.steps``, and closes the directory whatever happens.
+  the end and when ``--max_minutes`` runs out), writes results.json (from ``summary``) and
+  model.keras once the run reached ``cfg.steps``, and closes the directory whatever happens.
 
   Args:
     cfg: the run's configuration.

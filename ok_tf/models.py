@@ -33,10 +33,14 @@ class RecurrentModel(keras.Model):
   Args:
     cell: ``"rhn"``, ``"tanh"``, ``"lstm"``, a :class:`ok_tf.cells.KroneckerCell` or a
       cell's serialised Keras config.
-    units: n (ignored when ``cell`` is a layer or a config).
+    units: n (when ``cell`` is a name; a layer or a config brings its own).
     vocab_size: V, the size of the one-hot input and of the softmax.
-    init_stddev: standard deviation of the N(0, σ²) initialisation of W and W_out.
-    dtype: ``"float32"`` (default) or ``"float64"``.
+    init_stddev: standard deviation of the N(0, σ²) initialisation of W_out and its bias,
+      and of W when ``cell`` is a name (a layer or a config brings its own initialiser).
+    dtype: ``"float32"`` (default) or ``"float64"``; a cell layer must have the same.
+
+  Raises:
+    ValueError: a cell layer built for another input size than V, or of another dtype.
   """
 
   def __init__(self, cell="rhn", units: int = 128, vocab_size: int = 4,
@@ -44,18 +48,29 @@ class RecurrentModel(keras.Model):
     super().__init__(dtype=dtype, **kwargs)
     self.vocab_size = int(vocab_size)
     self.init_stddev = float(init_stddev)
-    init = keras.initializers.RandomNormal(stddev=self.init_stddev)
+    # One initialiser object per weight, made in this order (W, W_out, bias): an unseeded
+    # Keras initialiser fixes its seed when it is made, so a shared one would draw the same
+    # numbers for every weight, and the order fixes the weights under a global seed.
     if isinstance(cell, str):
-      cell = cells.get(cell, int(units), kernel_initializer=init, dtype=dtype)
+      cell = cells.get(cell, int(units), dtype=dtype,
+                       kernel_initializer=keras.initializers.RandomNormal(stddev=self.init_stddev))
     elif isinstance(cell, dict):
       cell = keras.saving.deserialize_keras_object(cell)
     if not isinstance(cell, cells.KroneckerCell):
       raise TypeError(f"cell must be a name ({', '.join(cells.CELLS)}), a KroneckerCell or "
                       f"its config; got {type(cell).__name__}")
+    if cell.built and cell.input_dim != self.vocab_size:
+      raise ValueError(f"the cell was built for inputs of size {cell.input_dim}, but the model's "
+                       f"one-hot inputs have size vocab_size={self.vocab_size}: pass an unbuilt "
+                       "cell or the matching vocab_size")
+    if cell.dtype_policy.name != self.dtype_policy.name:
+      raise ValueError(f"the cell computes in {cell.dtype_policy.name} and the model in "
+                       f"{self.dtype_policy.name}: make both with the same dtype")
     self.cell = cell
     self.units = cell.units
     self.readout = keras.layers.Dense(
-        self.vocab_size, kernel_initializer=init,
+        self.vocab_size,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=self.init_stddev),
         bias_initializer=keras.initializers.RandomNormal(stddev=self.init_stddev),
         dtype=dtype, name="readout")
     self.build((None, None))

@@ -51,10 +51,10 @@ LOG_FILES = (CONFIG_FILE, METRICS_FILE, EVAL_FILE, RESULTS_FILE)
 RESUME_MAY_CHANGE = frozenset(
     {"steps", "log_every", "checkpoint_every", "eval_every", "resume", "max_minutes"})
 
-# Config fields added after runs were already made: a stored config without them
-# meant these values, so such runs still resume.
+# The value a config field has in a stored config that lacks it (such runs resume).
 ABSENT_MEANS = {"strategy": "none", "devices": "", "cpu_devices": 0, "max_minutes": 0.0,
-                "grad_scale": "mean", "train_file": "", "valid_file": "", "test_file": ""}
+                "grad_scale": "mean", "train_file": "", "valid_file": "", "test_file": "",
+                "train_sha256": ""}
 
 
 class RunDirError(RuntimeError):
@@ -533,14 +533,18 @@ class Run:
     return (self.path / RESULTS_FILE).exists()
 
   def vocabulary(self):
-    """The symbols of a text task (vocab.json) as an :class:`ok_tf.data.vocabulary.Vocabulary`;
-    None when the run records none (the copy task)."""
+    """The symbols of a text task as an :class:`ok_tf.data.vocabulary.Vocabulary`: vocab.json,
+    else (a PTB run that records none) PTB's for the config's tokenisation; None for a run
+    of another task without vocab.json (the copy task)."""
     path = self.path / VOCAB_FILE
-    if not path.exists():
-      return None
-    from ok_tf.data import vocabulary as vocabulary_lib  # pylint: disable=g-import-not-at-top
-    with open(path) as f:
-      return vocabulary_lib.Vocabulary.from_json(json.load(f))
+    if path.exists():
+      from ok_tf.data import vocabulary as vocabulary_lib  # pylint: disable=g-import-not-at-top
+      with open(path) as f:
+        return vocabulary_lib.Vocabulary.from_json(json.load(f))
+    if self.config.get("task") == "ptb":
+      from ok_tf.data import ptb  # pylint: disable=g-import-not-at-top
+      return ptb.vocabulary(self.config.get("tokenization", ptb.DEFAULT_TOKENIZATION))
+    return None
 
   def log_files(self) -> list[pathlib.Path]:
     """The run's small files (config, CSV logs, results) that exist, in LOG_FILES order."""
@@ -586,18 +590,14 @@ class Run:
 
   @property
   def vocab_size(self) -> int | None:
-    """V of the run's task: the size of its vocabulary (vocab.json), else known from the
-    task (copy 4, PTB 50 in both tokenisations); None if unknown."""
+    """V of the run's task: the size of its :meth:`vocabulary` (text tasks), copy 4; None
+    if unknown (a text run without vocab.json)."""
     vocabulary = self.vocabulary()
     if vocabulary is not None:
       return vocabulary.size
-    task = self.config.get("task")
-    if task == "copy":
+    if self.config.get("task") == "copy":
       from ok_tf.tasks import copy as copy_task  # pylint: disable=g-import-not-at-top
       return copy_task.VOCAB_SIZE
-    if task == "ptb":
-      from ok_tf.data import ptb  # pylint: disable=g-import-not-at-top
-      return len(ptb.VOCABS[self.config.get("tokenization", ptb.DEFAULT_TOKENIZATION)])
     return None
 
   def load_model(self, which: str | int | None = None, dtype: str | None = None,
@@ -608,18 +608,20 @@ class Run:
       which: "best", "latest", a checkpoint's step, None (best if there is one, else
         latest), or "init": the run's initial weights (its config's seed), step 0.
       dtype: the dtype of the returned model (default: the run's); weights are cast.
-      vocab_size: V; default :attr:`vocab_size`, from the config's task.
+      vocab_size: V; default :attr:`vocab_size` (vocab.json, else the config's task).
 
     Raises:
       FileNotFoundError: the run has no such checkpoint.
-      ValueError: V is neither given nor known from the task.
+      ValueError: V is neither given nor known.
+      AssertionError: the checkpoint does not hold this model's weights.
     """
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from ok_tf import models  # pylint: disable=g-import-not-at-top
     config = self.config
     vocab_size = vocab_size or self.vocab_size
     if vocab_size is None:
-      raise ValueError(f"{self.path}: the config names no known task; pass vocab_size")
+      raise ValueError(f"{self.path}: V is unknown (no vocab.json, and the config's task is "
+                       f"{config.get('task')!r}): pass vocab_size")
     run_dtype = config.get("dtype", "float32")
 
     def build(dt):
@@ -633,7 +635,9 @@ class Run:
     else:
       prefix, step = self.checkpoint(which)
       source = build(run_dtype)
-      tf.train.Checkpoint(model=source).restore(prefix).expect_partial()
+      status = tf.train.Checkpoint(model=source).restore(prefix)
+      status.assert_existing_objects_matched()   # every weight of the model was in it
+      status.expect_partial()                    # the rest (optimiser, states) is not needed
     if dtype is None or tf.as_dtype(dtype) == tf.as_dtype(run_dtype):
       return source, step
     model = build(dtype)

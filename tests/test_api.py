@@ -1,9 +1,14 @@
 """The public API at the top of the package: ``import ok_tf`` and its table of contents."""
 
+import importlib
+import importlib.metadata
+import pathlib
 import pydoc
 import re
 import subprocess
 import sys
+
+import pytest
 
 import ok_tf
 
@@ -16,27 +21,43 @@ def test_every_exported_name_resolves():
   assert set(ok_tf.METHODS) >= {"ok", "kf", "kf_avg", "uoro", "rtrl", "tbptt"}
   assert issubclass(ok_tf.RHNCell, ok_tf.KroneckerCell)
   assert set(ok_tf.__all__) <= set(dir(ok_tf))
+  # every submodule the package names exists (and every module of the package is named)
+  package = pathlib.Path(ok_tf.__file__).parent
+  modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+  modules |= {p.parent.name for p in package.glob("*/__init__.py")}
+  assert modules == set(ok_tf._SUBMODULES), modules ^ set(ok_tf._SUBMODULES)  # pylint: disable=protected-access
+  for name in modules:
+    assert importlib.import_module(f"ok_tf.{name}") is getattr(ok_tf, name)
 
 
-def test_the_docstring_lists_every_export():
-  """help(ok_tf) reads as a table of contents: each exported name appears in it."""
+def test_the_docstring_is_a_table_of_contents():
+  """help(ok_tf) lists every exported name, each at the start of a line of the contents."""
   text = pydoc.render_doc(ok_tf, renderer=pydoc.plaintext)
-  for name in ok_tf.__all__:
-    if name != "__version__":
-      assert re.search(rf"\b{name}\b", ok_tf.__doc__), name
+  listed = set()
+  for line in ok_tf.__doc__.splitlines():
+    entry = re.match(r"  (\S.*?)(?: {2,}|$)", line)   # "  Name, Name(args)   what it is"
+    if entry:
+      listed.update(re.findall(r"[A-Za-z_]\w*", entry.group(1)))
+  assert set(ok_tf.__all__) - {"__version__"} <= listed, set(ok_tf.__all__) - listed
   assert "Cells" in text and "Gradient estimators" in text
 
 
-def test_version_matches_the_package_metadata():
+def test_version_is_the_package_version():
   assert re.fullmatch(r"\d+\.\d+\.\d+", ok_tf.__version__)
-  pyproject = (__import__("pathlib").Path(ok_tf.__file__).parents[1] / "pyproject.toml")
+  pyproject = pathlib.Path(ok_tf.__file__).parents[1] / "pyproject.toml"
   assert 'version = {attr = "ok_tf.__version__"}' in pyproject.read_text()
+  try:
+    installed = importlib.metadata.version("ok_tf")
+  except importlib.metadata.PackageNotFoundError:
+    pytest.skip("ok_tf is not installed (pip install -e .)")
+  assert installed == ok_tf.__version__
 
 
 def test_import_alone_does_not_load_tensorflow():
   code = "import sys, ok_tf; print('tensorflow' in sys.modules)"
+  root = pathlib.Path(ok_tf.__file__).parents[1]
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       check=True)
+                       check=True, cwd=root)
   assert out.stdout.strip() == "False"
 
 

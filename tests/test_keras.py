@@ -134,3 +134,26 @@ def test_keras_bpc_equals_the_evaluator():
   got = toolkit.keras_bpc(model, ids, 8)
   assert abs(got - np.log2(9)) > 0.01   # not the untrained log2(V)
   assert got == pytest.approx(evaluation.Evaluator(model, ids, 8).bpc(), rel=1e-12)
+
+
+def test_each_weight_has_its_own_draw():
+  """W, W_out and the bias come from separate N(0, σ²) draws (an unseeded Keras initialiser
+  shared between weights would repeat its numbers)."""
+  keras.utils.set_random_seed(9)
+  model = models.RecurrentModel("rhn", 6, 7)
+  w, w_out, bias = (v.numpy().ravel() for v in model.weights)
+  assert not np.allclose(w[:w_out.size], w_out) and not np.allclose(w_out[:bias.size], bias)
+  assert abs(np.corrcoef(w[:w_out.size], w_out)[0, 1]) < 0.5
+  for v in (w, w_out):
+    assert 0.005 < v.std() < 0.02
+
+
+def test_a_cell_that_does_not_fit_the_model_is_refused():
+  built = cells.get("rhn", 4)
+  built.build((None, 10))
+  with pytest.raises(ValueError, match="vocab_size=12"):
+    models.RecurrentModel(built, vocab_size=12)
+  with pytest.raises(ValueError, match="same dtype"):
+    models.RecurrentModel(cells.get("rhn", 4, dtype="float64"), vocab_size=12)
+  model = models.RecurrentModel(cells.get("lstm", 4), vocab_size=12)   # unbuilt: built for V
+  assert model.cell.input_dim == 12 and model.units == 4
