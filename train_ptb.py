@@ -15,9 +15,13 @@ With --train_file the text replaces PTB (docs/protocol.md, "Any text"): the same
 run directory and results; without --valid_file there is no validation (the best_* and
 final_valid_bpc entries are null) and --test_file is evaluated with the last weights.
 Every run records its vocabulary in vocab.json, from which `python -m ok_tf.sample` prints.
+A run on a text records the text's SHA-256 in its config (train_sha256); --resume refuses
+a training text with another one, with one line (its vocabulary is checked as well).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from absl import app
 
@@ -44,8 +48,28 @@ def load_data(cfg: config_lib.PTBConfig):
   return data
 
 
+def train_fingerprint(cfg: config_lib.PTBConfig, data, resume: bool) -> str:
+  """The ``train_sha256`` a run of ``cfg`` records: ``data.train_sha256`` for a text, ""
+  for PTB (its files are checksummed). Resuming, a recorded fingerprint must be the
+  text's: :class:`ok_tf.runs.RunDirError` otherwise. A resumed run that records none
+  keeps none (its vocabulary is still checked)."""
+  if not cfg.train_file:
+    return ""
+  if resume and runs.is_run(cfg.run_dir):
+    recorded = runs.Run(cfg.run_dir).config.get("train_sha256") or ""
+    if not recorded:
+      return ""
+    if recorded != data.train_sha256:
+      raise runs.RunDirError(
+          f"the training text of the run in {cfg.run_dir} has changed (sha256 {recorded[:12]}… "
+          f"recorded, {data.train_sha256[:12]}… in --train_file={cfg.train_file}): resume it "
+          "with the same training text, or choose another --run_dir")
+  return data.train_sha256
+
+
 def run_one(cfg: config_lib.PTBConfig, resume: bool) -> runs.Run:
   data = load_data(cfg)
+  cfg = dataclasses.replace(cfg, train_sha256=train_fingerprint(cfg, data, resume))
   task = text_task.TextStreams(data.train, cfg.batch_size, cfg.reset_every, data.vocab_size)
   validation = None
   if data.valid is not None:

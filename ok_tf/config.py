@@ -23,6 +23,7 @@ from absl import flags
 from ok_tf import estimators
 from ok_tf import training
 from ok_tf.data import text as text_data
+from ok_tf.tasks import text as text_task
 
 CELLS = ("rhn", "tanh", "lstm")
 # The methods (names, rank rule, truncation) are those of the registry estimators.METHODS.
@@ -78,12 +79,14 @@ class PTBConfig(TrainConfig):
   task: str = "ptb"
   data_dir: str = ""
   tokenization: str = "published"     # text: "characters", or "ids" for a .npy file
-  reset_every: int = 100
+  reset_every: int = text_task.RESET_EVERY
   eval_every: int = 10_000
   eval_streams: int = 8
   train_file: str = ""                # any text instead of PTB; "" is PTB
   valid_file: str = ""                # its validation text; "": no validation
   test_file: str = ""                 # its test text; "": no test
+  train_sha256: str = ""              # the training text's fingerprint (TextData.train_sha256),
+                                      # set by train_ptb.py; "" for PTB (checksummed files)
 
 
 PRESETS = {
@@ -183,7 +186,8 @@ def define_flags(task: str) -> None:
                         "<$TFDS_DATA_DIR or ~/tensorflow_datasets>/downloads/manual).")
     flags.DEFINE_enum("tokenization", "published", ["published", "whitespace_eol"],
                       "Symbol stream: the published code's or whitespace + end of line.")
-    flags.DEFINE_integer("reset_every", 100, "Reset state every this many characters (0: never).")
+    flags.DEFINE_integer("reset_every", text_task.RESET_EVERY,
+                         "Reset state every this many characters (0: never).")
     flags.DEFINE_integer("eval_every", None, "Steps between validation evaluations.")
     flags.DEFINE_integer("eval_streams", 8, "Contiguous streams the evaluation text is cut into.")
     flags.DEFINE_string("train_file", None, "Train on this text instead of PTB: a UTF-8 file, "

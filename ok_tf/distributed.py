@@ -25,7 +25,7 @@ from absl import logging
 from ok_tf import config as config_lib
 from ok_tf import training
 from ok_tf.tasks import copy as copy_task
-from ok_tf.tasks import ptb as ptb_task
+from ok_tf.tasks import text as text_task
 
 
 def configure_devices(cfg: config_lib.TrainConfig) -> None:
@@ -103,12 +103,12 @@ def shard_task(task, index: int, count: int):
 
   :class:`~ok_tf.tasks.copy.CopyTask`: the same task with b streams (its draws come from a
   :class:`ShardedGenerator`, and it observes the devices' mean loss, so every shard keeps
-  the same curriculum).  :class:`~ok_tf.tasks.ptb.PtbStreams`: the slice ``streams`` of
-  the same B streams (same text, offsets and epoch count).
+  the same curriculum).  :class:`~ok_tf.tasks.text.TextStreams` (PTB's included): the slice
+  ``streams`` of the same B streams (same text, offsets and epoch count).
   """
   if count == 1:
     return task
-  if not isinstance(task, (copy_task.CopyTask, ptb_task.PtbStreams)):
+  if not isinstance(task, (copy_task.CopyTask, text_task.TextStreams)):
     raise ValueError(f"{type(task).__name__} cannot be split across devices")
   if task.batch_size % count or not 0 <= index < count:
     raise ValueError(f"cannot take shard {index} of {count} of {task.batch_size} streams")

@@ -116,6 +116,22 @@ def vocabulary_of(run: runs.Run) -> vocabulary_lib.Vocabulary:
                     "cannot be printed: sample from a run of train_ptb.py that has one")
 
 
+def missing_checkpoint(run: runs.Run, which: str | int | None) -> str:
+  """The one line saying what to do when ``run`` lacks the checkpoint ``which``."""
+  steps = sorted(run.checkpoints)
+  if not steps:
+    return (f"{run.path} has no checkpoint yet: continue its training with --resume until "
+            "it saves one (every --checkpoint_every steps)")
+  if which == "best":
+    return (f"{run.path} has no best checkpoint (only a run with validation keeps one): use "
+            "--which=latest, or leave --which out")
+  options = [f"--which={name}" for name, step in (("latest", run.latest_step),
+                                                  ("best", run.best_step)) if step is not None]
+  what = "latest" if which == "latest" else f"step {which}"
+  return (f"{run.path} has no {what} checkpoint: choose "
+          f"{' or '.join(options + [f'a step of {steps}'])}")
+
+
 def sample_text(run_dir, length: int, temperature: float = 1.0, seed: int = 0,
                 which: str | int | None = None, prime: str = "") -> str:
   """The prime and ``length`` symbols drawn after it by the model of ``run_dir``, as text."""
@@ -137,9 +153,8 @@ def sample_text(run_dir, length: int, temperature: float = 1.0, seed: int = 0,
     ) from None
   try:
     model, _ = run.load_model(which)
-  except FileNotFoundError as e:
-    raise SampleError(f"{e}: choose --which=latest, best or the step of a checkpoint in "
-                      f"{sorted(run.checkpoints)}") from None
+  except FileNotFoundError:
+    raise SampleError(missing_checkpoint(run, which)) from None
   drawn = Sampler(model).sample(prime_ids, length, temperature, seed)
   return vocabulary.decode(np.concatenate([prime_ids, drawn]))
 

@@ -12,7 +12,7 @@ from ok_tf import runs
 from ok_tf import sample
 from ok_tf.data import ptb
 
-from test_scripts import check_ok, run_script
+from toolkit import check_ok, run_script
 
 TRAIN = "hello world, hello there.\n" * 60
 
@@ -104,16 +104,24 @@ def test_errors(run_dir, tmp_path):
   message = str(info.value)
   assert "--prime has 3 symbols outside" in message and "'H', 'W', '!'" in message
   assert "3 occurrences" in message and "\n" not in message
-  with pytest.raises(sample.SampleError, match="no best checkpoint.*--which=latest"):
+  with pytest.raises(sample.SampleError, match="no best checkpoint.*use --which=latest") as info:
     sample.sample_text(run_dir, 10, which="best")
+  assert "\n" not in str(info.value)
+  with pytest.raises(sample.SampleError, match="no step 300 checkpoint: choose --which=latest "
+                     r"or a step of \[200, 400\]"):
+    sample.sample_text(run_dir, 10, which=300)
   with pytest.raises(sample.SampleError, match="--which must be best, latest or"):
     sample.sample_text(run_dir, 10, which="first")
   runs.RunDir(tmp_path / "copy", {"task": "copy"})
   with pytest.raises(sample.SampleError, match="copy-task run.*not text"):
     sample.sample_text(tmp_path / "copy", 10)
-  runs.RunDir(tmp_path / "novocab", {"task": "ptb"})
+  runs.RunDir(tmp_path / "novocab", {"task": "text"})
   with pytest.raises(sample.SampleError, match="records no vocabulary"):
     sample.sample_text(tmp_path / "novocab", 10)
+  config = dict(json.loads((run_dir / "config.json").read_text()))
+  runs.RunDir(tmp_path / "untrained", config).write_vocabulary(runs.Run(run_dir).vocabulary())
+  with pytest.raises(sample.SampleError, match="has no checkpoint yet.*--resume"):
+    sample.sample_text(tmp_path / "untrained", 10)
   with pytest.raises(sample.SampleError, match="not a run directory"):
     sample.sample_text(tmp_path, 10)
 
@@ -136,6 +144,26 @@ def test_ptb_symbols_print_as_words(tmp_path, run_dir):
   printed = vocabulary.decode(drawn)
   assert "_" not in printed and "<eos>" not in printed
   assert printed.count("\n") == symbols.count("<eos>") and printed.count(" ") == symbols.count("_")
+
+
+def test_a_ptb_run_without_vocab_json_prints_ptb_symbols(tmp_path, run_dir):
+  """A PTB run whose vocab.json is missing samples through its tokenisation's vocabulary
+  (ok_tf.data.ptb.vocabulary): '_' prints as a space and '<eos>' as a new line."""
+  path = tmp_path / "ptb_run"
+  config = dict(json.loads((run_dir / "config.json").read_text()), task="ptb",
+                tokenization="whitespace_eol", train_file="", train_sha256="")
+  vocabulary = ptb.vocabulary("whitespace_eol")
+  with runs.RunDir(path, config) as writer:
+    writer.write_vocabulary(vocabulary)
+    model, _ = runs.Run(path).load_model("init")
+    writer.checkpoint(model=model)
+    writer.save(10)
+  (path / runs.VOCAB_FILE).unlink()
+  assert runs.Run(path).vocabulary() == vocabulary
+  text = sample.sample_text(path, 200, temperature=1.0, seed=2, prime="the cat\n")
+  drawn = sample.Sampler(model).sample(vocabulary.encode("the cat\n"), 200, 1.0, 2)
+  assert text == "the cat\n" + vocabulary.decode(drawn)
+  assert "_" not in text and "<eos>" not in text
 
 
 def test_command_line(run_dir):

@@ -1,49 +1,16 @@
 """End-to-end tests of train_copy.py and train_ptb.py, run as subprocesses (tiny sizes)."""
 
-import csv
 import json
 import math
-import os
-import pathlib
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
 import toolkit
+from toolkit import PTB_SKIP_REASON, check_ok, ptb_data_dir, read_rows, run_script, without_timing
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-TIMING_COLUMNS = ("steps_per_sec", "wall_time")  # ok_tf.experiment.TIMING_COLUMNS
 COPY_COLUMNS = ["step", "chars", "level", "ema_bits", "loss_bits", "steps_per_sec", "wall_time"]
 TINY_COPY = ["--units=8", "--batch_size=8", "--log_every=100", "--checkpoint_every=200"]
-
-
-def run_script(script, *args, env_update=None, unset=(), timeout=600):
-  """Runs ``python script args`` in the repository root; returns (CompletedProcess, seconds)."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  for name in unset:
-    env.pop(name, None)
-  env.update(env_update or {})
-  start = time.perf_counter()
-  proc = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=timeout)
-  return proc, time.perf_counter() - start
-
-
-def check_ok(proc):
-  assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
-
-
-def read_rows(path):
-  with open(path, newline="") as f:
-    reader = csv.DictReader(f)
-    return reader.fieldnames, list(reader)
-
-
-def without_timing(rows):
-  return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
 
 
 # ----------------------------------------------------------------------------- copy task
@@ -215,19 +182,6 @@ def test_copy_flag_errors_fail_fast_with_one_line(case, tmp_path):
 
 
 # ----------------------------------------------------------------------------- PTB
-
-
-PTB_SKIP_REASON = "set OK_TF_DATA to a folder with the PTB character files"
-
-
-def ptb_data_dir():
-  """$OK_TF_DATA if it holds the three character files, else None."""
-  d = os.environ.get("OK_TF_DATA")
-  if d and all((pathlib.Path(d) / f"{s}.txt").is_file()
-               or (pathlib.Path(d) / f"ptb.char.{s}.txt").is_file()
-               for s in ("train", "valid", "test")):
-    return pathlib.Path(d)
-  return None
 
 
 def test_ptb_run_writes_results(tmp_path):

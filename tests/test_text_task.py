@@ -3,8 +3,10 @@ the loader and its errors, the generic streams, PTB as one instance, the script 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from ok_tf.data import vocabulary as vocabulary_lib
 from ok_tf.tasks import ptb as ptb_task
 from ok_tf.tasks import text as text_task
 
-from test_scripts import check_ok, ptb_data_dir, read_rows, run_script, without_timing
+from toolkit import PTB_SKIP_REASON, check_ok, ptb_data_dir, read_rows, run_script, without_timing
 
 TRAIN = "Über alles, the cat sat.\nThe dog sat — on the mat?\n" * 20
 VALID = "the cat sat on the mat.\n"
@@ -121,6 +123,8 @@ def test_load_text_files_and_token_ids(tmp_path):
                             "3 occurrences", "end at 4"]),
     ("mixed", ["all files as text or all as token ids"]),
     ("not_npy", ["not a numpy array file", "numpy.save"]),
+    ("huge_id", ["ids up to 1000000000", "V = 1,000,000,001 symbols", "more than 1,048,576",
+                 "one-hot input and softmax are V wide", "renumber the ids 0 … V−1"]),
 ])
 def test_token_id_errors(tmp_path, case, words):
   train, valid = np.arange(5), None
@@ -132,6 +136,8 @@ def test_token_id_errors(tmp_path, case, words):
     train = np.array([0, -1, 2])
   elif case == "valid_beyond_train":
     valid = np.array([1, 9, 12, 9])
+  elif case == "huge_id":
+    train = np.array([0, 10**9])
   np.save(tmp_path / "train.npy", train)
   files = [tmp_path / "train.npy"]
   if valid is not None:
@@ -141,12 +147,26 @@ def test_token_id_errors(tmp_path, case, words):
     files.append(write(tmp_path / "valid.txt", VALID))
   if case == "not_npy":
     files = [write(tmp_path / "train.npy", "0 1 2 3\n")]
+  start = time.perf_counter()
   with pytest.raises(text_data.TextDataError) as info:
     text_data.load_text(*files)
+  assert time.perf_counter() - start < 5
   message = str(info.value)
   assert "\n" not in message
   for word in words:
     assert word in message, (word, message)
+
+
+def test_the_training_text_fingerprint():
+  """train_sha256: of the file's bytes for a text, of the ids as int32 for token ids."""
+  assert text_data.from_text(TRAIN, VALID).train_sha256 == hashlib.sha256(
+      TRAIN.encode("utf-8")).hexdigest()
+  assert text_data.from_text(TRAIN[:-1]).train_sha256 != text_data.from_text(TRAIN).train_sha256
+  ids = np.random.default_rng(0).integers(0, 9, 300)
+  fingerprint = text_data.from_ids(ids).train_sha256
+  assert fingerprint == hashlib.sha256(ids.astype("<i4").tobytes()).hexdigest()
+  assert text_data.from_ids(ids.astype(np.int16), ids[:5]).train_sha256 == fingerprint
+  assert text_data.from_ids(ids[::-1]).train_sha256 != fingerprint
 
 
 # ----------------------------------------------------------------------------- streams
@@ -176,6 +196,45 @@ def test_ptb_names_are_the_generic_task():
   assert ptb_task.PtbStreams is text_task.TextStreams
   assert ptb_task.PtbStreamState is text_task.TextStreamState
   assert ptb_task.stream_offsets is text_task.stream_offsets
+  assert ptb_task.RESET_EVERY == text_task.RESET_EVERY == 100
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(ids=np.arange(5), batch_size=0), ["batch_size must be ≥ 1", "positive number"]),
+    (dict(ids=np.linspace(0, 1, 5), batch_size=2), ["dtype float64", "give a 1-D array"]),
+    (dict(ids=np.array([0, -1, 2]), batch_size=2), ["outside", "number the symbols"]),
+    (dict(ids=np.arange(3), batch_size=4), ["the text has 3 symbols, too short for 4 streams",
+                                            "at least 4", "longer text or a smaller"]),
+    (dict(ids=np.arange(5), batch_size=2, reset_every=-1), ["reset_every must be ≥ 0",
+                                                           "give the reset period"]),
+    (dict(ids=np.arange(5), batch_size=2, vocab_size=3), ["ids contain 4", "pass a vocab_size"]),
+    (dict(ids=np.arange(5), batch_size=2, streams=(1, 1)), ["streams must be", "or None"]),
+])
+def test_stream_errors_say_what_to_do(kwargs, words):
+  with pytest.raises(ValueError) as info:
+    text_task.TextStreams(**kwargs)
+  message = str(info.value)
+  assert "\n" not in message and ": " in message
+  for word in words:
+    assert word in message, (word, message)
+
+
+def test_one_length_rule_for_the_loader_and_the_streams():
+  """max(2, B) symbols for B streams, 2 for an evaluated text: the loader and the streams
+  refuse exactly the texts that text_data.min_train_symbols and MIN_SYMBOLS refuse."""
+  assert text_data.MIN_SYMBOLS == 2
+  for batch_size in (1, 2, 3, 8):
+    need = text_data.min_train_symbols(batch_size)
+    assert need == max(2, batch_size)
+    data = text_data.from_ids(np.arange(need - 1) if need > 1 else np.arange(1))
+    with pytest.raises(text_data.TextDataError, match="too short"):
+      data.check_batch_size(batch_size)
+    with pytest.raises(ValueError, match="too short"):
+      text_task.TextStreams(data.train, batch_size)
+    text_data.from_ids(np.arange(need)).check_batch_size(batch_size)
+    text_task.TextStreams(np.arange(need), batch_size)
+  with pytest.raises(text_data.TextDataError, match="at least 2"):
+    text_data.from_text(TRAIN, "a")
 
 
 def test_ptb_is_the_generic_task_on_its_symbol_stream(tmp_path):
@@ -183,7 +242,7 @@ def test_ptb_is_the_generic_task_on_its_symbol_stream(tmp_path):
   gives PTB's ids and symbols, so the generic streams are PTB's streams."""
   data_dir = ptb_data_dir()
   if data_dir is None:
-    pytest.skip("set OK_TF_DATA to a folder with the PTB character files")
+    pytest.skip(PTB_SKIP_REASON)
   data = ptb.load_ptb(data_dir)
   stream = "".join(np.array(data.vocab)[data.train])
   text = text_data.load_text(write(tmp_path / "ptb_train.txt", stream))
@@ -217,6 +276,7 @@ def test_train_on_a_text_with_validation(text_files, tmp_path):
   config = json.loads((run_dir / "config.json").read_text())
   assert config["task"] == "text" and config["tokenization"] == "characters"
   assert config["train_file"] == str(text_files["train"])
+  assert config["train_sha256"] == hashlib.sha256(text_files["train"].read_bytes()).hexdigest()
   results = json.loads((run_dir / "results.json").read_text())
   assert sorted(results) == RESULT_KEYS and results["tokenization"] == "characters"
   vocab_size = len(set(TRAIN))
@@ -252,15 +312,29 @@ def test_train_on_a_text_without_validation(text_files, tmp_path):
 
 
 def test_resume_on_a_changed_text_stops_with_one_line(tmp_path):
+  """The run records the training file's SHA-256: a shorter text with the same characters
+  (the same vocabulary) and a text with other characters are both refused with one line;
+  the unchanged file resumes."""
   train = write(tmp_path / "train.txt", TRAIN)
   args = [*TINY, f"--train_file={train}", f"--run_dir={tmp_path / 'run'}"]
   check_ok(run_script("train_ptb.py", *args, "--steps=50")[0])
-  write(train, TRAIN.lower())  # 'Ü' and 'T' are gone
-  proc, _ = run_script("train_ptb.py", *args, "--steps=100", "--resume")
-  assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  last = proc.stderr.strip().splitlines()[-1]
-  assert last.startswith("train_ptb.py: the run in") and "same training text" in last, last
-  assert len(read_rows(tmp_path / "run" / "metrics.csv")[1]) == 1
+  config = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert config["train_sha256"] == hashlib.sha256(TRAIN.encode("utf-8")).hexdigest()
+  shorter = TRAIN[:len(TRAIN) // 4]  # 5 of the 20 repeats: the same characters
+  assert text_data.from_text(shorter).vocabulary == text_data.from_text(TRAIN).vocabulary
+  for changed in (shorter, TRAIN.lower()):  # TRAIN.lower(): 'Ü' and 'T' are gone
+    write(train, changed)
+    proc, _ = run_script("train_ptb.py", *args, "--steps=100", "--resume")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("train_ptb.py: the training text of the run in"), last
+    for words in ("has changed", config["train_sha256"][:12], "same training text",
+                  "another --run_dir"):
+      assert words in last, (words, last)
+    assert len(read_rows(tmp_path / "run" / "metrics.csv")[1]) == 1
+  write(train, TRAIN)
+  check_ok(run_script("train_ptb.py", *args, "--steps=100", "--resume")[0])
+  assert len(read_rows(tmp_path / "run" / "metrics.csv")[1]) == 2
 
 
 BAD_INPUTS = {
@@ -275,7 +349,7 @@ BAD_INPUTS = {
                            ["--valid_file=", "3 characters that the training text lacks",
                             "'ä', 'k', '!'", "4 occurrences", "add text", "same source"]),
     "missing": ({"train": None}, [], ["--train_file=", "does not exist", "path of a file"]),
-    "too_short": ({"train": "ab"}, [], ["2 symbols, too few for 4 streams", "--batch_size"]),
+    "too_short": ({"train": "ab"}, [], ["2 symbols, too short for 4 streams", "--batch_size"]),
     "valid_without_train": ({"valid": VALID}, [], ["--valid_file", "--train_file"]),
     "tokenization_with_train": ({"train": TRAIN}, ["--tokenization=whitespace_eol"],
                                 ["--tokenization is for PTB", "--train_file"]),
@@ -310,7 +384,7 @@ def test_ptb_run_and_the_same_text_run_are_the_same_run(tmp_path):
   --valid_file: the same metrics, evaluations and vocabulary (PTB's printing aside)."""
   data_dir = ptb_data_dir()
   if data_dir is None:
-    pytest.skip("set OK_TF_DATA to a folder with the PTB character files")
+    pytest.skip(PTB_SKIP_REASON)
   data = ptb.load_ptb(data_dir)
   files = {split: write(tmp_path / f"{split}.txt", "".join(np.array(data.vocab)[data.split(split)]))
            for split in ("train", "valid")}

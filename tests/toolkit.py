@@ -1,5 +1,5 @@
 """Tools shared by the tests: relative error, z-scores, independent random streams, cells,
-BPC through Keras.
+BPC through Keras, and running the training scripts as subprocesses.
 
 Statistical tests draw from ``count`` independent streams (``Generator.split``) and
 compare the mean of the per-stream means with its target by a z-score whose standard
@@ -7,6 +7,13 @@ error comes from the spread of those means (docs/algorithms.md §7).
 """
 
 from __future__ import annotations
+
+import csv
+import os
+import pathlib
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
@@ -65,3 +72,49 @@ def keras_bpc(model, ids, num_streams):
   log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   nats = -np.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
   return float((nats * mask).sum() / mask.sum() / np.log(2.0))
+
+
+# ----------------------------------------------------------------------------- the scripts
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TIMING_COLUMNS = ("steps_per_sec", "wall_time")  # ok_tf.experiment.TIMING_COLUMNS
+PTB_SKIP_REASON = "set OK_TF_DATA to a folder with the PTB character files"
+
+
+def run_script(script, *args, env_update=None, unset=(), timeout=600):
+  """Runs ``python script args`` in the repository root; returns (CompletedProcess, seconds)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  for name in unset:
+    env.pop(name, None)
+  env.update(env_update or {})
+  start = time.perf_counter()
+  proc = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+  return proc, time.perf_counter() - start
+
+
+def check_ok(proc):
+  """Asserts that the process exited with 0 (else shows the end of its stderr)."""
+  assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
+
+
+def read_rows(path):
+  """(header, rows as dicts of strings) of a CSV file."""
+  with open(path, newline="") as f:
+    reader = csv.DictReader(f)
+    return reader.fieldnames, list(reader)
+
+
+def without_timing(rows):
+  """``rows`` without the wall-time columns (what differs between equal runs)."""
+  return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+
+
+def ptb_data_dir():
+  """$OK_TF_DATA if it holds the three character files, else None."""
+  d = os.environ.get("OK_TF_DATA")
+  if d and all((pathlib.Path(d) / f"{s}.txt").is_file()
+               or (pathlib.Path(d) / f"ptb.char.{s}.txt").is_file()
+               for s in ("train", "valid", "test")):
+    return pathlib.Path(d)
+  return None

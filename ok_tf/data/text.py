@@ -5,8 +5,15 @@ read as UTF-8 and kept unchanged (case, spaces, line ends), numbered in order of
 appearance in it, as PTB's are. The validation and test texts may use only those
 characters. Instead of text, token ids: a ``.npy`` file holding a 1-D array of
 non-negative integers (``numpy.save``), or integer arrays through :func:`from_ids`; their
-symbols are the ids 0 … V−1, V = 1 + the largest id of the training array, printed as
-decimal numbers separated by spaces. All files of a task are text, or all are ``.npy``.
+symbols are the ids 0 … V−1, V = 1 + the largest id of the training array (at most
+:data:`MAX_VOCAB_SIZE`), printed as decimal numbers separated by spaces. All files of a
+task are text, or all are ``.npy``.
+
+Lengths: an evaluated (validation or test) text needs :data:`MIN_SYMBOLS` = 2 symbols, one
+input and its target; a training text read by B streams needs max(2, B)
+(:func:`min_train_symbols`). :func:`check_ids`, :func:`check_train_length` and
+:func:`check_eval_length` state these rules once, for the loader and for the streams
+(:class:`ok_tf.tasks.text.TextStreams`).
 
 :func:`load_text` reads the files of ``--train_file``, ``--valid_file``, ``--test_file``;
 :func:`from_text` and :func:`from_ids` take the texts themselves. Each returns a
@@ -14,19 +21,23 @@ decimal numbers separated by spaces. All files of a task are text, or all are ``
 streams are :class:`ok_tf.tasks.text.TextStreams`. A text that cannot be used raises
 :class:`TextDataError` with one line saying what is wrong and what to do: a file that does
 not exist, is empty, is not UTF-8 text (bytes that do not decode, or NUL bytes), holds an
-array that is not 1-D non-negative integers, a validation or test text with symbols the
-training text lacks, or a text too short for its use. Numpy only.
+array that is not 1-D non-negative integers, ids beyond :data:`MAX_VOCAB_SIZE`, a
+validation or test text with symbols the training text lacks, or a text too short for its
+use. ``TextData.train_sha256`` fingerprints the training text; a run records it, so that
+``--resume`` refuses a changed text. Numpy only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import pathlib
 from typing import Optional
 
 import numpy as np
 
+from ok_tf.data import ptb
 from ok_tf.data import vocabulary as vocabulary_lib
 
 #: Suffix of a file of token ids; any other file is read as text.
@@ -35,8 +46,11 @@ IDS_SUFFIX = ".npy"
 CHARACTERS, IDS = "characters", "ids"
 #: The flag naming each split's file, for messages.
 FLAGS = {"train": "--train_file", "valid": "--valid_file", "test": "--test_file"}
-#: Fewest symbols of an evaluated text (one prediction needs two).
-MIN_EVAL_SYMBOLS = 2
+#: Fewest symbols of a text that holds one prediction (an input and its target): what an
+#: evaluated text needs, and the least a training text needs (:func:`min_train_symbols`).
+MIN_SYMBOLS = 2
+#: Largest number of symbols V: the model's one-hot input and its softmax are V wide.
+MAX_VOCAB_SIZE = 2**20
 
 
 class TextDataError(ValueError):
@@ -46,13 +60,18 @@ class TextDataError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class TextData:
   """Token ids of the splits (int32; ``valid``, ``test`` None when not given), the
-  vocabulary and the tokenisation (``"characters"`` or ``"ids"``)."""
+  vocabulary, the tokenisation (``"characters"`` or ``"ids"``) and ``train_sha256``, the
+  fingerprint of the training text that a run records (config ``train_sha256``): the
+  SHA-256 (hex) of the text's UTF-8 bytes, which are its file's bytes (``sha256sum FILE``);
+  for token ids, of the ids as little-endian int32 (whatever integer type the file holds).
+  """
 
   train: np.ndarray
   valid: Optional[np.ndarray]
   test: Optional[np.ndarray]
   vocabulary: vocabulary_lib.Vocabulary
   tokenization: str
+  train_sha256: str = ""
 
   @property
   def vocab_size(self) -> int:
@@ -60,13 +79,33 @@ class TextData:
     return self.vocabulary.size
 
   def check_batch_size(self, batch_size: int) -> None:
-    """Raise :class:`TextDataError` unless the training text can feed ``batch_size`` streams
-    (at least max(2, B) symbols: one start offset per stream and a target for each)."""
-    need = max(2, int(batch_size))
-    if self.train.size < need:
-      raise TextDataError(
-          f"the training text has {self.train.size} symbols, too few for {batch_size} "
-          f"streams (at least {need} needed): use a longer text or a smaller --batch_size")
+    """Raise :class:`TextDataError` unless the training text can feed ``batch_size``
+    streams (:func:`check_train_length`)."""
+    check_train_length(self.train.size, batch_size)
+
+
+def min_train_symbols(batch_size: int) -> int:
+  """Fewest symbols of a training text for ``batch_size`` streams: max(2, B), one start
+  offset per stream and a target for each."""
+  return max(MIN_SYMBOLS, int(batch_size))
+
+
+def check_train_length(num_symbols: int, batch_size: int,
+                       name: str = "the training text") -> None:
+  """Raise :class:`TextDataError` unless ``num_symbols`` ≥ :func:`min_train_symbols` (B)."""
+  need = min_train_symbols(batch_size)
+  if num_symbols < need:
+    raise TextDataError(
+        f"{name} has {num_symbols} symbols, too short for {batch_size} streams (they need at "
+        f"least {need}): use a longer text or a smaller --batch_size")
+
+
+def check_eval_length(num_symbols: int, name: str) -> None:
+  """Raise :class:`TextDataError` unless ``num_symbols`` ≥ :data:`MIN_SYMBOLS` (an
+  evaluated text holds at least one prediction)."""
+  if num_symbols < MIN_SYMBOLS:
+    raise TextDataError(f"{name} has {num_symbols} symbol; evaluating it needs at least "
+                        f"{MIN_SYMBOLS}: give a longer text")
 
 
 def tokenization_of(path: str | os.PathLike) -> str:
@@ -109,10 +148,12 @@ def read_ids(path: str | os.PathLike, split: str = "train") -> np.ndarray:
   except (ValueError, OSError, EOFError) as e:
     raise TextDataError(f"{FLAGS[split]}={path} is not a numpy array file ({e}): save the "
                         "token ids with numpy.save, or give a text file without .npy") from None
-  return _checked_ids(ids, f"{FLAGS[split]}={path}")
+  return check_ids(ids, f"{FLAGS[split]}={path}")
 
 
-def _checked_ids(ids, name: str) -> np.ndarray:
+def check_ids(ids, name: str) -> np.ndarray:
+  """``ids`` as int32; :class:`TextDataError` (naming them ``name``) unless they are a
+  non-empty 1-D array of integers in 0 … 2^31 − 2."""
   ids = np.asarray(ids)
   if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
     raise TextDataError(f"{name} holds an array of shape {ids.shape} and dtype {ids.dtype}: "
@@ -125,17 +166,10 @@ def _checked_ids(ids, name: str) -> np.ndarray:
   return ids.astype(np.int32)
 
 
-def _check_eval_length(ids: np.ndarray, name: str) -> None:
-  if ids.size < MIN_EVAL_SYMBOLS:
-    raise TextDataError(f"{name} has {ids.size} symbol; evaluating it needs at least "
-                        f"{MIN_EVAL_SYMBOLS}: give a longer text")
-
-
 def character_vocabulary(text: str) -> vocabulary_lib.Vocabulary:
   """The characters of ``text`` in order of first appearance."""
-  codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-  _, first = np.unique(codes, return_index=True)
-  return vocabulary_lib.Vocabulary(tuple(chr(c) for c in codes[np.sort(first)].tolist()))
+  order = ptb.first_appearance_order(vocabulary_lib.code_points(text))
+  return vocabulary_lib.Vocabulary(tuple(map(chr, order.tolist())))
 
 
 def ids_vocabulary(vocab_size: int) -> vocabulary_lib.Vocabulary:
@@ -164,20 +198,27 @@ def from_text(train: str, valid: Optional[str] = None, test: Optional[str] = Non
           f"{names[split]} has {len(e.unknown)} characters that the training text lacks "
           f"({vocabulary_lib.describe(e.unknown)}; {e.count} occurrences): add text holding "
           "them to the training file, or take this text from the same source") from None
-    _check_eval_length(ids[split], names[split])
-  return TextData(ids["train"], ids.get("valid"), ids.get("test"), vocabulary, CHARACTERS)
+    check_eval_length(ids[split].size, names[split])
+  return TextData(ids["train"], ids.get("valid"), ids.get("test"), vocabulary, CHARACTERS,
+                  hashlib.sha256(train.encode("utf-8")).hexdigest())
 
 
 def from_ids(train, valid=None, test=None, names: Optional[dict] = None) -> TextData:
-  """The task of token-id arrays: V = 1 + max(train); valid/test ids must be below V."""
+  """The task of token-id arrays: V = 1 + max(train) ≤ :data:`MAX_VOCAB_SIZE`; valid/test
+  ids must be below V."""
   names = {**FLAGS, **(names or {})}
-  train = _checked_ids(train, names["train"])
+  train = check_ids(train, names["train"])
   vocab_size = int(train.max()) + 1
+  if vocab_size > MAX_VOCAB_SIZE:
+    raise TextDataError(
+        f"{names['train']} has ids up to {vocab_size - 1}, so V = {vocab_size:,} symbols, more "
+        f"than {MAX_VOCAB_SIZE:,} (the model's one-hot input and softmax are V wide): renumber "
+        "the ids 0 … V−1 over the symbols that occur (numpy.unique(ids, return_inverse=True))")
   ids = {"train": train}
   for split, array in (("valid", valid), ("test", test)):
     if array is None:
       continue
-    array = _checked_ids(array, names[split])
+    array = check_ids(array, names[split])
     outside = array >= vocab_size
     if outside.any():
       unknown = list(dict.fromkeys(array[outside].tolist()))
@@ -185,9 +226,10 @@ def from_ids(train, valid=None, test=None, names: Optional[dict] = None) -> Text
           f"{names[split]} has {len(unknown)} ids that the training ids lack "
           f"({vocabulary_lib.describe(map(str, unknown))}; {int(outside.sum())} occurrences; "
           f"the training ids end at {vocab_size - 1}): number all splits' symbols alike")
-    _check_eval_length(array, names[split])
+    check_eval_length(array.size, names[split])
     ids[split] = array
-  return TextData(ids["train"], ids.get("valid"), ids.get("test"), ids_vocabulary(vocab_size), IDS)
+  return TextData(ids["train"], ids.get("valid"), ids.get("test"), ids_vocabulary(vocab_size), IDS,
+                  hashlib.sha256(train.astype("<i4").tobytes()).hexdigest())
 
 
 def load_text(train_file: str | os.PathLike, valid_file: Optional[str | os.PathLike] = None,

@@ -44,7 +44,7 @@ def describe(symbols: Iterable[str], limit: int = 5) -> str:
   return shown + (", …" if len(symbols) > limit else "")
 
 
-def _code_points(text: str) -> np.ndarray:
+def code_points(text: str) -> np.ndarray:
   """The Unicode code points of ``text``, uint32 ``[len(text)]``."""
   return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
@@ -127,14 +127,12 @@ class Vocabulary:
     """:meth:`encode` when every symbol and printed form is one character (vectorised)."""
     keys = np.array(sorted(ord(k) for k in lookup), dtype=np.uint32)
     values = np.array([lookup[chr(k)] for k in keys.tolist()], dtype=np.int32)
-    codes = _code_points(text)
+    codes = code_points(text)
     at = np.minimum(np.searchsorted(keys, codes), keys.size - 1)
     known = keys[at] == codes
     if not known.all():
       bad = codes[~known]
-      _, first = np.unique(bad, return_index=True)
-      unknown = [chr(c) for c in bad[np.sort(first)].tolist()]
-      raise UnknownSymbolsError(unknown, int(bad.size))
+      raise UnknownSymbolsError(list(dict.fromkeys(map(chr, bad.tolist()))), int(bad.size))
     return values[at]
 
   def to_json(self) -> dict:

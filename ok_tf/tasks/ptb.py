@@ -3,8 +3,13 @@
 Protocol (docs/protocol.md, "Character-level Penn Treebank"), as in the published runs:
 B streams through the training text of :func:`ok_tf.data.ptb.load_ptb`, stream b from
 offset ``floor(linspace(0, N − 1, B))[b]``, each reset whenever its own position is a
-multiple of ``reset_every`` = 100. That is :class:`~ok_tf.tasks.text.TextStreams` with
-these values, so the names below are those of the generic task.
+multiple of ``reset_every`` = 100 (:data:`ok_tf.tasks.text.RESET_EVERY`). That is
+:class:`~ok_tf.tasks.text.TextStreams` with these values: :func:`streams` makes it.
+
+``PtbStreams``, ``PtbStreamState``, ``stream_offsets`` and ``RESET_EVERY`` are aliases,
+the very objects :class:`~ok_tf.tasks.text.TextStreams`,
+:class:`~ok_tf.tasks.text.TextStreamState`, :func:`~ok_tf.tasks.text.stream_offsets` and
+:data:`~ok_tf.tasks.text.RESET_EVERY`, kept for code that names PTB.
 """
 
 from __future__ import annotations
@@ -15,9 +20,7 @@ from ok_tf.tasks import text
 PtbStreams = text.TextStreams
 PtbStreamState = text.TextStreamState
 stream_offsets = text.stream_offsets
-
-#: The published reset period (characters).
-RESET_EVERY = 100
+RESET_EVERY = text.RESET_EVERY
 
 
 def streams(data: ptb.PtbData, batch_size: int, reset_every: int = RESET_EVERY) -> text.TextStreams:

@@ -12,7 +12,14 @@ The online task of any text (docs/protocol.md, "Any text"); Penn Treebank's
   ``reset[b] = (p_b mod reset_every == 0)``. The streams start at different offsets, so
   they reset on different steps, each every ``reset_every`` symbols. Every stream also
   resets at step 0 (a no-op on the zero initial state, stated for clarity). With
-  ``reset_every == 0`` the streams reset only at step 0.
+  ``reset_every == 0`` the streams reset only at step 0. The default period,
+  :data:`RESET_EVERY` = 100, is the published runs' (PTB); ``--reset_every`` and the
+  configs take it from here.
+* The text needs at least max(2, B) symbols (:func:`ok_tf.data.text.min_train_symbols`:
+  one start offset per stream and a target for each) and fewer than 2^31 − 1 (int32
+  positions); its ids pass :func:`ok_tf.data.text.check_ids`. A text that breaks a rule
+  raises ``ValueError`` (:class:`ok_tf.data.text.TextDataError` for the rules of
+  :mod:`ok_tf.data.text`) with one line saying what to do.
 
 The text is a ``tf.constant`` made once; the methods use only TF ops with static
 shapes, so they run inside ``tf.function`` / ``tf.while_loop`` without retracing. The
@@ -29,6 +36,13 @@ import typing
 
 import numpy as np
 import tensorflow as tf
+
+from ok_tf.data import text as text_data
+
+#: The default reset period (symbols): the published runs' value.
+RESET_EVERY = 100
+#: Positions are int32: a text has fewer symbols than this.
+MAX_SYMBOLS = 2**31 - 1
 
 
 def stream_offsets(num_symbols: int, batch_size: int) -> np.ndarray:
@@ -58,34 +72,34 @@ class TextStreams:
 
   ids: np.ndarray = dataclasses.field(repr=False)
   batch_size: int
-  reset_every: int = 100
+  reset_every: int = RESET_EVERY
   vocab_size: int | None = None
   streams: tuple[int, int] | None = None
 
   def __post_init__(self):
-    ids = np.asarray(self.ids)
-    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-      raise ValueError(f"ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
-    n = int(ids.size)
     if self.batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-    if n < max(2, self.batch_size):
-      raise ValueError(f"text of {n} symbols is too short for {self.batch_size} streams (need >= max(2, B))")
-    if n >= 2**31 - 1:
-      raise ValueError(f"text of {n} symbols is too long for int32 positions")
+      raise ValueError(f"batch_size must be ≥ 1 stream, got {self.batch_size}: give a "
+                       "positive number of streams")
+    ids = text_data.check_ids(self.ids, "ids")
+    n = int(ids.size)
+    text_data.check_train_length(n, self.batch_size, "the text")
+    if n >= MAX_SYMBOLS:
+      raise ValueError(f"the text has {n} symbols, too many for int32 positions: use fewer "
+                       f"than {MAX_SYMBOLS} (e.g. its first part)")
     if self.reset_every < 0:
-      raise ValueError(f"reset_every must be >= 0 (0: reset only at step 0), got {self.reset_every}")
-    if ids.min() < 0:
-      raise ValueError("ids must be non-negative")
+      raise ValueError(f"reset_every must be ≥ 0, got {self.reset_every}: give the reset "
+                       "period in symbols (0: reset only at step 0)")
     max_id = int(ids.max())
     vocab_size = self.vocab_size
     if vocab_size is None:
       vocab_size = max_id + 1
     elif max_id >= vocab_size:
-      raise ValueError(f"ids contain {max_id}, not below vocab_size={vocab_size}")
+      raise ValueError(f"ids contain {max_id}, not below vocab_size={vocab_size}: pass a "
+                       "vocab_size above every id (the training text's, TextData.vocab_size)")
     lo, hi = (0, self.batch_size) if self.streams is None else map(int, self.streams)
     if not 0 <= lo < hi <= self.batch_size:
-      raise ValueError(f"streams must be (lo, hi) with 0 <= lo < hi <= {self.batch_size}, got {self.streams}")
+      raise ValueError(f"streams must be (lo, hi) with 0 ≤ lo < hi ≤ {self.batch_size}, got "
+                       f"{self.streams}: give such a slice of the B streams, or None for all")
     derived = {
         "ids": ids,
         "vocab_size": int(vocab_size),
@@ -95,7 +109,7 @@ class TextStreams:
         "rows": hi - lo,
         "num_symbols": n,
         "offsets": stream_offsets(n, self.batch_size)[lo:hi],
-        "text": tf.constant(ids.astype(np.int32, copy=False), dtype=tf.int32),
+        "text": tf.constant(ids, dtype=tf.int32),
     }
     for name, value in derived.items():
       object.__setattr__(self, name, value)
