@@ -321,11 +321,18 @@ def plot_groups(ax, curves, marker_if_short=True):
 
 def finish_figure(fig, ax, out: str, *, which: str = "major", legend_size: float = 8,
                   legend_loc: str = "best") -> list[str]:
-  """Grid, a legend when anything is labelled, OUT.png and OUT.pdf; closes the figure."""
+  """Grid, a legend when anything is labelled, OUT.png and OUT.pdf; closes the figure.
+
+  ``legend_loc`` is a Matplotlib location, or ``"below"``: under the axes, in two columns
+  (for curves that fill the whole plot).
+  """
   import matplotlib.pyplot as plt
   ax.grid(True, which=which, alpha=0.3)
   if ax.get_legend_handles_labels()[0]:
-    ax.legend(fontsize=legend_size, loc=legend_loc)
+    if legend_loc == "below":
+      ax.legend(fontsize=legend_size, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
+    else:
+      ax.legend(fontsize=legend_size, loc=legend_loc)
   paths = save_figure(fig, out)
   plt.close(fig)
   return paths

@@ -50,7 +50,7 @@ def plot_copy(paths, out: str = "copy_curve", published: bool = False,
   ax.set_xlabel(common.X_LABELS.get(x, x))
   ax.set_ylabel("curriculum level T")
   ax.set_title(title or "Copy task with curriculum")
-  return common.finish_figure(fig, ax, out, legend_loc="upper left")
+  return common.finish_figure(fig, ax, out, legend_loc="below")
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:

@@ -61,7 +61,7 @@ def plot_ptb(paths, out: str = "ptb_curve", published: bool = False,
   ax.set_xlabel(common.X_LABELS.get(x, x))
   ax.set_ylabel("validation BPC")
   ax.set_title(title or "Character-level Penn Treebank")
-  return common.finish_figure(fig, ax, out, which="both", legend_loc="lower left")
+  return common.finish_figure(fig, ax, out, which="both", legend_loc="below")
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
