@@ -141,7 +141,7 @@ def write_csv(rows, path, fractions) -> None:
                   for k, v in r.items()})
 
 
-def copy_table(paths, csv_path: str | None = "copy_table.csv", published: bool = False,
+def copy_table(paths, csv_path: str | None = None, published: bool = False,
                fractions=(0.25, 0.5, 1.0), at_steps=()) -> tuple[str, list[dict]]:
   runs = common.load_runs(paths, task="copy")
   rows = table_rows(runs, fractions)
@@ -166,7 +166,8 @@ def _valid_fractions(values) -> bool:
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """The script's flags (absl), on ``flag_values``; the run directories are arguments."""
   fv = flag_values
-  flags.DEFINE_string("csv", "copy_table.csv", "CSV output path", flag_values=fv)
+  flags.DEFINE_string("csv", "", "Also write the rows to this CSV file (none if empty).",
+                      flag_values=fv)
   flags.DEFINE_boolean("published", False, "add the published OK levels (n 128, r 16)",
                        flag_values=fv)
   flags.DEFINE_list("fractions", ["0.25", "0.5", "1"],

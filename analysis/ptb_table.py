@@ -214,7 +214,7 @@ def write_csv(rows, path) -> None:
       w.writerow(out)
 
 
-def ptb_table(paths, csv_path: str | None = "ptb_table.csv",
+def ptb_table(paths, csv_path: str | None = None,
               published: bool = False, all_lrs: bool = False,
               digits: int = 3, at_steps=()) -> tuple[str, list[dict]]:
   """Builds the table of the runs under `paths`; returns (markdown, rows).
@@ -245,7 +245,8 @@ def ptb_table(paths, csv_path: str | None = "ptb_table.csv",
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """The script's flags (absl), on ``flag_values``; the run directories are arguments."""
   fv = flag_values
-  flags.DEFINE_string("csv", "ptb_table.csv", "CSV output path", flag_values=fv)
+  flags.DEFINE_string("csv", "", "Also write the rows to this CSV file (none if empty).",
+                      flag_values=fv)
   flags.DEFINE_boolean("published", False, "add the published OK r=8 row", flag_values=fv)
   flags.DEFINE_boolean("all_lrs", False, "also print every learning rate", flag_values=fv)
   flags.DEFINE_integer("digits", 3, "decimals of the BPC", flag_values=fv)

@@ -279,6 +279,15 @@ def test_ptb_table_all_lrs_command_line(ptb_runs, tmp_path, capsys):
   assert csv_path.exists()
 
 
+def test_tables_write_no_csv_unless_asked(copy_runs, ptb_runs, tmp_path, monkeypatch):
+  cwd = tmp_path / "cwd"
+  cwd.mkdir()
+  monkeypatch.chdir(cwd)
+  common.run_script(copy_table, [str(copy_runs)])
+  common.run_script(ptb_table, [str(ptb_runs)])
+  assert list(cwd.iterdir()) == []
+
+
 def test_copy_table_levels_at_fractions_of_the_shortest_run(copy_runs, tmp_path):
   """Levels read at the last logged row at or before each fraction of the group's end."""
   text, rows = copy_table.copy_table([str(copy_runs)], str(tmp_path / "t.csv"),
