@@ -15,6 +15,7 @@ steps_per_sec).
 from __future__ import annotations
 
 from absl import app
+from absl import flags
 
 from ok_tf import config as config_lib
 from ok_tf import experiment
@@ -22,6 +23,7 @@ from ok_tf import runs
 from ok_tf.tasks import copy as copy_task
 
 config_lib.define_flags("copy")
+flags.adopt_module_key_flags(config_lib)   # --help lists them
 
 
 def results(run: runs.Run) -> dict:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 
 from absl import app
+from absl import flags
 
 from ok_tf import config as config_lib
 from ok_tf import estimators
@@ -36,6 +37,7 @@ from ok_tf.data import text as text_data
 from ok_tf.tasks import text as text_task
 
 config_lib.define_flags("ptb")
+flags.adopt_module_key_flags(config_lib)   # --help lists them
 
 
 def load_data(cfg: config_lib.PTBConfig):

@@ -21,6 +21,7 @@ from typing import Optional
 from absl import flags
 
 from ok_tf import estimators
+from ok_tf import runs
 from ok_tf import training
 from ok_tf.data import text as text_data
 from ok_tf.tasks import text as text_task
@@ -141,28 +142,44 @@ def parse_number(text: str) -> float:
 def define_flags(task: str) -> None:
   """Define the absl flags of ``train_{task}.py``; defaults come from the preset."""
   presets = sorted(PRESETS[task])
+
+  cls = CopyConfig if task == "copy" else PTBConfig
+  fields = {f.name: f.default for f in dataclasses.fields(cls)}
+
+  def preset(name: str) -> str:
+    """' Default from --preset: quick 32, cpu 64, paper 128.' for a preset-filled flag."""
+    def shown(value):
+      if name == "lr":
+        return f"10^{math.log10(value):g}"
+      return f"{value:g}" if isinstance(value, float) else str(value)
+    values = [f"{p} {shown(PRESETS[task][p].get(name, fields[name]))}" for p in presets]
+    return f" Default from --preset: {', '.join(values)}."
+
   flags.DEFINE_enum("preset", "quick", presets, "Named configuration; other flags override it.")
   ranked = " / ".join(n for n, m in estimators.METHODS.items() if m.takes_rank)
   truncated = " / ".join(n for n, m in estimators.METHODS.items() if m.takes_truncation)
   flags.DEFINE_string("method", "ok", f"One of {', '.join(estimators.METHODS)}.")
-  flags.DEFINE_integer("rank", None, f"Rank r of {ranked} (default from the preset).")
+  flags.DEFINE_integer("rank", None, f"Rank r of {ranked}." + preset("rank"))
   flags.DEFINE_integer("truncation", None,
-                       f"Truncation length T of {truncated} (default from the preset).")
+                       f"Truncation length T of {truncated}." + preset("truncation"))
   flags.DEFINE_string("cell", "rhn", f"One of {', '.join(CELLS)}.")
-  flags.DEFINE_integer("units", None, "Hidden units n.")
-  flags.DEFINE_integer("batch_size", None, "Streams B.")
-  flags.DEFINE_list("lr", None, "Learning rate(s), e.g. 10^-3.5 or 1e-3,3e-4 (a list runs a grid).")
-  flags.DEFINE_float("clip", None, "Clip W's gradient to this global norm (0: no clipping).")
+  flags.DEFINE_integer("units", None, "Hidden units n." + preset("units"))
+  flags.DEFINE_integer("batch_size", None, "Streams B." + preset("batch_size"))
+  flags.DEFINE_list("lr", None, "Learning rate(s), e.g. 10^-3.5 or 1e-3,3e-4 (a list runs a grid)."
+                    + preset("lr"))
+  flags.DEFINE_float("clip", None, "Clip W's gradient to this global norm (0: no clipping)."
+                    + preset("clip"))
   flags.DEFINE_enum("grad_scale", None, list(training.GRAD_SCALES),
                     "Scale of W's gradient before clipping and Adam: mean (the batch-mean "
                     "gradient) or published (the batch mean divided by B again, as the "
-                    "published runs; docs/protocol.md). Default from the preset.")
+                    "published runs; docs/protocol.md)." + preset("grad_scale"))
   flags.DEFINE_float("adam_epsilon", 1e-8, "Adam's ε (TF1's default 1e-8, as in the paper).")
-  flags.DEFINE_integer("steps", None, "Training steps (characters per stream).")
+  flags.DEFINE_integer("steps", None, "Training steps (characters per stream)." + preset("steps"))
   flags.DEFINE_list("seed", ["0"], "Seed(s); a list runs one run per seed.")
   flags.DEFINE_enum("dtype", "float32", ["float32", "float64"], "Floating point type.")
-  flags.DEFINE_integer("log_every", None, "Steps between metrics rows / progress lines.")
-  flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints.")
+  flags.DEFINE_integer("log_every", None, "Steps between metrics rows / progress lines."
+                       + preset("log_every"))
+  flags.DEFINE_integer("checkpoint_every", None, "Steps between checkpoints." + preset("checkpoint_every"))
   flags.DEFINE_boolean("deterministic", True, "Enable TensorFlow op determinism.")
   flags.DEFINE_boolean("shadow_exact", False,
                        "Run exact RTRL beside the estimator and log the gradient's cosine "
@@ -177,7 +194,9 @@ def define_flags(task: str) -> None:
   flags.DEFINE_float("max_minutes", None, "Stop with a checkpoint once this many minutes of "
                      "training have passed in this process; continue later with --resume.")
   flags.DEFINE_string("run_dir", None, "Run directory (default runs/<task>/<method>_<time>).")
-  flags.DEFINE_boolean("resume", False, "Continue the run in --run_dir from its last checkpoint.")
+  flags.DEFINE_boolean("resume", False, "Continue the run in --run_dir from its last checkpoint, with its "
+                       "stored config (flags given now must agree with it, except "
+                       f"--{', --'.join(sorted(runs.RESUME_MAY_CHANGE - {'resume'}))}).")
   if task == "copy":
     flags.DEFINE_integer("max_length", 512, "Largest curriculum level the task can reach.")
   else:
@@ -188,7 +207,8 @@ def define_flags(task: str) -> None:
                       "Symbol stream: the published code's or whitespace + end of line.")
     flags.DEFINE_integer("reset_every", text_task.RESET_EVERY,
                          "Reset state every this many characters (0: never).")
-    flags.DEFINE_integer("eval_every", None, "Steps between validation evaluations.")
+    flags.DEFINE_integer("eval_every", None, "Steps between validation evaluations."
+                         + preset("eval_every"))
     flags.DEFINE_integer("eval_streams", 8, "Contiguous streams the evaluation text is cut into.")
     flags.DEFINE_string("train_file", None, "Train on this text instead of PTB: a UTF-8 file, "
                         "one symbol per character, or token ids as a 1-D integer array in a "
@@ -243,7 +263,7 @@ def from_flags(task: str, flag_values=None) -> tuple[list[TrainConfig], bool]:
   try:
     seeds = [int(s) for s in fv.seed]
   except ValueError:
-    raise ConfigError(f"--seed takes integers, got {fv.seed}")
+    raise ConfigError(f"--seed takes integers, got {','.join(fv.seed)!r}")
   task_name = values.get("task", task)
   base_dir = fv.run_dir or f"runs/{task_name}/{method}_{time.strftime('%Y%m%d-%H%M%S')}"
   if fv.resume and not fv.run_dir:
@@ -257,8 +277,35 @@ def from_flags(task: str, flag_values=None) -> tuple[list[TrainConfig], bool]:
     cfg = cls(**{**{k: v for k, v in values.items() if k in names}, "lr": lr, "seed": seed,
                  "run_dir": run_dir})
     validate(cfg)
-    configs.append(cfg)
+    configs.append(resumed(cfg, fv) if fv.resume else cfg)
   return configs, bool(fv.resume)
+
+
+def resumed(cfg: TrainConfig, flag_values=None) -> TrainConfig:
+  """The config that continues the run in ``cfg.run_dir``: its stored config.json, with
+  the values of the flags given on this command line.
+
+  So ``--run_dir=… --resume`` alone continues a run made with any flags. A flag given now
+  that differs from the stored value is kept, and :class:`ok_tf.runs.RunDir` refuses it
+  unless it is one of ``runs.RESUME_MAY_CHANGE``. ``cfg`` is returned unchanged when the
+  directory holds no run yet.
+  """
+  fv = flag_values or flags.FLAGS
+  if not runs.is_run(cfg.run_dir):
+    return cfg
+  stored = runs.Run(cfg.run_dir).config
+  values = {}
+  for field in dataclasses.fields(cfg):
+    name = field.name
+    if name == "run_dir" or (name in fv and fv[name].present):
+      continue
+    if name in stored:
+      values[name] = stored[name]
+    elif name in runs.ABSENT_MEANS:
+      values[name] = runs.ABSENT_MEANS[name]
+  cfg = dataclasses.replace(cfg, **values)
+  validate(cfg)
+  return cfg
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -301,6 +348,8 @@ def validate(cfg: TrainConfig) -> None:
     need(not cfg.shadow_exact, "--shadow_exact runs on one device; drop --strategy=mirrored")
   else:
     need(not cfg.devices, "--devices is for --strategy=mirrored")
+    need(not cfg.cpu_devices, "--cpu_devices splits the CPU for --strategy=mirrored; add "
+         "--strategy=mirrored or drop --cpu_devices")
   if isinstance(cfg, CopyConfig):
     need(cfg.max_length >= 1, f"--max_length must be positive, got {cfg.max_length}")
   if isinstance(cfg, PTBConfig):

@@ -49,7 +49,8 @@ LOG_FILES = (CONFIG_FILE, METRICS_FILE, EVAL_FILE, RESULTS_FILE)
 
 # Config keys that may differ between a run and its resumption.
 RESUME_MAY_CHANGE = frozenset(
-    {"steps", "log_every", "checkpoint_every", "eval_every", "resume", "max_minutes"})
+    {"steps", "log_every", "checkpoint_every", "eval_every", "resume", "max_minutes",
+     "run_dir"})
 
 # The value a config field has in a stored config that lacks it (such runs resume).
 ABSENT_MEANS = {"strategy": "none", "devices": "", "cpu_devices": 0, "max_minutes": 0.0,
@@ -238,6 +239,8 @@ class RunDir:
     config_path = self.path / CONFIG_FILE
     new = _normalise(config)
     existed = config_path.exists()
+    if resume and not existed:
+      logging.warning("%s holds no run to resume: starting a new run there", self.path)
     if existed:
       if not resume:
         raise RunDirError(
@@ -255,7 +258,8 @@ class RunDir:
             f"new {new.get(k, '<absent>')!r})" for k in diff)
         raise RunDirError(
             f"cannot resume the run in {self.path}: its config differs in "
-            f"{details}; only {sorted(RESUME_MAY_CHANGE)} may change on resume")
+            f"{details}; only {sorted(RESUME_MAY_CHANGE)} may change on resume: "
+            f"drop the other flags (the stored values are used) or choose another --run_dir")
       merged = dict(stored)
       merged.update(new)
       new = merged

@@ -111,6 +111,7 @@ def test_train_copy_mirrored_resumes_and_matches_single(tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--strategy=mirrored", "--cpu_devices=2", "--batch_size=15"], "split evenly"),
     (["--devices=/gpu:0"], "--devices is for --strategy=mirrored"),
+    (["--cpu_devices=2"], "--cpu_devices splits the CPU for --strategy=mirrored"),
     (["--strategy=mirrored", "--shadow_exact"], "one device"),
 ])
 def test_bad_distribution_flags(tmp_path, flags, message):

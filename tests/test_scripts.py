@@ -80,8 +80,10 @@ def test_copy_resume_reproduces_uninterrupted_run(method, copy_run_600, tmp_path
   # the resumed run must drop that row and redo the steps from the checkpoint at 400.
   with open(resumed / "metrics.csv", "a") as f:
     f.write("500,4000,9,9.0,9.0,1.0,99.0\n")
-  proc, _ = run_script("train_copy.py", *TINY_COPY, *flags, "--steps=600",
-                       f"--run_dir={resumed}", "--resume")
+  # ok repeats its flags; tbptt gives none: --resume takes the stored config.
+  again = [*TINY_COPY, *flags] if method == "ok" else []
+  proc, _ = run_script("train_copy.py", *again, "--steps=600", f"--run_dir={resumed}",
+                       "--resume")
   check_ok(proc)
   header_a, rows_a = read_rows(reference / "metrics.csv")
   header_b, rows_b = read_rows(resumed / "metrics.csv")
@@ -147,6 +149,12 @@ def test_copy_grid_makes_one_directory_per_run(tmp_path):
     config = json.loads((base / name / "config.json").read_text())
     assert f"lr{config['lr']:.3g}_seed{config['seed']}" == name
     assert len(read_rows(base / name / "metrics.csv")[1]) == 2
+
+
+def test_help_lists_the_flags_with_their_preset_defaults():
+  proc, _ = run_script("train_copy.py", "--help", timeout=120)
+  assert "--units: Hidden units n. Default from --preset: cpu 64, paper 128, quick 32." in (
+      " ".join(proc.stdout.split())), proc.stdout[-3000:]
 
 
 BAD_FLAGS = {
