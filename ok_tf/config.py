@@ -281,6 +281,10 @@ def from_flags(task: str, flag_values=None) -> tuple[list[TrainConfig], bool]:
   return configs, bool(fv.resume)
 
 
+# Config fields that describe one invocation, not the run: a resume does not inherit them.
+PER_PROCESS = ("run_dir", "max_minutes")
+
+
 def resumed(cfg: TrainConfig, flag_values=None) -> TrainConfig:
   """The config that continues the run in ``cfg.run_dir``: its stored config.json, with
   the values of the flags given on this command line.
@@ -288,7 +292,8 @@ def resumed(cfg: TrainConfig, flag_values=None) -> TrainConfig:
   So ``--run_dir=… --resume`` alone continues a run made with any flags. A flag given now
   that differs from the stored value is kept, and :class:`ok_tf.runs.RunDir` refuses it
   unless it is one of ``runs.RESUME_MAY_CHANGE``. ``cfg`` is returned unchanged when the
-  directory holds no run yet.
+  directory holds no run yet. ``run_dir`` and ``max_minutes`` (a budget of this process)
+  are never taken from the stored config.
   """
   fv = flag_values or flags.FLAGS
   if not runs.is_run(cfg.run_dir):
@@ -297,7 +302,7 @@ def resumed(cfg: TrainConfig, flag_values=None) -> TrainConfig:
   values = {}
   for field in dataclasses.fields(cfg):
     name = field.name
-    if name == "run_dir" or (name in fv and fv[name].present):
+    if name in PER_PROCESS or (name in fv and fv[name].present):
       continue
     if name in stored:
       values[name] = stored[name]
