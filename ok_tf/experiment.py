@@ -198,11 +198,33 @@ def main(script: str, task: str, run_one, errors: tuple = ()) -> None:
   try:
     configs, resume = config_lib.from_flags(task)
     distributed.configure_devices(configs[0])
-    for cfg in configs:
-      run_one(cfg, resume)
+    run_all(configs, resume, run_one)
   except (config_lib.ConfigError, runs.RunDirError, training.NonFiniteLossError,
-          DivergedError) + tuple(errors) as e:
+          DivergedError, GridDivergedError) + tuple(errors) as e:
     sys.exit(f"{script}: {e}")
+
+
+class GridDivergedError(RuntimeError):
+  """Runs of a learning-rate / seed grid diverged (the others were run to the end)."""
+
+
+def run_all(configs, resume: bool, run_one) -> None:
+  """``run_one(cfg, resume)`` for each config. One run alone stops at its first error. In
+  a grid a diverged run (a non-finite or runaway loss: a possible outcome of a large
+  learning rate) is logged and the grid goes on; :class:`GridDivergedError` names those
+  runs at the end."""
+  failed = []
+  for cfg in configs:
+    try:
+      run_one(cfg, resume)
+    except (training.NonFiniteLossError, DivergedError) as e:
+      if len(configs) == 1:
+        raise
+      logging.error("%s diverged, the grid goes on: %s", cfg.run_dir, e)
+      failed.append(f"{cfg.run_dir} ({e})")
+  if failed:
+    raise GridDivergedError(f"{len(failed)} of {len(configs)} runs diverged, the others "
+                            f"finished: {'; '.join(failed)}")
 
 
 def _scalar(v):

@@ -94,3 +94,22 @@ def test_train_closes_the_run_and_writes_no_results_when_stopped_early(tmp_path)
                          copy_task.VOCAB_SIZE, summary=lambda r: called.append(r) or {})
   assert not called and not run.finished and run.results is None
   assert [r["step"] for r in run.metrics] == [10] and run.latest_step == 10
+
+
+def test_a_grid_goes_on_past_a_diverged_run_and_names_it():
+  configs = [config_lib.CopyConfig(lr=lr, run_dir=f"grid/lr{lr:g}") for lr in (1e-2, 1e-3, 1e-4)]
+  done = []
+
+  def run_one(cfg, resume):
+    if cfg.lr == 1e-2:
+      raise experiment.DivergedError("the loss ran away at step 7")
+    done.append(cfg.lr)
+
+  with pytest.raises(experiment.GridDivergedError) as info:
+    experiment.run_all(configs, False, run_one)
+  assert done == [1e-3, 1e-4]
+  assert str(info.value) == ("1 of 3 runs diverged, the others finished: grid/lr0.01 (the "
+                             "loss ran away at step 7)")
+  # one run alone stops with its own error
+  with pytest.raises(experiment.DivergedError):
+    experiment.run_all(configs[:1], False, run_one)
