@@ -276,8 +276,7 @@ def from_flags(task: str, flag_values=None) -> tuple[list[TrainConfig], bool]:
       run_dir = f"{base_dir}/lr{lr:.3g}_seed{seed}"
     cfg = cls(**{**{k: v for k, v in values.items() if k in names}, "lr": lr, "seed": seed,
                  "run_dir": run_dir})
-    validate(cfg)
-    configs.append(resumed(cfg, fv) if fv.resume else cfg)
+    configs.append(resumed(cfg, fv) if fv.resume else validate(cfg) or cfg)
   return configs, bool(fv.resume)
 
 
@@ -293,10 +292,11 @@ def resumed(cfg: TrainConfig, flag_values=None) -> TrainConfig:
   that differs from the stored value is kept, and :class:`ok_tf.runs.RunDir` refuses it
   unless it is one of ``runs.RESUME_MAY_CHANGE``. ``cfg`` is returned unchanged when the
   directory holds no run yet. ``run_dir`` and ``max_minutes`` (a budget of this process)
-  are never taken from the stored config.
+  are never taken from the stored config. The result is validated (:func:`validate`).
   """
   fv = flag_values or flags.FLAGS
   if not runs.is_run(cfg.run_dir):
+    validate(cfg)
     return cfg
   stored = runs.Run(cfg.run_dir).config
   values = {}
