@@ -276,7 +276,10 @@ def from_flags(task: str, flag_values=None) -> tuple[list[TrainConfig], bool]:
       run_dir = f"{base_dir}/lr{lr:.3g}_seed{seed}"
     cfg = cls(**{**{k: v for k, v in values.items() if k in names}, "lr": lr, "seed": seed,
                  "run_dir": run_dir})
-    configs.append(resumed(cfg, fv) if fv.resume else validate(cfg) or cfg)
+    if fv.resume:
+      cfg = resumed(cfg, fv)
+    validate(cfg)
+    configs.append(cfg)
   return configs, bool(fv.resume)
 
 
@@ -292,11 +295,10 @@ def resumed(cfg: TrainConfig, flag_values=None) -> TrainConfig:
   that differs from the stored value is kept, and :class:`ok_tf.runs.RunDir` refuses it
   unless it is one of ``runs.RESUME_MAY_CHANGE``. ``cfg`` is returned unchanged when the
   directory holds no run yet. ``run_dir`` and ``max_minutes`` (a budget of this process)
-  are never taken from the stored config. The result is validated (:func:`validate`).
+  are never taken from the stored config.
   """
   fv = flag_values or flags.FLAGS
   if not runs.is_run(cfg.run_dir):
-    validate(cfg)
     return cfg
   stored = runs.Run(cfg.run_dir).config
   values = {}
@@ -308,9 +310,7 @@ def resumed(cfg: TrainConfig, flag_values=None) -> TrainConfig:
       values[name] = stored[name]
     elif name in runs.ABSENT_MEANS:
       values[name] = runs.ABSENT_MEANS[name]
-  cfg = dataclasses.replace(cfg, **values)
-  validate(cfg)
-  return cfg
+  return dataclasses.replace(cfg, **values)
 
 
 def validate(cfg: TrainConfig) -> None:
