@@ -228,8 +228,9 @@ def collect(runs: list[Run], runs_root: pathlib.Path, results: pathlib.Path, thr
       made = MADE_WITH.search(path.read_text())
       studies |= set(made.group(1).split()) if made else set()
     rows = _merge_rows(path, rows)
-    head = ["# Runs", "", f"Machine: {machine()}; each run single-threaded "
-            f"(TF_NUM_INTRAOP_THREADS={threads}), {workers} runs at "
+    each = "single-threaded" if threads == 1 else f"{threads} TensorFlow threads"
+    head = ["# Runs", "", f"Machine: {machine()}; each run {each} "
+            f"(TF_NUM_INTRAOP_THREADS={threads}), {workers} at "
             f"a time. Made with `python -m analysis.study {' '.join(sorted(studies))}`.", "",
             "| run | command | training wall time | steps/s |", "|---|---|---:|---:|"]
     path.write_text("\n".join(head + rows) + "\n")
