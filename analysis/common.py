@@ -149,12 +149,28 @@ def lr_str(lr) -> str:
   return f"{lr:.3g}"
 
 
+#: Config fields that make two runs of one method different experiments (the seed, the
+#: run directory and the run's length do not): :func:`group_runs` never pools runs that
+#: differ in one of them.
+SETTING_KEYS = ("cell", "units", "batch_size", "dtype", "grad_scale", "clip", "adam_epsilon")
+
+
+def setting_str(key: str, value) -> str:
+  """One setting as shown in a label: "grad_scale mean", "clip 16", "adam_epsilon 1.6e-07"."""
+  if isinstance(value, float):
+    return f"{key} {value:g}"
+  return f"{key} {value}"
+
+
 def group_runs(runs: Sequence[runs_lib.Run], split_lr: bool = True
                ) -> "collections.OrderedDict[str, list[runs_lib.Run]]":
   """Groups runs by :func:`method_label`, in the registry's method order.
 
-  With split_lr, a method whose runs use several learning rates is split into
-  one group per lr, labelled e.g. "ok (r=16), lr 10^-3.5".
+  Runs of one method that differ in a setting of :data:`SETTING_KEYS` (e.g. two
+  ``--grad_scale`` values) are never pooled: each setting becomes its own group, its
+  label naming the settings in which the method's runs differ, e.g.
+  "ok (r=16), grad_scale mean". With split_lr, a group whose runs use several learning
+  rates is split into one group per lr as well, labelled e.g. "ok (r=16), lr 10^-3.5".
   """
   by_label = collections.defaultdict(list)
   for run in runs:
@@ -163,14 +179,22 @@ def group_runs(runs: Sequence[runs_lib.Run], split_lr: bool = True
   groups = collections.OrderedDict()
   for label in order:
     members = by_label[label]
-    lrs = sorted({m.config.get("lr") for m in members},
-                 key=lambda v: (v is None, v if v is not None else 0))
-    if split_lr and len(lrs) > 1:
-      for lr in lrs:
-        groups[f"{label}, lr {lr_str(lr)}"] = [
-            m for m in members if m.config.get("lr") == lr]
-    else:
-      groups[label] = members
+    differing = [k for k in SETTING_KEYS
+                 if len({repr(m.config.get(k)) for m in members}) > 1]
+    by_setting = collections.OrderedDict()
+    for m in members:
+      key = tuple(m.config.get(k) for k in differing)
+      by_setting.setdefault(key, []).append(m)
+    for key, same in by_setting.items():
+      setting_label = ", ".join([label] + [setting_str(k, v) for k, v in zip(differing, key)])
+      lrs = sorted({m.config.get("lr") for m in same},
+                   key=lambda v: (v is None, v if v is not None else 0))
+      if split_lr and len(lrs) > 1:
+        for lr in lrs:
+          groups[f"{setting_label}, lr {lr_str(lr)}"] = [
+              m for m in same if m.config.get("lr") == lr]
+      else:
+        groups[setting_label] = same
   return groups
 
 

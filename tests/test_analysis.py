@@ -144,6 +144,27 @@ def test_copy_groups_split_by_lr(tmp_path):
   assert list(groups) == ["ok (r=16), lr 10^-3.5", "ok (r=16), lr 10^-3"]
 
 
+def test_groups_never_pool_different_settings(tmp_path):
+  """Runs that differ in a setting (here --grad_scale, then --clip) are not seeds of one
+  group; only the differing settings are named, and lr still splits within a setting."""
+  _copy_run(tmp_path / "p0", "ok", 0, 200, 1e-3, grad_scale="published", clip=1.0)
+  _copy_run(tmp_path / "p1", "ok", 1, 200, 1e-3, grad_scale="published", clip=1.0)
+  _copy_run(tmp_path / "m", "ok", 0, 200, 1e-3, grad_scale="mean", clip=1.0)
+  _copy_run(tmp_path / "m16", "ok", 0, 200, 1e-3, grad_scale="mean", clip=16.0, lr=LR_A)
+  _copy_run(tmp_path / "m16b", "ok", 0, 200, 1e-3, grad_scale="mean", clip=16.0)
+  _copy_run(tmp_path / "t", "tbptt", 0, 200, 1e-3, grad_scale="mean", clip=1.0)
+  groups = common.group_runs(common.load_runs([tmp_path]))
+  sizes = {label: len(members) for label, members in groups.items()}
+  assert sizes == {
+      "ok (r=16), grad_scale published, clip 1": 2,
+      "ok (r=16), grad_scale mean, clip 1": 1,
+      "ok (r=16), grad_scale mean, clip 16, lr 10^-3.5": 1,
+      "ok (r=16), grad_scale mean, clip 16, lr 10^-3": 1,
+      "tbptt (T=25)": 1}
+  pooled = common.group_runs(common.load_runs([tmp_path]), split_lr=False)
+  assert len(pooled["ok (r=16), grad_scale mean, clip 16"]) == 2
+
+
 def test_plot_copy(copy_runs, tmp_path):
   out = str(tmp_path / "figs" / "copy_curve")
   _nonempty(plot_copy.plot_copy([str(copy_runs)], out=out, published=True), out)
