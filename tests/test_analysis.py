@@ -324,3 +324,57 @@ def test_copy_table_levels_at_fractions_of_the_shortest_run(copy_runs, tmp_path)
   lines = (tmp_path / "t.csv").read_text().splitlines()
   assert lines[0].startswith("method,lr,seeds,chars,level@0.5,level@1,max_level")
   assert len(lines) == 3
+
+
+EPS = 1e-2   # large, so that ε's effect on the step is far above float32's rounding
+
+
+@pytest.mark.parametrize("grad_scale,clip,norm,expect_rms,expect_clip", [
+    ("mean", 1.0, 3.0, 1.0, 1.0),          # clipped on every update: the RMS is the clip
+    ("published", 1.0, 3.0, 3.0, 4.0),     # B = 4: 3/4 < 1, never clipped; clip 1·B
+    ("mean", 0.0, 3.0, 3.0, math.inf),     # no clip
+])
+def test_adam_moments(tmp_path, grad_scale, clip, norm, expect_rms, expect_clip):
+  """A checkpoint after 5 updates with the same gradient g (its first row zero): Adam's
+  bias-corrected moments are m̂ = u, v̂ = u² for u = clip(s·g, c), so the script reads back
+  ‖u‖ / s, ε's effect 1 − ‖|u|/(|u| + ε)‖ / ‖sign u‖ over the live entries, and the row."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from analysis import adam_moments  # pylint: disable=g-import-not-at-top
+  from ok_tf import models, training  # pylint: disable=g-import-not-at-top
+  config = {"task": "copy", "method": "ok", "rank": 2, "cell": "rhn", "units": 4,
+            "batch_size": 4, "lr": 1e-3, "clip": clip, "grad_scale": grad_scale,
+            "adam_epsilon": EPS, "dtype": "float32", "seed": 0, "steps": 5}
+  model = models.RecurrentModel("rhn", 4, 4, dtype="float32")
+  optimizer = training.make_optimizer(1e-3, EPS)
+  trainer = training.Trainer(model, optimizer, 4, clip or None,
+                             training.grad_scale_factor(grad_scale, 4))
+  (w,) = model.recurrent_variables
+  direction = tf.random.stateless_normal(w.shape, [1, 2])
+  direction = tf.concat([tf.zeros_like(direction[:1]), direction[1:]], axis=0)
+  g = direction * norm / tf.norm(direction)
+  for _ in range(5):
+    trainer.apply([g], [tf.zeros_like(v) for v in model.readout_variables])
+  with runs.RunDir(tmp_path / "run", config) as rd:
+    rd.checkpoint(model=model, optimizer=optimizer)
+    rd.save(5)
+  csv_path = tmp_path / "moments.csv"
+  _, rows = common.run_script(adam_moments, [str(tmp_path / "run"), f"--csv={csv_path}"])
+  (row,) = rows
+  assert row["step"] == 5 and row["grad_scale"] == grad_scale
+  assert row["rms_norm"] == pytest.approx(expect_rms, rel=1e-4)
+  assert row["clip"] == pytest.approx(expect_clip)
+  u = np.abs(g.numpy()[1:]) * (expect_rms / norm) * training.grad_scale_factor(grad_scale, 4)
+  effect = 1 - np.linalg.norm(u / (u + EPS)) / np.sqrt(u.size)
+  assert 0.01 < effect < 0.5
+  assert row["eps_effect"] == pytest.approx(effect, rel=1e-3)
+  assert row["dead"] == pytest.approx(1 / w.shape[0])
+  assert csv_path.read_text().splitlines()[0].split(",") == list(adam_moments.COLUMNS)
+
+
+def test_adam_moments_needs_a_checkpoint(tmp_path):
+  from analysis import adam_moments  # pylint: disable=g-import-not-at-top
+  _copy_run(tmp_path / "ok", "ok", 0, 200, 1e-3, units=4)
+  with pytest.raises(FileNotFoundError, match="no checkpoints"):
+    common.run_script(adam_moments, [str(tmp_path)])
+  with pytest.raises(flags.IllegalFlagValueError):
+    common.run_script(adam_moments, [str(tmp_path), "--which=last"])
