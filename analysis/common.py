@@ -151,15 +151,22 @@ def lr_str(lr) -> str:
 
 #: Config fields that make two runs of one method different experiments (the seed, the
 #: run directory and the run's length do not): :func:`group_runs` never pools runs that
-#: differ in one of them.
-SETTING_KEYS = ("cell", "units", "batch_size", "dtype", "grad_scale", "clip", "adam_epsilon")
+#: differ in one of them. A field a config lacks takes its ``runs.ABSENT_MEANS`` value.
+SETTING_KEYS = ("cell", "units", "batch_size", "dtype", "grad_scale", "clip", "adam_epsilon",
+                "tokenization", "reset_every", "train_sha256")
 
 
 def setting_str(key: str, value) -> str:
   """One setting as shown in a label: "grad_scale mean", "clip 16", "adam_epsilon 1.6e-07"."""
   if isinstance(value, float):
-    return f"{key} {value:g}"
+    return f"{key} {value:.10g}"
   return f"{key} {value}"
+
+
+def _setting_order(values: tuple) -> tuple:
+  """Sort key of a tuple of settings: numbers by value, before anything else by text."""
+  return tuple((0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool)
+               else (1, 0.0, str(v)) for v in values)
 
 
 def group_runs(runs: Sequence[runs_lib.Run], split_lr: bool = True
@@ -177,24 +184,31 @@ def group_runs(runs: Sequence[runs_lib.Run], split_lr: bool = True
     by_label[method_label(run.config)].append(run)
   order = sorted(by_label, key=lambda l: (method_sort_key(by_label[l][0].config), l))
   groups = collections.OrderedDict()
+
+  def add(label, members):
+    assert label not in groups, f"two groups of runs would share the label {label!r}"
+    groups[label] = members
+
   for label in order:
     members = by_label[label]
-    differing = [k for k in SETTING_KEYS
-                 if len({repr(m.config.get(k)) for m in members}) > 1]
-    by_setting = collections.OrderedDict()
+    setting = {id(m): tuple(m.config.get(k, runs_lib.ABSENT_MEANS.get(k)) for k in SETTING_KEYS)
+               for m in members}
+    differing = [i for i, _ in enumerate(SETTING_KEYS)
+                 if len({setting[id(m)][i] for m in members}) > 1]
+    by_setting = collections.defaultdict(list)
     for m in members:
-      key = tuple(m.config.get(k) for k in differing)
-      by_setting.setdefault(key, []).append(m)
-    for key, same in by_setting.items():
-      setting_label = ", ".join([label] + [setting_str(k, v) for k, v in zip(differing, key)])
+      by_setting[tuple(setting[id(m)][i] for i in differing)].append(m)
+    for key in sorted(by_setting, key=_setting_order):
+      same = by_setting[key]
+      setting_label = ", ".join([label] + [setting_str(SETTING_KEYS[i], v)
+                                           for i, v in zip(differing, key)])
       lrs = sorted({m.config.get("lr") for m in same},
                    key=lambda v: (v is None, v if v is not None else 0))
       if split_lr and len(lrs) > 1:
         for lr in lrs:
-          groups[f"{setting_label}, lr {lr_str(lr)}"] = [
-              m for m in same if m.config.get("lr") == lr]
+          add(f"{setting_label}, lr {lr_str(lr)}", [m for m in same if m.config.get("lr") == lr])
       else:
-        groups[setting_label] = same
+        add(setting_label, same)
   return groups
 
 

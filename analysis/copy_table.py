@@ -3,7 +3,8 @@
     python -m analysis.copy_table RUN_DIRS... [--csv copy_table.csv] [--published]
         [--fractions 0.25,0.5,1] [--at_steps 6000,9000]
 
-One row per method label (and learning rate, when a method has several): the seeds,
+One row per method label (split by setting and learning rate where the runs of a method
+differ in them: common.group_runs): the seeds,
 the level at the given fractions of the shortest run's characters (mean over seeds,
 per-seed values in brackets), the highest level reached, the characters, and the mean
 wall time and steps/s (from metrics.csv). --published adds a row with the published

@@ -4,7 +4,7 @@
         [--all_lrs] [--x chars|wall_time|step]
 
 Reads eval.csv (step, chars, valid_bpc, wall_time) of PTB runs. Per method
-label the mean over seeds with a min–max band is drawn, for the learning rate
+label (split by any setting in which its runs differ: common.group_runs) the mean over seeds with a min–max band is drawn, for the learning rate
 with the lowest mean best validation BPC (the one ptb_table.py reports);
 --all_lrs draws every learning rate. --published overlays the published OK
 r=8 curve. Log x axis. Writes OUT.png and OUT.pdf and prints their paths.

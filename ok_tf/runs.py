@@ -604,6 +604,25 @@ class Run:
       return copy_task.VOCAB_SIZE
     return None
 
+  def build_model(self, dtype: str | None = None, vocab_size: int | None = None):
+    """A new model of the run's shape (cell, units, V) with fresh weights.
+
+    Args:
+      dtype: the model's dtype (default: the run's).
+      vocab_size: V; default :attr:`vocab_size` (vocab.json, else the config's task).
+
+    Raises:
+      ValueError: V is neither given nor known.
+    """
+    from ok_tf import models  # pylint: disable=g-import-not-at-top
+    config = self.config
+    vocab_size = vocab_size or self.vocab_size
+    if vocab_size is None:
+      raise ValueError(f"{self.path}: V is unknown (no vocab.json, and the config's task is "
+                       f"{config.get('task')!r}): pass vocab_size")
+    return models.RecurrentModel(config.get("cell", "rhn"), int(config["units"]),
+                                 int(vocab_size), dtype=dtype or config.get("dtype", "float32"))
+
   def load_model(self, which: str | int | None = None, dtype: str | None = None,
                  vocab_size: int | None = None):
     """The run's model with the weights of one of its checkpoints; returns (model, step).
@@ -620,25 +639,19 @@ class Run:
       AssertionError: the checkpoint does not hold this model's weights.
     """
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from ok_tf import models  # pylint: disable=g-import-not-at-top
     config = self.config
-    vocab_size = vocab_size or self.vocab_size
-    if vocab_size is None:
-      raise ValueError(f"{self.path}: V is unknown (no vocab.json, and the config's task is "
-                       f"{config.get('task')!r}): pass vocab_size")
     run_dtype = config.get("dtype", "float32")
 
     def build(dt):
-      return models.RecurrentModel(config.get("cell", "rhn"), int(config["units"]),
-                                   int(vocab_size), dtype=dt)
+      return self.build_model(dt, vocab_size)
 
     if which == "init":
       import keras  # pylint: disable=g-import-not-at-top
       keras.utils.set_random_seed(int(config.get("seed", 0)))
       source, step = build(run_dtype), 0
     else:
-      prefix, step = self.checkpoint(which)
       source = build(run_dtype)
+      prefix, step = self.checkpoint(which)
       status = tf.train.Checkpoint(model=source).restore(prefix)
       status.assert_existing_objects_matched()   # every weight of the model was in it
       status.expect_partial()                    # the rest (optimiser, states) is not needed

@@ -155,6 +155,10 @@ def test_groups_never_pool_different_settings(tmp_path):
   _copy_run(tmp_path / "t", "tbptt", 0, 200, 1e-3, grad_scale="mean", clip=1.0)
   groups = common.group_runs(common.load_runs([tmp_path]))
   sizes = {label: len(members) for label, members in groups.items()}
+  assert list(sizes) == [   # settings in order (numbers by value, then text), methods
+      "ok (r=16), grad_scale mean, clip 1", "ok (r=16), grad_scale mean, clip 16, lr 10^-3.5",
+      "ok (r=16), grad_scale mean, clip 16, lr 10^-3",
+      "ok (r=16), grad_scale published, clip 1", "tbptt (T=25)"]
   assert sizes == {
       "ok (r=16), grad_scale published, clip 1": 2,
       "ok (r=16), grad_scale mean, clip 1": 1,
@@ -163,6 +167,11 @@ def test_groups_never_pool_different_settings(tmp_path):
       "tbptt (T=25)": 1}
   pooled = common.group_runs(common.load_runs([tmp_path]), split_lr=False)
   assert len(pooled["ok (r=16), grad_scale mean, clip 16"]) == 2
+  # a config without grad_scale means "mean" (runs.ABSENT_MEANS); clip 1 and 1.0 are one
+  _copy_run(tmp_path / "old", "tbptt", 1, 200, 1e-3, clip=1)
+  _copy_run(tmp_path / "t2", "tbptt", 2, 200, 1e-3, grad_scale="mean", clip=1.0)
+  groups = common.group_runs(common.load_runs([tmp_path]))
+  assert len(groups["tbptt (T=25)"]) == 3
 
 
 def test_plot_copy(copy_runs, tmp_path):
@@ -334,10 +343,12 @@ EPS = 1e-2   # large, so that ε's effect on the step is far above float32's rou
     ("published", 1.0, 3.0, 3.0, 4.0),     # B = 4: 3/4 < 1, never clipped; clip 1·B
     ("mean", 0.0, 3.0, 3.0, math.inf),     # no clip
 ])
-def test_adam_moments(tmp_path, grad_scale, clip, norm, expect_rms, expect_clip):
-  """A checkpoint after 5 updates with the same gradient g (its first row zero): Adam's
-  bias-corrected moments are m̂ = u, v̂ = u² for u = clip(s·g, c), so the script reads back
-  ‖u‖ / s, ε's effect 1 − ‖|u|/(|u| + ε)‖ / ‖sign u‖ over the live entries, and the row."""
+@pytest.mark.parametrize("alternate", [False, True])
+def test_adam_moments(tmp_path, grad_scale, clip, norm, expect_rms, expect_clip, alternate):
+  """A trainer's checkpoint after 5 updates with gradient ±g (its first row zero; the sign
+  alternating or not). The expected values follow Adam's recurrences, computed here in
+  numpy for u = clip(s·g, c): m = Σ(1−β1)β1^k u_k, v = Σ(1−β2)β2^k u_k², the step
+  m / (√v + ε)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from analysis import adam_moments  # pylint: disable=g-import-not-at-top
   from ok_tf import models, training  # pylint: disable=g-import-not-at-top
@@ -346,35 +357,44 @@ def test_adam_moments(tmp_path, grad_scale, clip, norm, expect_rms, expect_clip)
             "adam_epsilon": EPS, "dtype": "float32", "seed": 0, "steps": 5}
   model = models.RecurrentModel("rhn", 4, 4, dtype="float32")
   optimizer = training.make_optimizer(1e-3, EPS)
-  trainer = training.Trainer(model, optimizer, 4, clip or None,
-                             training.grad_scale_factor(grad_scale, 4))
+  scale = training.grad_scale_factor(grad_scale, 4)
+  trainer = training.Trainer(model, optimizer, 4, clip or None, scale)
   (w,) = model.recurrent_variables
   direction = tf.random.stateless_normal(w.shape, [1, 2])
   direction = tf.concat([tf.zeros_like(direction[:1]), direction[1:]], axis=0)
   g = direction * norm / tf.norm(direction)
-  for _ in range(5):
-    trainer.apply([g], [tf.zeros_like(v) for v in model.readout_variables])
+  signs = [(-1) ** k if alternate else 1 for k in range(5)]
+  for sign in signs:
+    trainer.apply([sign * g], [tf.zeros_like(v) for v in model.readout_variables])
   with runs.RunDir(tmp_path / "run", config) as rd:
-    rd.checkpoint(model=model, optimizer=optimizer)
+    rd.checkpoint(model=model, optimizer=optimizer, step=trainer.step,   # and a state the
+                  task_state=tf.Variable([1.0, 2.0]))                   # script must skip
     rd.save(5)
   csv_path = tmp_path / "moments.csv"
   _, rows = common.run_script(adam_moments, [str(tmp_path / "run"), f"--csv={csv_path}"])
   (row,) = rows
   assert row["step"] == 5 and row["grad_scale"] == grad_scale
-  assert row["rms_norm"] == pytest.approx(expect_rms, rel=1e-4)
-  assert row["clip"] == pytest.approx(expect_clip)
-  u = np.abs(g.numpy()[1:]) * (expect_rms / norm) * training.grad_scale_factor(grad_scale, 4)
-  effect = 1 - np.linalg.norm(u / (u + EPS)) / np.sqrt(u.size)
-  assert 0.01 < effect < 0.5
+  assert row["rms_clipped_norm"] == pytest.approx(expect_rms, rel=1e-4)
+  assert row["clip_g"] == pytest.approx(expect_clip)
+  u = g.numpy()[1:].astype(np.float64) * (expect_rms / norm) * scale
+  m = sum((1 - 0.9) * 0.9 ** (4 - k) * s * u for k, s in enumerate(signs))
+  v = sum((1 - 0.999) * 0.999 ** (4 - k) * u ** 2 for k in range(5))
+  effect = 1 - np.linalg.norm(m / (np.sqrt(v) + EPS)) / np.linalg.norm(m / np.sqrt(v))
+  assert 0.01 < effect < 0.9
   assert row["eps_effect"] == pytest.approx(effect, rel=1e-3)
-  assert row["dead"] == pytest.approx(1 / w.shape[0])
+  share = np.quantile(EPS / (np.sqrt(v) + EPS), 0.999)
+  assert row["eps_share_p999"] == pytest.approx(share, rel=1e-3)
+  assert row["zero_v"] == pytest.approx(1 / w.shape[0])
   assert csv_path.read_text().splitlines()[0].split(",") == list(adam_moments.COLUMNS)
 
 
-def test_adam_moments_needs_a_checkpoint(tmp_path):
+def test_adam_moments_needs_a_checkpoint(tmp_path, caplog):
+  """Runs without checkpoints are named and skipped; none at all is an error."""
   from analysis import adam_moments  # pylint: disable=g-import-not-at-top
   _copy_run(tmp_path / "ok", "ok", 0, 200, 1e-3, units=4)
-  with pytest.raises(FileNotFoundError, match="no checkpoints"):
+  with caplog.at_level(logging.WARNING), pytest.raises(FileNotFoundError,
+                                                       match="no checkpoints in any run"):
     common.run_script(adam_moments, [str(tmp_path)])
+  assert "no checkpoints, skipped" in caplog.text
   with pytest.raises(flags.IllegalFlagValueError):
     common.run_script(adam_moments, [str(tmp_path), "--which=last"])
