@@ -41,7 +41,6 @@ from absl import logging
 import numpy as np
 
 from analysis import common
-from ok_tf import models
 from ok_tf import runs as runs_lib
 from ok_tf import training
 
