@@ -23,14 +23,19 @@ Protocol (docs/protocol.md, "Copy task"), as in the published runs:
   stream's hidden state and approximation state to zero before the step
   (``reset[b]`` is True exactly at the first step of a sequence).
 
-Usage by an online trainer (once per time step, inside a compiled loop)::
+Usage by an online trainer (once per time step, inside a compiled loop; the protocol of
+:mod:`ok_tf.tasks.base`)::
 
     state = task.init(rng)
     ...
-    state, inputs, targets, reset = task.next(state, rng)   # [B] int32, [B] int32, [B] bool
+    state, data = task.next(state, rng)   # inputs, targets [B] int32, reset [B] bool, weight 1
     # zero hidden/approximation state of streams with reset, run the step,
     # compute loss_bits = batch-mean cross-entropy of this step in bits
     state = task.observe(state, loss_bits)
+
+Symbols in, classes out (V = K = 4); every step's loss counts (weight 1). The registry's
+entry :data:`ENTRY` (task ``copy``) holds its flag ``--max_length``, its presets and
+its results.json.
 
 All methods are pure TensorFlow with static shapes (no numpy, py_function or
 Python control flow on tensor values), so they can run inside ``tf.function``
@@ -55,6 +60,9 @@ import typing
 
 import numpy as np
 import tensorflow as tf
+
+from ok_tf import specs
+from ok_tf.tasks import base
 
 START = 2
 BLANK = 3
@@ -109,6 +117,32 @@ class CopyTask:
   def vocab_size(self) -> int:
     return VOCAB_SIZE
 
+  @property
+  def input_spec(self) -> specs.Symbols:
+    return specs.Symbols(VOCAB_SIZE)
+
+  @property
+  def output_spec(self) -> specs.Classes:
+    return specs.Classes(VOCAB_SIZE)
+
+  @property
+  def baselines(self) -> dict[str, float]:
+    """``uniform``: log2 4 = 2 bits, a uniform guess of the four symbols."""
+    return {"uniform": base.uniform_bits(VOCAB_SIZE)}
+
+  @property
+  def baseline(self) -> float:
+    return self.baselines["uniform"]
+
+  def shard(self, index: int, count: int) -> "CopyTask":
+    """The same task with b = B/count streams: its draws come from a generator that keeps
+    one shard's rows of the whole batch's (:class:`ok_tf.distributed.ShardedGenerator`),
+    and it observes the mean loss over all shards, so every shard keeps one curriculum."""
+    return dataclasses.replace(self, batch_size=base.check_shard(self.batch_size, index, count))
+
+  def describe(self) -> dict:
+    return {**base.describe(self), "max_length": self.max_length}
+
   def init(self, rng: tf.random.Generator) -> CopyState:
     """Initial state: every stream finished (so the first ``next`` draws), level 1, EMA 1.0.
 
@@ -125,10 +159,8 @@ class CopyTask:
         ema=tf.constant(self.initial_ema, tf.float32),
     )
 
-  def next(
-      self, state: CopyState, rng: tf.random.Generator
-  ) -> tuple[CopyState, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """One time step for every stream: ``(new_state, inputs, targets, reset)``.
+  def next(self, state: CopyState, rng: tf.random.Generator) -> tuple[CopyState, base.Data]:
+    """One time step for every stream: ``(new_state, Data(inputs, targets, reset, 1))``.
 
     Finished streams first draw a new sequence (length ``max(1, T - U)``, ``U``
     uniform on ``{0, ..., length_window - 1}``, with the current level ``T``; fresh bits) at
@@ -163,7 +195,7 @@ class CopyTask:
     new_state = CopyState(
         bits=bits, length=length, position=position + 1, level=level, ema=state.ema
     )
-    return new_state, inputs, targets, reset
+    return new_state, base.Data(inputs, targets, reset, base.full_weight(b))
 
   def observe(self, state: CopyState, loss_bits) -> CopyState:
     """Update the EMA with this step's batch-mean loss in bits, and the level.
@@ -185,3 +217,58 @@ class CopyTask:
   def metrics(self, state: CopyState) -> dict[str, tf.Tensor]:
     """Scalars to log: the curriculum level and the loss EMA in bits."""
     return {"level": state.level, "ema_bits": state.ema}
+
+
+# ----------------------------------------------------------------------------- the entry
+
+
+@dataclasses.dataclass
+class CopyOptions:
+  """The copy task's own configuration (flags of ``--task=copy``)."""
+  max_length: int = base.option(512, "Largest curriculum level the task can reach.")
+
+
+PRESETS = {
+    # Purpose and sizes of every preset: docs/protocol.md, "The presets".
+    # Trying the code: a small RHN on which OK passes curriculum level 10 within minutes
+    # on a CPU.
+    "quick": dict(units=32, rank=8, truncation=25, batch_size=16, lr=10 ** -2.5,
+                  clip=1.0, steps=60_000, log_every=1000, checkpoint_every=10_000),
+    # The CPU-scale method study (`python -m analysis.study copy_cpu`, results/copy): an
+    # RHN small enough for the study's 11 runs to fit a few hours on 2 CPU cores (wall
+    # times in results/README.md).
+    "cpu": dict(units=64, rank=16, truncation=25, batch_size=16, lr=10 ** -2.5,
+                clip=1.0, steps=100_000, log_every=1000, checkpoint_every=10_000),
+    # The published configuration (docs/protocol.md, "The published configurations and
+    # results": n 128, B 16, r 16, lr 10^-3.5, published gradient scale); meant for a GPU.
+    "paper": dict(units=128, rank=16, truncation=25, batch_size=16, lr=10 ** -3.5,
+                  clip=1.0, grad_scale="published", steps=2_000_000, log_every=1000,
+                  checkpoint_every=20_000),
+}
+
+
+def results(run) -> dict:
+  """results.json: the last and highest curriculum level, the loss EMA, steps and time."""
+  rows = run.metrics
+  last, wall = rows[-1], float(rows[-1]["wall_time"])
+  return {
+      "level": last["level"], "max_level": max(int(r["level"]) for r in rows),
+      "ema_bits": last["ema_bits"], "steps": last["step"], "chars": last["chars"],
+      "wall_time": wall, "steps_per_sec": last["step"] / wall if wall > 0 else None,
+  }
+
+
+def build(cfg, resume: bool) -> base.Setup:
+  """The copy task of a run's config (B, max_length) and its results."""
+  del resume
+  return base.Setup(CopyTask(batch_size=cfg.batch_size, max_length=cfg.max_length),
+                    results=results)
+
+
+def check(cfg) -> None:
+  base.need(cfg.max_length >= 1, f"--max_length must be positive, got {cfg.max_length}")
+
+
+ENTRY = base.Entry(
+    name="copy", help="the copy task with curriculum (the paper's; docs/protocol.md)",
+    options=CopyOptions, presets=PRESETS, build=build, check=check)

@@ -37,7 +37,14 @@ import typing
 import numpy as np
 import tensorflow as tf
 
+from ok_tf import estimators
+from ok_tf import evaluation
+from ok_tf import runs
+from ok_tf import specs
+from ok_tf import validation as validation_lib
+from ok_tf.data import ptb
 from ok_tf.data import text as text_data
+from ok_tf.tasks import base
 
 #: The default reset period (symbols): the published runs' value.
 RESET_EVERY = 100
@@ -114,6 +121,35 @@ class TextStreams:
     for name, value in derived.items():
       object.__setattr__(self, name, value)
 
+  @property
+  def input_spec(self) -> specs.Symbols:
+    return specs.Symbols(self.vocab_size)
+
+  @property
+  def output_spec(self) -> specs.Classes:
+    return specs.Classes(self.vocab_size)
+
+  @property
+  def baselines(self) -> dict[str, float]:
+    """``uniform``: log2 V bits, a uniform guess of the V symbols."""
+    return {"uniform": base.uniform_bits(self.vocab_size)}
+
+  @property
+  def baseline(self) -> float:
+    return self.baselines["uniform"]
+
+  def shard(self, index: int, count: int) -> "TextStreams":
+    """The slice ``streams`` of shard ``index`` of ``count`` of these B streams (same
+    text, offsets and epoch count)."""
+    b = base.check_shard(self.batch_size, index, count)
+    if count == 1:
+      return self
+    return dataclasses.replace(self, streams=(index * b, (index + 1) * b))
+
+  def describe(self) -> dict:
+    return {**base.describe(self), "num_symbols": self.num_symbols,
+            "reset_every": self.reset_every}
+
   def init(self, rng: tf.random.Generator | None = None) -> TextStreamState:
     """Initial state: positions at the stream offsets, step 0."""
     del rng
@@ -122,10 +158,10 @@ class TextStreams:
         step=tf.constant(0, dtype=tf.int64),
     )
 
-  def next(
-      self, state: TextStreamState, rng: tf.random.Generator | None = None
-  ) -> tuple[TextStreamState, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """One step: ``(new_state, inputs, targets, reset)``, ``[rows]`` int32, int32, bool.
+  def next(self, state: TextStreamState,
+           rng: tf.random.Generator | None = None) -> tuple[TextStreamState, base.Data]:
+    """One step: ``(new_state, Data(inputs, targets, reset, weight))``, ``[rows]`` int32,
+    int32, bool and float32 ones (every symbol's loss counts).
 
     ``reset[b] = (p_b mod reset_every == 0) or step == 0`` with ``p_b`` the position
     of stream b's input symbol at this step.
@@ -143,7 +179,8 @@ class TextStreams:
       reset = tf.logical_or(first, at_multiple)
     else:
       reset = first
-    return TextStreamState(position=following, step=step + 1), inputs, targets, reset
+    return (TextStreamState(position=following, step=step + 1),
+            base.Data(inputs, targets, reset, base.full_weight(self.rows)))
 
   def observe(self, state: TextStreamState, loss_bits: tf.Tensor) -> TextStreamState:
     """No-op (the copy task uses this hook for its curriculum): returns ``state``."""
@@ -154,3 +191,137 @@ class TextStreams:
     """``{"epoch": steps * B / N}`` as a float32 scalar: passes of all B streams over the text."""
     epochs = tf.cast(state.step, tf.float64) * (self.batch_size / self.num_symbols)
     return {"epoch": tf.cast(epochs, tf.float32)}
+
+
+# ----------------------------------------------------------------------------- the entries
+
+
+@dataclasses.dataclass
+class TextOptions:
+  """The own configuration of the text tasks, ``ptb`` and ``text`` (their flags)."""
+  data_dir: str = base.option(
+      "", "PTB: folder with the character files (default: $OK_TF_DATA, then TensorFlow "
+      "Datasets' manual-download folder <$TFDS_DATA_DIR or ~/tensorflow_datasets>/downloads/manual).")
+  tokenization: str = base.option(
+      "published", "PTB: the symbol stream, the published code's or whitespace + end of "
+      "line (a text records its own: characters, or ids for a .npy file).",
+      choices=("published", "whitespace_eol", "characters", "ids"))
+  reset_every: int = base.option(RESET_EVERY, "Reset state every this many characters (0: never).")
+  eval_every: int = base.option(10_000, "Steps between validation evaluations.")
+  eval_streams: int = base.option(8, "Contiguous streams the evaluation text is cut into.")
+  train_file: str = base.option(
+      "", "Train on this text instead of PTB: a UTF-8 file, one symbol per character, or "
+      "token ids as a 1-D integer array in a .npy file (docs/protocol.md, \"Any text\").")
+  valid_file: str = base.option(
+      "", "With --train_file: the validation text (its BPC every --eval_every steps, the "
+      "best checkpoint); none without it.")
+  test_file: str = base.option(
+      "", "With --train_file: the test text, evaluated at the end (best checkpoint, else "
+      "the last).")
+  train_sha256: str = base.option(
+      "", "The training text's fingerprint, recorded by the run (set automatically).")
+
+
+# The PTB configurations (also any text's). Purpose and sizes: docs/protocol.md, "The presets".
+PRESETS = {
+    # Trying the code: minutes on a CPU, with a validation evaluation every 10k steps.
+    "quick": dict(units=64, rank=8, truncation=25, batch_size=32, lr=10 ** -2.5,
+                  clip=100.0, steps=40_000, log_every=1000, checkpoint_every=10_000,
+                  eval_every=10_000),
+    # The CPU-scale study (`python -m analysis.study ptb_cpu`, results/ptb): n 64 and 150k
+    # steps (4.8M characters, about one pass over the training text), so that the
+    # five-method study (ok, kf, uoro, tbptt T 25 and T 100) fits a few hours on 2 CPU
+    # cores (wall times in results/README.md).
+    "cpu": dict(units=64, rank=8, truncation=25, batch_size=32, lr=10 ** -3,
+                clip=100.0, steps=150_000, log_every=1000, checkpoint_every=10_000,
+                eval_every=10_000),
+    # The published configuration (docs/protocol.md, "The published configurations and
+    # results": n 256, B 32, r 8, lr 10^-3.5, published gradient scale); meant for a GPU.
+    "paper": dict(units=256, rank=8, truncation=25, batch_size=32, lr=10 ** -3.5,
+                  clip=100.0, grad_scale="published", steps=1_000_000, log_every=1000,
+                  checkpoint_every=10_000, eval_every=10_000),
+}
+
+
+def load_data(cfg):
+  """PTB (a :class:`~ok_tf.data.ptb.PtbData`) or, with ``train_file``, the text (a
+  :class:`~ok_tf.data.text.TextData`): token ids, ``vocabulary``, ``vocab_size``."""
+  if not cfg.train_file:
+    return ptb.load_ptb(ptb.resolve_data_dir(cfg.data_dir or None), cfg.tokenization)
+  data = text_data.load_text(cfg.train_file, cfg.valid_file or None, cfg.test_file or None)
+  data.check_batch_size(cfg.batch_size)
+  return data
+
+
+def train_fingerprint(cfg, data, resume: bool) -> str:
+  """The ``train_sha256`` a run of ``cfg`` records: ``data.train_sha256`` for a text, ""
+  for PTB (its files are checksummed). Resuming, a recorded fingerprint must be the
+  text's: :class:`ok_tf.runs.RunDirError` otherwise. A resumed run that records none
+  keeps none (its vocabulary is still checked)."""
+  if not cfg.train_file:
+    return ""
+  if resume and runs.is_run(cfg.run_dir):
+    recorded = runs.Run(cfg.run_dir).config.get("train_sha256") or ""
+    if not recorded:
+      return ""
+    if recorded != data.train_sha256:
+      raise runs.RunDirError(
+          f"the training text of the run in {cfg.run_dir} has changed (sha256 {recorded[:12]}… "
+          f"recorded, {data.train_sha256[:12]}… in --train_file={cfg.train_file}): resume it "
+          "with the same training text, or choose another --run_dir")
+  return data.train_sha256
+
+
+def build(cfg, resume: bool) -> base.Setup:
+  """PTB's or a text's streams, validation every ``eval_every`` steps on the validation
+  text (if any), and results.json: the best and last validation BPC and the test BPC at
+  the best checkpoint (without validation: at the last one; null without a test text)."""
+  data = load_data(cfg)
+  cfg = dataclasses.replace(cfg, train_sha256=train_fingerprint(cfg, data, resume))
+  task = TextStreams(data.train, cfg.batch_size, cfg.reset_every, data.vocab_size)
+  validation = None
+  if data.valid is not None:
+    validation = validation_lib.Validation(data.valid, cfg.eval_every, cfg.steps,
+                                           cfg.batch_size, cfg.eval_streams)
+
+  def results(run) -> dict:
+    best_step, best = validation.best if validation else (None, None)
+    final = validation.last[1] if validation else None
+    final_step = int(run.metrics[-1]["step"])
+    test_bpc = None
+    if data.test is not None:
+      model, _ = run.load_model("best" if validation else "latest", vocab_size=data.vocab_size)
+      test_bpc = evaluation.Evaluator(model, data.test, cfg.eval_streams).bpc()
+    wall = float(run.metrics[-1]["wall_time"])
+    return {
+        "best_valid_bpc": best, "best_step": best_step, "final_valid_bpc": final,
+        "test_bpc": test_bpc, "final_step": final_step, "chars": final_step * cfg.batch_size,
+        "wall_time": wall, "steps_per_sec": final_step / wall if wall > 0 else None,
+        "tokenization": cfg.tokenization,
+        "method": estimators.label(cfg.method, cfg.rank, cfg.truncation),
+    }
+
+  return base.Setup(task, config=cfg, validation=validation, vocabulary=data.vocabulary,
+                    results=results)
+
+
+def check(cfg) -> None:
+  """The rules of the text tasks' fields (one line each)."""
+  need = base.need
+  need(cfg.reset_every >= 0, f"--reset_every must be ≥ 0, got {cfg.reset_every}")
+  need(cfg.eval_every >= 1 and cfg.eval_every % cfg.log_every == 0,
+       f"--eval_every ({cfg.eval_every}) must be a positive multiple of --log_every ({cfg.log_every})")
+  need(cfg.eval_streams >= 1, f"--eval_streams must be positive, got {cfg.eval_streams}")
+  need(cfg.train_file or not (cfg.valid_file or cfg.test_file),
+       "--valid_file and --test_file go with --train_file (PTB has its own); add --train_file")
+
+
+#: The errors of :func:`load_data` that mean bad input: one line, no traceback.
+DATA_ERRORS = (ptb.PtbDataMissingError, ptb.PtbChecksumError, text_data.TextDataError)
+
+
+ENTRY = base.Entry(
+    name="text", help="any text file (or .npy token ids): next-symbol prediction on B "
+    "streams, validation BPC with --valid_file (--train_file; docs/protocol.md)",
+    options=TextOptions, presets=PRESETS, build=build, errors=DATA_ERRORS,
+    check=check)
