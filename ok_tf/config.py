@@ -1,17 +1,21 @@
-"""Configuration in one place: a dataclass per script, presets by name, the absl flags.
+"""Configuration in one place: a dataclass per task, presets by name, the absl flags.
 
-``train_copy.py`` and ``train_ptb.py`` define their flags with :func:`define_flags`,
-then :func:`from_flags` applies the preset, overrides it with the flags the user set,
-validates everything (one-line errors before any work) and expands the learning-rate
-× seed grid into one config per run. ``train_ptb.py --train_file=…`` trains on any text
-instead of PTB (docs/protocol.md, "Any text"): the same config class and presets, with
-the task ``"text"`` and the tokenisation of the file (``"characters"``, or ``"ids"`` for
-a ``.npy`` array).
+A run's config is :class:`TrainConfig` (model, method, optimiser, schedule, devices)
+followed by its task's own fields (the ``options`` of its registry entry,
+:mod:`ok_tf.tasks`): :func:`config_class`. The presets are the task's. ``python -m
+ok_tf.train``, ``train_copy.py`` and ``train_ptb.py`` define their flags with
+:func:`define_flags`, then :func:`from_flags` applies the preset, overrides it with the
+flags the user set, validates everything (one-line errors before any work) and expands
+the learning-rate × seed grid into one config per run. ``train_ptb.py --train_file=…``
+trains on any text instead of PTB (docs/protocol.md, "Any text"): the task ``"text"``,
+with the same fields and presets and the tokenisation of the file (``"characters"``, or
+``"ids"`` for a ``.npy`` array).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import re
@@ -22,9 +26,9 @@ from absl import flags
 
 from ok_tf import estimators
 from ok_tf import runs
+from ok_tf import tasks
 from ok_tf import training
 from ok_tf.data import text as text_data
-from ok_tf.tasks import text as text_task
 
 CELLS = ("rhn", "tanh", "lstm")
 # The methods (names, rank rule, truncation) are those of the registry estimators.METHODS.
@@ -66,67 +70,30 @@ class TrainConfig:
   run_dir: str = ""
 
 
-@dataclasses.dataclass
-class CopyConfig(TrainConfig):
-  """The copy task with curriculum (docs/protocol.md, "Copy task with curriculum")."""
-  task: str = "copy"
-  max_length: int = 512               # capacity of the copy task's bit buffer
+@functools.cache
+def config_class(task: str) -> type:
+  """The config dataclass of ``task``'s runs: :class:`TrainConfig`'s fields, then the
+  task's own (its entry's ``options``), with ``task`` defaulting to its name."""
+  entry = tasks.get(task)
+  own = [(f.name, f.type, dataclasses.field(default=f.default, metadata=f.metadata))
+         for f in dataclasses.fields(entry.options)]
+  name = "".join(part.capitalize() for part in task.split("_")) + "Config"
+  return dataclasses.make_dataclass(
+      name, [("task", str, dataclasses.field(default=task))] + own, bases=(TrainConfig,),
+      namespace={"__doc__": f"A run of task {task!r}: {entry.help}.",
+                 "__module__": __name__})
 
 
-@dataclasses.dataclass
-class PTBConfig(TrainConfig):
-  """Character-level Penn Treebank (docs/protocol.md, "Character-level Penn Treebank"),
-  or with ``train_file`` any text (task ``"text"``; docs/protocol.md, "Any text")."""
-  task: str = "ptb"
-  data_dir: str = ""
-  tokenization: str = "published"     # text: "characters", or "ids" for a .npy file
-  reset_every: int = text_task.RESET_EVERY
-  eval_every: int = 10_000
-  eval_streams: int = 8
-  train_file: str = ""                # any text instead of PTB; "" is PTB
-  valid_file: str = ""                # its validation text; "": no validation
-  test_file: str = ""                 # its test text; "": no test
-  train_sha256: str = ""              # the training text's fingerprint (TextData.train_sha256),
-                                      # set by train_ptb.py; "" for PTB (checksummed files)
+#: The copy task's runs (docs/protocol.md, "Copy task with curriculum").
+CopyConfig = config_class("copy")
+#: Character-level Penn Treebank's runs (docs/protocol.md, "Character-level Penn Treebank");
+#: with ``train_file`` any text's (task ``"text"``, docs/protocol.md, "Any text").
+PTBConfig = config_class("ptb")
 
 
-PRESETS = {
-    # Purpose and sizes of every preset: docs/protocol.md, "The presets".
-    "copy": {
-        # Trying the code: a small RHN on which OK passes curriculum level 10 within
-        # minutes on a CPU.
-        "quick": dict(units=32, rank=8, truncation=25, batch_size=16, lr=10 ** -2.5,
-                      clip=1.0, steps=60_000, log_every=1000, checkpoint_every=10_000),
-        # The CPU-scale method study (`python -m analysis.study copy_cpu`, results/copy): an
-        # RHN small enough for the study's 11 runs to fit a few hours on 2 CPU cores (wall
-        # times in results/README.md).
-        "cpu": dict(units=64, rank=16, truncation=25, batch_size=16, lr=10 ** -2.5,
-                    clip=1.0, steps=100_000, log_every=1000, checkpoint_every=10_000),
-        # The published configuration (docs/protocol.md, "The published configurations and
-        # results": n 128, B 16, r 16, lr 10^-3.5, published gradient scale); meant for a GPU.
-        "paper": dict(units=128, rank=16, truncation=25, batch_size=16, lr=10 ** -3.5,
-                      clip=1.0, grad_scale="published", steps=2_000_000, log_every=1000,
-                      checkpoint_every=20_000),
-    },
-    "ptb": {
-        # Trying the code: minutes on a CPU, with a validation evaluation every 10k steps.
-        "quick": dict(units=64, rank=8, truncation=25, batch_size=32, lr=10 ** -2.5,
-                      clip=100.0, steps=40_000, log_every=1000, checkpoint_every=10_000,
-                      eval_every=10_000),
-        # The CPU-scale study (`python -m analysis.study ptb_cpu`, results/ptb): n 64 and 150k
-        # steps (4.8M characters, about one pass over the training text), so that the
-        # five-method study (ok, kf, uoro, tbptt T 25 and T 100) fits a few hours on 2 CPU
-        # cores (wall times in results/README.md).
-        "cpu": dict(units=64, rank=8, truncation=25, batch_size=32, lr=10 ** -3,
-                    clip=100.0, steps=150_000, log_every=1000, checkpoint_every=10_000,
-                    eval_every=10_000),
-        # The published configuration (docs/protocol.md, "The published configurations and
-        # results": n 256, B 32, r 8, lr 10^-3.5, published gradient scale); meant for a GPU.
-        "paper": dict(units=256, rank=8, truncation=25, batch_size=32, lr=10 ** -3.5,
-                      clip=100.0, grad_scale="published", steps=1_000_000, log_every=1000,
-                      checkpoint_every=10_000, eval_every=10_000),
-    },
-}
+def presets(task: str) -> dict:
+  """The presets of ``task``: name → values of its run config."""
+  return tasks.get(task).presets
 
 
 def parse_number(text: str) -> float:
@@ -139,30 +106,75 @@ def parse_number(text: str) -> float:
     raise ConfigError(f"cannot read {text!r} as a number (examples: 0.001, 1e-3, 10^-3.5)")
 
 
-def define_flags(task: str) -> None:
-  """Define the absl flags of ``train_{task}.py``; defaults come from the preset."""
-  presets = sorted(PRESETS[task])
+def task_options(task_names) -> dict[str, tuple[dataclasses.Field, list[str]]]:
+  """The tasks' own config fields by name: ``name → (field, the tasks that have it)``.
 
-  cls = CopyConfig if task == "copy" else PTBConfig
-  fields = {f.name: f.default for f in dataclasses.fields(cls)}
+  Two tasks may share a field (``ptb`` and ``text`` share all theirs) if it has one type.
+  """
+  fields = {}
+  for task in task_names:
+    for field in dataclasses.fields(tasks.get(task).options):
+      if field.name in fields:
+        known, owners = fields[field.name]
+        if known.type != field.type:
+          raise TypeError(f"tasks {owners[0]} and {task} both have a field {field.name} of "
+                          f"types {known.type} and {field.type}: rename one")
+        owners.append(task)
+      else:
+        fields[field.name] = (field, [task])
+  return fields
+
+
+def _define_option(field: dataclasses.Field, owners: list[str]) -> None:
+  """The flag of a task's own field (default None: the config's, from the preset)."""
+  help_text = field.metadata.get("help", "")
+  shown = f" Default {field.default!r}." if field.default not in ("", None) else ""
+  help_text = f"{help_text}{shown} [task {', '.join(owners)}]"
+  choices = field.metadata.get("choices")
+  kind = field.type if isinstance(field.type, str) else field.type.__name__
+  if choices:
+    flags.DEFINE_enum(field.name, None, list(choices), help_text)
+  elif kind == "bool":
+    flags.DEFINE_boolean(field.name, None, help_text)
+  elif kind == "int":
+    flags.DEFINE_integer(field.name, None, help_text)
+  elif kind == "float":
+    flags.DEFINE_float(field.name, None, help_text)
+  else:
+    flags.DEFINE_string(field.name, None, help_text)
+
+
+def define_flags(task: str | None = None) -> None:
+  """Define the absl flags of a training script: ``train_{task}.py`` for one task (the
+  help shows each preset's defaults), or with ``task=None`` ``python -m ok_tf.train``,
+  whose ``--task`` chooses any registered task (every task's own flags are defined)."""
+  names = [task] if task else tasks.names()
+  preset_names = sorted({p for name in names for p in presets(name)})
+  fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
   def preset(name: str) -> str:
     """' Default from --preset: quick 32, cpu 64, paper 128.' for a preset-filled flag."""
+    if task is None:
+      return " Default from the task's --preset."
     def shown(value):
       if name == "lr":
         return f"10^{math.log10(value):g}"
       return f"{value:g}" if isinstance(value, float) else str(value)
-    values = [f"{p} {shown(PRESETS[task][p].get(name, fields[name]))}" for p in presets]
+    values = [f"{p} {shown(presets(task)[p].get(name, fields[name]))}" for p in preset_names]
     return f" Default from --preset: {', '.join(values)}."
 
-  flags.DEFINE_enum("preset", "quick", presets, "Named configuration; other flags override it.")
+  if task is None:
+    flags.DEFINE_enum("task", None, names, "The task: " + "; ".join(
+        f"{name}: {tasks.get(name).help}" for name in names) + ".")
+  flags.DEFINE_enum("preset", "quick", preset_names,
+                    "Named configuration; other flags override it.")
   ranked = " / ".join(n for n, m in estimators.METHODS.items() if m.takes_rank)
   truncated = " / ".join(n for n, m in estimators.METHODS.items() if m.takes_truncation)
   flags.DEFINE_string("method", "ok", f"One of {', '.join(estimators.METHODS)}.")
   flags.DEFINE_integer("rank", None, f"Rank r of {ranked}." + preset("rank"))
   flags.DEFINE_integer("truncation", None,
                        f"Truncation length T of {truncated}." + preset("truncation"))
-  flags.DEFINE_string("cell", "rhn", f"One of {', '.join(CELLS)}.")
+  flags.DEFINE_string("cell", None, f"One of {', '.join(CELLS)}." + preset("cell"))
   flags.DEFINE_integer("units", None, "Hidden units n." + preset("units"))
   flags.DEFINE_integer("batch_size", None, "Streams B." + preset("batch_size"))
   flags.DEFINE_list("lr", None, "Learning rate(s), e.g. 10^-3.5 or 1e-3,3e-4 (a list runs a grid)."
@@ -174,7 +186,7 @@ def define_flags(task: str) -> None:
                     "gradient) or published (the batch mean divided by B again, as the "
                     "published runs; docs/protocol.md)." + preset("grad_scale"))
   flags.DEFINE_float("adam_epsilon", 1e-8, "Adam's ε (TF1's default 1e-8, as in the paper).")
-  flags.DEFINE_integer("steps", None, "Training steps (characters per stream)." + preset("steps"))
+  flags.DEFINE_integer("steps", None, "Training steps (time steps per stream)." + preset("steps"))
   flags.DEFINE_list("seed", ["0"], "Seed(s); a list runs one run per seed.")
   flags.DEFINE_enum("dtype", "float32", ["float32", "float64"], "Floating point type.")
   flags.DEFINE_integer("log_every", None, "Steps between metrics rows / progress lines."
@@ -197,34 +209,47 @@ def define_flags(task: str) -> None:
   flags.DEFINE_boolean("resume", False, "Continue the run in --run_dir from its last checkpoint, with its "
                        "stored config (flags given now must agree with it, except "
                        f"--{', --'.join(sorted(runs.RESUME_MAY_CHANGE - {'resume'}))}).")
-  if task == "copy":
-    flags.DEFINE_integer("max_length", 512, "Largest curriculum level the task can reach.")
-  else:
-    flags.DEFINE_string("data_dir", None, "Folder with the PTB character files (default: "
-                        "$OK_TF_DATA, then TensorFlow Datasets' manual-download folder "
-                        "<$TFDS_DATA_DIR or ~/tensorflow_datasets>/downloads/manual).")
-    flags.DEFINE_enum("tokenization", "published", ["published", "whitespace_eol"],
-                      "Symbol stream: the published code's or whitespace + end of line.")
-    flags.DEFINE_integer("reset_every", text_task.RESET_EVERY,
-                         "Reset state every this many characters (0: never).")
-    flags.DEFINE_integer("eval_every", None, "Steps between validation evaluations."
-                         + preset("eval_every"))
-    flags.DEFINE_integer("eval_streams", 8, "Contiguous streams the evaluation text is cut into.")
-    flags.DEFINE_string("train_file", None, "Train on this text instead of PTB: a UTF-8 file, "
-                        "one symbol per character, or token ids as a 1-D integer array in a "
-                        ".npy file (docs/protocol.md, \"Any text\").")
-    flags.DEFINE_string("valid_file", None, "With --train_file: the validation text (its BPC "
-                        "every --eval_every steps, the best checkpoint); none without it.")
-    flags.DEFINE_string("test_file", None, "With --train_file: the test text, evaluated at the "
-                        "end (best checkpoint, else the last).")
+  for field, owners in task_options(names).values():
+    _define_option(field, owners)
 
 
-def from_flags(task: str, flag_values=None) -> tuple[list[TrainConfig], bool]:
-  """Configs (one per learning rate × seed) from parsed flags, and the resume flag."""
+def choose_task(task: str | None, fv) -> str:
+  """The task of a run: the script's, or ``--task`` (``ok_tf.train``); PTB with
+  ``--train_file`` is the text task."""
+  if task is None:
+    task = fv.task
+    if task is None:
+      raise ConfigError(f"--task is required: one of {', '.join(tasks.names())}")
+  if task == "ptb" and "train_file" in fv and fv.train_file:
+    for name in ("data_dir", "tokenization"):
+      if fv[name].present:
+        raise ConfigError(f"--{name} is for PTB; --train_file is read one symbol per character "
+                          "(token ids from a .npy file): drop one of the two")
+    task = TEXT_TASK
+  return task
+
+
+def from_flags(task: str | None = None, flag_values=None) -> tuple[list[TrainConfig], bool]:
+  """Configs (one per learning rate × seed) from parsed flags, and the resume flag.
+
+  ``task``: the script's task, or None for ``--task`` (:func:`define_flags`).
+  """
   fv = flag_values or flags.FLAGS
-  cls = CopyConfig if task == "copy" else PTBConfig
+  task = choose_task(task, fv)
+  entry = tasks.get(task)
+  cls = config_class(task)
   names = [f.name for f in dataclasses.fields(cls)]
-  values = {k: v for k, v in PRESETS[task][fv.preset].items()}
+  own = {f.name for f in dataclasses.fields(entry.options)}
+  if "task" in fv:   # ok_tf.train: the other tasks' flags must not be given
+    for name, (_, owners) in task_options(tasks.names()).items():
+      if name not in own and fv[name].present:
+        raise ConfigError(f"--{name} is a flag of task {' and '.join(owners)}, not of "
+                          f"{task}: drop it (python -m ok_tf.train --task={task} --help "
+                          "lists this task's flags)")
+  if fv.preset not in entry.presets:
+    raise ConfigError(f"task {task} has no preset {fv.preset!r}; choose one of "
+                      f"{', '.join(entry.presets)}")
+  values = dict(entry.presets[fv.preset])
   values["preset"] = fv.preset
   explicit = {}
   for name in names:
@@ -233,12 +258,7 @@ def from_flags(task: str, flag_values=None) -> tuple[list[TrainConfig], bool]:
     if name in fv and fv[name].value is not None:
       explicit[name] = fv[name].value
   values.update(explicit)
-  if values.get("train_file"):
-    for name in ("data_dir", "tokenization"):
-      if fv[name].present:
-        raise ConfigError(f"--{name} is for PTB; --train_file is read one symbol per character "
-                          "(token ids from a .npy file): drop one of the two")
-    values["task"] = TEXT_TASK
+  if task == TEXT_TASK and values.get("train_file"):
     values["tokenization"] = text_data.tokenization_of(values["train_file"])
   method = values.get("method", "ok")
   spec = estimators.METHODS.get(method)      # None: unknown, which validate reports
@@ -264,8 +284,7 @@ def from_flags(task: str, flag_values=None) -> tuple[list[TrainConfig], bool]:
     seeds = [int(s) for s in fv.seed]
   except ValueError:
     raise ConfigError(f"--seed takes integers, got {','.join(fv.seed)!r}")
-  task_name = values.get("task", task)
-  base_dir = fv.run_dir or f"runs/{task_name}/{method}_{time.strftime('%Y%m%d-%H%M%S')}"
+  base_dir = fv.run_dir or f"runs/{task}/{method}_{time.strftime('%Y%m%d-%H%M%S')}"
   if fv.resume and not fv.run_dir:
     raise ConfigError("--resume needs --run_dir (the run to continue)")
   configs = []
@@ -355,12 +374,12 @@ def validate(cfg: TrainConfig) -> None:
     need(not cfg.devices, "--devices is for --strategy=mirrored")
     need(not cfg.cpu_devices, "--cpu_devices splits the CPU for --strategy=mirrored; add "
          "--strategy=mirrored or drop --cpu_devices")
-  if isinstance(cfg, CopyConfig):
-    need(cfg.max_length >= 1, f"--max_length must be positive, got {cfg.max_length}")
-  if isinstance(cfg, PTBConfig):
-    need(cfg.reset_every >= 0, f"--reset_every must be ≥ 0, got {cfg.reset_every}")
-    need(cfg.eval_every >= 1 and cfg.eval_every % cfg.log_every == 0,
-         f"--eval_every ({cfg.eval_every}) must be a positive multiple of --log_every ({cfg.log_every})")
-    need(cfg.eval_streams >= 1, f"--eval_streams must be positive, got {cfg.eval_streams}")
-    need(cfg.train_file or not (cfg.valid_file or cfg.test_file),
-         "--valid_file and --test_file go with --train_file (PTB has its own); add --train_file")
+  try:
+    entry = tasks.get(cfg.task)
+  except ValueError as e:
+    raise ConfigError(str(e))
+  if entry.check is not None:
+    try:
+      entry.check(cfg)
+    except ValueError as e:
+      raise ConfigError(str(e))

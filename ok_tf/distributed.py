@@ -16,7 +16,6 @@ the same seed up to rounding.  Also here: the devices of a run (:func:`configure
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from typing import Optional
 
 import tensorflow as tf
@@ -24,8 +23,6 @@ from absl import logging
 
 from ok_tf import config as config_lib
 from ok_tf import training
-from ok_tf.tasks import copy as copy_task
-from ok_tf.tasks import text as text_task
 
 
 def configure_devices(cfg: config_lib.TrainConfig) -> None:
@@ -99,23 +96,15 @@ class ShardedGenerator(tf.Module):
 
 
 def shard_task(task, index: int, count: int):
-  """The task of streams ``index·b … (index+1)·b − 1``, b = B/count, of ``task``'s B.
+  """The task of streams ``index·b … (index+1)·b − 1``, b = B/count, of ``task``'s B:
+  ``task.shard(index, count)`` (:mod:`ok_tf.tasks.base`), ``task`` itself for one device.
 
-  :class:`~ok_tf.tasks.copy.CopyTask`: the same task with b streams (its draws come from a
-  :class:`ShardedGenerator`, and it observes the devices' mean loss, so every shard keeps
-  the same curriculum).  :class:`~ok_tf.tasks.text.TextStreams` (PTB's included): the slice
-  ``streams`` of the same B streams (same text, offsets and epoch count).
+  A shard's draws come from a :class:`ShardedGenerator`, and every shard observes the
+  devices' mean loss, so a copy task's shards keep one curriculum.
   """
   if count == 1:
     return task
-  if not isinstance(task, (copy_task.CopyTask, text_task.TextStreams)):
-    raise ValueError(f"{type(task).__name__} cannot be split across devices")
-  if task.batch_size % count or not 0 <= index < count:
-    raise ValueError(f"cannot take shard {index} of {count} of {task.batch_size} streams")
-  b = task.batch_size // count
-  if isinstance(task, copy_task.CopyTask):
-    return dataclasses.replace(task, batch_size=b)
-  return dataclasses.replace(task, streams=(index * b, (index + 1) * b))
+  return task.shard(index, count)
 
 
 class Shard(tf.Module):
@@ -152,10 +141,10 @@ class Replay:
 
   def next(self, t, rng):
     del rng
-    return (t + 1,) + tuple(x[t] for x in self.data)
+    return t + 1, training.Data(*(x[t] for x in self.data))
 
-  def observe(self, t, loss_bits):
-    del loss_bits
+  def observe(self, t, loss):
+    del loss
     return t
 
 
@@ -230,11 +219,13 @@ class MirroredOnlineTrainer(MirroredTrainer):
 
   def chunk(self, num_steps):
     losses = tf.TensorArray(tf.float32, size=num_steps)
+    weights = tf.TensorArray(tf.float32, size=num_steps)
     for i in tf.range(num_steps):
-      out = self.strategy.run(self.replica_step)
-      losses = losses.write(i, self.strategy.experimental_local_results(out)[0])
+      loss, weight = self.strategy.run(self.replica_step)
+      losses = losses.write(i, self.strategy.experimental_local_results(loss)[0])
+      weights = weights.write(i, self.strategy.experimental_local_results(weight)[0])
     self.step.assign_add(tf.cast(num_steps, tf.int64))
-    return losses.stack(), self.metrics()
+    return losses.stack(), weights.stack(), self.metrics()
 
   def replica_step(self):
     shard = self.local_shard()
@@ -244,7 +235,7 @@ class MirroredOnlineTrainer(MirroredTrainer):
     self.apply(out.grads, out.readout.grads)
     shard.task_state.assign(out.carry.task)
     shard.estimator_state.assign(out.carry.estimator)
-    return out.loss_bits
+    return out.loss, out.weight
 
 
 class MirroredTBPTTTrainer(MirroredTrainer):
@@ -270,35 +261,48 @@ class MirroredTBPTTTrainer(MirroredTrainer):
 
   def add_state(self, shard):
     b, t = self.local_batch, self.truncation
+
+    def buffer(spec):
+      batch = spec.batch_spec(b)
+      return tf.zeros([t, *batch.shape], batch.dtype)
+
     shard.hidden = tf.Variable(self.model.cell.zero_state(b), trainable=False, name="hidden")
     shard.running = tf.Variable(self.model.cell.zero_state(b), trainable=False, name="running")
     shard.window = training.StateVariables(training.Data(
-        tf.zeros([t, b], tf.int32), tf.zeros([t, b], tf.int32), tf.zeros([t, b], tf.bool)),
-        name="window")
+        buffer(self.model.x_spec), buffer(self.model.y_spec), tf.zeros([t, b], tf.bool),
+        tf.zeros([t, b], tf.float32)), name="window")
 
   def chunk(self, num_steps):
     windows = num_steps // self.truncation
     losses = tf.TensorArray(tf.float32, size=num_steps)
+    weights = tf.TensorArray(tf.float32, size=num_steps)
     for w in tf.range(windows):
       for t in tf.range(self.truncation):
-        out = self.strategy.run(self.replica_forward, args=(t,))
+        loss, weight = self.strategy.run(self.replica_forward, args=(t,))
         losses = losses.write(w * self.truncation + t,
-                              self.strategy.experimental_local_results(out)[0])
+                              self.strategy.experimental_local_results(loss)[0])
+        weights = weights.write(w * self.truncation + t,
+                                self.strategy.experimental_local_results(weight)[0])
       self.strategy.run(self.replica_update)
     self.step.assign_add(tf.cast(num_steps, tf.int64))
-    return losses.stack(), self.metrics()
+    return losses.stack(), weights.stack(), self.metrics()
 
   def replica_forward(self, t):
-    """Step t of the window on this device's streams; returns the devices' mean bits."""
+    """Step t of the window on this device's streams; returns the devices' mean loss
+    (reported unit) and weight."""
     shard = self.local_shard()
-    task_state, data = training.next_data(shard.task, shard.task_state.read(), shard.data_rng)
+    task_state, data = shard.task.next(shard.task_state.read(), shard.data_rng)
+    if data.weight is None:
+      data = data._replace(weight=tf.ones_like(data.reset, tf.float32))
     state, losses = training.forward_step(self.model, shard.running.read_value(), data)
-    loss_bits = all_mean(training.to_bits(tf.reduce_mean(losses)))
-    shard.task_state.assign(shard.task.observe(task_state, loss_bits))
+    loss = training.report(training.weighted_mean(losses, data.weight),
+                           self.model.y_spec.report_scale)
+    loss, weight = all_mean(loss), all_mean(training.mean_weight(data))
+    shard.task_state.assign(shard.task.observe(task_state, training.observed(loss, weight)))
     shard.running.assign(state)
     shard.window.assign(training.Data(*(tf.tensor_scatter_nd_update(buf, [[t]], [row])
                                         for buf, row in zip(shard.window.read(), data))))
-    return loss_bits
+    return loss, weight
 
   def replica_update(self):
     """The recorded window under the tape from its starting state; the averaged update."""

@@ -1,9 +1,12 @@
-"""A training run from configuration to results, shared by ``train_copy.py`` and ``train_ptb.py``.
+"""A training run from configuration to results, for every task (``python -m ok_tf.train``,
+``train_copy.py``, ``train_ptb.py``).
 
-config → model, estimator, trainer → run directory (config, metrics, TensorBoard,
-checkpoints) → chunks of compiled steps with a progress line, an optional validation
-hook, periodic checkpoints and exact resume from the last checkpoint → results.json from
-the task's summary → the run directory closed (:func:`train`, which owns that lifecycle).
+config → the task's setup (its registry entry's ``build``: task, validation, vocabulary,
+results) → model, estimator, trainer → run directory (config, task, metrics,
+TensorBoard, checkpoints) → chunks of compiled steps with a progress line, an optional
+validation hook, periodic checkpoints and exact resume from the last checkpoint →
+results.json from the task's summary → the run directory closed (:func:`run_config`,
+:func:`train`, which owns that lifecycle).
 """
 
 from __future__ import annotations
@@ -26,25 +29,28 @@ from ok_tf import estimators
 from ok_tf import models
 from ok_tf import progress as progress_lib
 from ok_tf import runs
+from ok_tf import tasks
 from ok_tf import training
+from ok_tf.tasks import base as tasks_base
 
-# Metrics columns that depend on the machine, not on the computation.
-TIMING_COLUMNS = ("steps_per_sec", "wall_time")
-
-# A log row whose mean training loss exceeds DIVERGED_FACTOR × log2(V) bits (twice the
-# loss of guessing uniformly) counts as diverged; DIVERGED_ROWS such rows in a row stop
-# the run (no checkpoint is written from a diverged row, so the last one is kept).
+# A log row whose mean training loss exceeds DIVERGED_FACTOR × the task's baseline (for a
+# symbol task log2(V) bits, the loss of guessing uniformly; for a series, the variance)
+# counts as diverged; DIVERGED_ROWS such rows in a row stop the run (no checkpoint is
+# written from a diverged row, so the last one is kept).
 DIVERGED_FACTOR = 2.0
 DIVERGED_ROWS = 3
 
 
 class DivergedError(RuntimeError):
-  """The training loss stayed far above the uniform guess for several log rows."""
+  """The training loss stayed far above the task's baseline for several log rows."""
 
 
-def diverged(loss_bits: float, vocab_size: int) -> bool:
-  """Whether a log row's mean loss (bits) counts as diverged (see DIVERGED_FACTOR)."""
-  return not math.isfinite(loss_bits) or loss_bits > DIVERGED_FACTOR * math.log2(vocab_size)
+def diverged(loss: float | None, baseline: float) -> bool:
+  """Whether a log row's mean loss counts as diverged (see DIVERGED_FACTOR); a row
+  without a loss (no step of it had a weight) does not."""
+  if loss is None:
+    return False
+  return not math.isfinite(loss) or loss > DIVERGED_FACTOR * baseline
 
 
 def setup(cfg: config_lib.TrainConfig) -> None:
@@ -54,10 +60,12 @@ def setup(cfg: config_lib.TrainConfig) -> None:
   keras.utils.set_random_seed(cfg.seed)
 
 
-def build_model(cfg: config_lib.TrainConfig, vocab_size: int,
+def build_model(cfg: config_lib.TrainConfig, task,
                 strategy: Optional[tf.distribute.Strategy] = None) -> models.RecurrentModel:
+  """The run's model for ``task``'s input and output specs."""
   with distributed.scope(strategy):
-    return models.RecurrentModel(cfg.cell, cfg.units, vocab_size, dtype=cfg.dtype)
+    return models.RecurrentModel(cfg.cell, cfg.units, inputs=task.input_spec,
+                                 outputs=task.output_spec, dtype=cfg.dtype)
 
 
 def build_trainer(cfg: config_lib.TrainConfig, model, task,
@@ -81,20 +89,31 @@ def build_trainer(cfg: config_lib.TrainConfig, model, task,
   return training.OnlineTrainer(*args, shadow=shadow, **kwargs)
 
 
-def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = False,
+def run_config(cfg: config_lib.TrainConfig, resume: bool = False) -> runs.Run:
+  """One run of ``cfg``: its task's setup (the registry entry's ``build``), then
+  :func:`train`. The errors of the entry's ``build`` that mean bad input propagate."""
+  setup = tasks.get(cfg.task).build(cfg, resume)
+  cfg = setup.config if setup.config is not None else cfg
+  task = setup.task
+  summary = setup.results or (lambda run: tasks_base.default_results(run, task))
+  return train(cfg, task, resume=resume, validation=setup.validation, summary=summary,
+               vocabulary=setup.vocabulary)
+
+
+def train(cfg: config_lib.TrainConfig, task, resume: bool = False,
           validation=None, summary: Optional[Callable[[runs.Run], dict]] = None,
           vocabulary=None) -> runs.Run:
   """One run from its start (or last checkpoint) to ``cfg.steps``; returns it, read.
 
-  Opens the run directory ``cfg.run_dir``, trains in chunks of ``log_every`` steps (a
-  metrics row and a progress line each, a checkpoint every ``checkpoint_every`` steps, at
-  the end and when ``--max_minutes`` runs out), writes results.json (from ``summary``) and
-  model.keras once the run reached ``cfg.steps``, and closes the directory whatever happens.
+  Opens the run directory ``cfg.run_dir`` (recording the config and the task's
+  ``describe()``), trains in chunks of ``log_every`` steps (a metrics row and a progress
+  line each, a checkpoint every ``checkpoint_every`` steps, at the end and when
+  ``--max_minutes`` runs out), writes results.json (from ``summary``) and model.keras once
+  the run reached ``cfg.steps``, and closes the directory whatever happens.
 
   Args:
     cfg: the run's configuration.
-    task: a task object (``init/next/observe/metrics``).
-    vocab_size: V.
+    task: a task (the protocol of :mod:`ok_tf.tasks.base`); its specs shape the model.
     resume: continue the run in ``cfg.run_dir`` from its last checkpoint.
     validation: an evaluation hook such as :class:`ok_tf.validation.Validation`: its
       ``trackables()`` join the checkpoint, ``start(step, trainer, run)`` is called once
@@ -109,16 +128,17 @@ def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = Fal
 
   Raises:
     DivergedError: the mean training loss of ``DIVERGED_ROWS`` consecutive log rows
-      exceeded ``DIVERGED_FACTOR × log2(vocab_size)`` bits; the run directory keeps
-      the last checkpoint written before (no checkpoint is saved from such a row).
+      exceeded ``DIVERGED_FACTOR × task.baseline``; the run directory keeps the last
+      checkpoint written before (no checkpoint is saved from such a row).
   """
   setup(cfg)
   strategy = distributed.make_strategy(cfg)
-  model = build_model(cfg, vocab_size, strategy)
+  model = build_model(cfg, task, strategy)
   trainer = build_trainer(cfg, model, task, strategy)
   extra = validation.trackables() if validation is not None else {}
   run = runs.RunDir(cfg.run_dir, dataclasses.asdict(cfg), resume=resume)
   try:
+    run.write_task(task.describe())
     if vocabulary is not None:
       run.write_vocabulary(vocabulary)
     run.checkpoint(**trainer.trackables(), **extra)
@@ -132,11 +152,11 @@ def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = Fal
       logging.info("resuming %s from step %d", run.path, start)
     if validation is not None:
       validation.start(start, trainer, run)
-    _train_chunks(cfg, trainer, run, vocab_size, start, wall_offset, validation)
+    _train_chunks(cfg, trainer, run, task, start, wall_offset, validation)
     if finished(trainer, cfg) and summary is not None:
       results = summary(runs.Run(run.path))
       run.write_results(results)
-      runs.Run(run.path).export_model(vocab_size=vocab_size)
+      runs.Run(run.path).export_model()
       logging.info("finished %s: %s", run.path, " | ".join(
           f"{k} {progress_lib.format_metric(v)}" for k, v in results.items()))
   finally:
@@ -144,10 +164,11 @@ def train(cfg: config_lib.TrainConfig, task, vocab_size: int, resume: bool = Fal
   return runs.Run(run.path)
 
 
-def _train_chunks(cfg, trainer, run: runs.RunDir, vocab_size: int, start: int,
+def _train_chunks(cfg, trainer, run: runs.RunDir, task, start: int,
                   wall_offset: float, validation) -> None:
   """The loop of :func:`train`: chunks of steps, rows, checkpoints, the divergence guard."""
-  progress = progress_lib.Progress(cfg.steps, start, wall_offset)
+  column, baseline = task.output_spec.loss_column, float(task.baseline)
+  progress = progress_lib.Progress(cfg.steps, start, wall_offset, column, baseline)
   step = start
   started = time.perf_counter()
   bad_rows = 0
@@ -156,24 +177,24 @@ def _train_chunks(cfg, trainer, run: runs.RunDir, vocab_size: int, start: int,
     out = trainer.run(n)
     step += n
     row = {"step": step, "chars": step * cfg.batch_size}
-    row.update({k: _scalar(v) for k, v in out.items() if k != "loss_bits"})
-    row["loss_bits"] = float(np.mean(out["loss_bits"]))
+    row.update({k: _scalar(v) for k, v in out.items() if k not in (column, "weight")})
+    row[column] = training.mean_loss(out[column], out["weight"])
     if validation is not None:
       row.update(validation(step, trainer, run) or {})
     row.update(progress.update(step, row))
     run.log_metrics(row)
     run.scalars(step, {k: v for k, v in row.items() if k not in ("step",) and v is not None})
-    bad_rows = bad_rows + 1 if diverged(row["loss_bits"], vocab_size) else 0
+    bad_rows = bad_rows + 1 if diverged(row[column], baseline) else 0
+    unit = task.output_spec.unit
     if bad_rows:
-      logging.warning("step %d: training loss %.4g bits per step, above %g x log2(V) = %.3g "
-                      "(%d such log rows in a row; %d stop the run)", step, row["loss_bits"],
-                      DIVERGED_FACTOR, DIVERGED_FACTOR * math.log2(vocab_size), bad_rows,
-                      DIVERGED_ROWS)
+      logging.warning("step %d: training loss %.4g (%s), above %g x the task's baseline %.3g "
+                      "(%d such log rows in a row; %d stop the run)", step, row[column], unit,
+                      DIVERGED_FACTOR, baseline, bad_rows, DIVERGED_ROWS)
     if bad_rows >= DIVERGED_ROWS:
       raise DivergedError(
-          f"training diverged: the loss stayed above {DIVERGED_FACTOR:g} x log2(V) = "
-          f"{DIVERGED_FACTOR * math.log2(vocab_size):.3g} bits per step for {bad_rows} log "
-          f"rows (now {row['loss_bits']:.4g} at step {step}); the last checkpoint before "
+          f"training diverged: the loss stayed above {DIVERGED_FACTOR:g} x the task's "
+          f"baseline = {DIVERGED_FACTOR * baseline:.3g} ({unit}) for {bad_rows} log "
+          f"rows (now {row[column]:.4g} at step {step}); the last checkpoint before "
           f"it is kept in {run.path}: lower --lr or clip the gradient (--clip)")
     out_of_time = cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes
     if not bad_rows and (step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time):
@@ -189,18 +210,21 @@ def finished(trainer, cfg: config_lib.TrainConfig) -> bool:
   return int(trainer.step.numpy()) >= cfg.steps
 
 
-def main(script: str, task: str, run_one, errors: tuple = ()) -> None:
-  """Entry point of ``train_{task}.py``: flags → configs → ``run_one(cfg, resume)`` each.
+def main(script: str, task: str | None = None) -> None:
+  """Entry point of a training script: flags → configs → :func:`run_config` each.
 
-  A bad flag, a run directory that cannot be used, a diverged run or any of ``errors``
-  stops the script with one line naming the problem (no traceback).
+  ``task``: the script's task (``train_copy.py``: copy), or None for ``--task``.
+  A bad flag, a run directory that cannot be used, a diverged run or bad input of the
+  task (its entry's ``errors``) stops the script with one line naming the problem (no
+  traceback).
   """
+  errors = tuple(e for name in tasks.names() for e in tasks.get(name).errors)
   try:
     configs, resume = config_lib.from_flags(task)
     distributed.configure_devices(configs[0])
-    run_all(configs, resume, run_one)
+    run_all(configs, resume, run_config)
   except (config_lib.ConfigError, runs.RunDirError, training.NonFiniteLossError,
-          DivergedError, GridDivergedError) + tuple(errors) as e:
+          DivergedError, GridDivergedError) + errors as e:
     sys.exit(f"{script}: {e}")
 
 

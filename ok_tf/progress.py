@@ -1,6 +1,9 @@
 """The progress line of a training run: step, metrics, speed and time left.
 
-    step 1200/5000 (24%) | level 7 | ema_bits 0.21 | 154.3 steps/s | ETA 0:00:25
+    step 1200/5000 (24%) | level 7 | ema_bits 0.21 | loss_bits 0.3 (0.15 of baseline) | 154.3 steps/s | ETA 0:00:25
+
+With a ``baseline`` (the task's reference loss, :mod:`ok_tf.tasks.base`) the loss column
+``loss_column`` is shown with its ratio to it.
 
 :class:`Progress` logs one such line per call of ``update`` and returns the row's
 timing columns (``steps_per_sec``, ``wall_time``).
@@ -47,13 +50,17 @@ class Progress:
     start_step: the step the run (re)starts from.
     wall_time_offset: wall time (s) already spent before start_step, e.g. the
       last logged wall_time of a resumed run; added to the returned wall_time.
+    loss_column: the row's loss column (``loss_bits``, ``loss_mse``).
+    baseline: the task's reference loss in that unit; its ratio is shown beside the loss.
   """
 
   SKIP = frozenset({"step", "steps_per_sec", "wall_time"})
 
   def __init__(self, total_steps: int, start_step: int = 0,
-               wall_time_offset: float = 0.0):
+               wall_time_offset: float = 0.0, loss_column: str | None = None,
+               baseline: float | None = None):
     self.total_steps = int(total_steps)
+    self.loss_column, self.baseline = loss_column, baseline
     self._start_time = time.perf_counter()
     self._offset = float(wall_time_offset)
     self._last_time = self._start_time
@@ -78,6 +85,8 @@ class Progress:
     for k, v in (metrics or {}).items():
       if k not in self.SKIP:
         parts.append(f"{k} {format_metric(v)}")
+        if k == self.loss_column and self.baseline and v is not None:
+          parts[-1] += f" ({format_metric(float(_python(v)) / self.baseline)} of baseline)"
     parts.append(f"{rate:.1f} steps/s")
     remaining = max(self.total_steps - step, 0)
     if rate > 0:

@@ -4,6 +4,8 @@ Layout (the file names are the constants below)::
 
     RUN_DIR/
       config.json        the run's configuration (indent 2, sorted keys)
+      task.json          the task's description: input and output specs, baselines,
+                         parameters (``write_task``; ``Run.task``)
       metrics.csv        training log, one row per ``log_metrics`` call
       eval.csv           evaluation log, one row per ``log_eval`` call
       results.json       final results (``write_results``), only once the run finished
@@ -39,13 +41,14 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 EVAL_FILE = "eval.csv"
 RESULTS_FILE = "results.json"
+TASK_FILE = "task.json"
 VOCAB_FILE = "vocab.json"
 TB_DIR = "tb"
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
 MODEL_FILE = "model.keras"
 # The small files of a run (what a study collects; checkpoints and TensorBoard excluded).
-LOG_FILES = (CONFIG_FILE, METRICS_FILE, EVAL_FILE, RESULTS_FILE)
+LOG_FILES = (CONFIG_FILE, TASK_FILE, METRICS_FILE, EVAL_FILE, RESULTS_FILE)
 
 # Config keys that may differ between a run and its resumption.
 RESUME_MAY_CHANGE = frozenset(
@@ -334,6 +337,26 @@ class RunDir:
     """Writes results.json (indent 2, sorted keys; replaced atomically)."""
     _write_json(self.path / RESULTS_FILE, results)
 
+  def write_task(self, description: dict) -> None:
+    """Writes task.json: a task's ``describe()`` (its specs, baselines and parameters).
+
+    Raises:
+      RunDirError: the run already records other input or output specs (resumed with
+        another task or data).
+    """
+    path = self.path / TASK_FILE
+    new = _normalise(description)
+    if path.exists():
+      with open(path) as f:
+        stored = json.load(f)
+      for key in ("inputs", "outputs"):
+        if stored.get(key) != new.get(key):
+          raise RunDirError(
+              f"the run in {self.path} records {key} {stored.get(key)} and this task has "
+              f"{new.get(key)}: resume it with the same task and data, or choose another "
+              "--run_dir")
+    _write_json(path, new)
+
   def write_vocabulary(self, vocabulary) -> None:
     """Writes vocab.json: ``vocabulary.to_json()`` (an :class:`ok_tf.data.vocabulary.Vocabulary`).
 
@@ -550,6 +573,27 @@ class Run:
       return ptb.vocabulary(self.config.get("tokenization", ptb.DEFAULT_TOKENIZATION))
     return None
 
+  def task(self) -> dict | None:
+    """task.json (the task's ``describe()``), or None for a run that records none."""
+    path = self.path / TASK_FILE
+    if not path.exists():
+      return None
+    with open(path) as f:
+      return json.load(f)
+
+  def specs(self):
+    """(input spec, output spec) of the run's model (:mod:`ok_tf.specs`): task.json's,
+    else (a run that records none) symbols and classes of :attr:`vocab_size`; None if
+    neither is known."""
+    from ok_tf import specs  # pylint: disable=g-import-not-at-top
+    task = self.task()
+    if task is not None and "inputs" in task and "outputs" in task:
+      return specs.from_json(task["inputs"], "inputs"), specs.from_json(task["outputs"], "outputs")
+    size = self.vocab_size
+    if size is None:
+      return None
+    return specs.Symbols(size), specs.Classes(size)
+
   def log_files(self) -> list[pathlib.Path]:
     """The run's small files (config, CSV logs, results) that exist, in LOG_FILES order."""
     return [self.path / name for name in LOG_FILES if (self.path / name).exists()]
@@ -594,8 +638,15 @@ class Run:
 
   @property
   def vocab_size(self) -> int | None:
-    """V of the run's task: the size of its :meth:`vocabulary` (text tasks), copy 4; None
-    if unknown (a text run without vocab.json)."""
+    """V of a language task: the symbols of task.json's input spec when its outputs are
+    classes of the same size, else the size of its :meth:`vocabulary` (text tasks), copy 4;
+    None if unknown (a text run without vocab.json) or not a language task."""
+    task = self.task()
+    if task is not None and "inputs" in task:
+      inputs, outputs = task["inputs"], task.get("outputs")
+      if inputs.get("kind") == "symbols" and outputs == {"kind": "classes", "size": inputs["size"]}:
+        return int(inputs["size"])
+      return None
     vocabulary = self.vocabulary()
     if vocabulary is not None:
       return vocabulary.size
@@ -605,23 +656,28 @@ class Run:
     return None
 
   def build_model(self, dtype: str | None = None, vocab_size: int | None = None):
-    """A new model of the run's shape (cell, units, V) with fresh weights.
+    """A new model of the run's shape (cell, units, specs) with fresh weights.
 
     Args:
       dtype: the model's dtype (default: the run's).
-      vocab_size: V; default :attr:`vocab_size` (vocab.json, else the config's task).
+      vocab_size: V of a language model; default :meth:`specs` (task.json, else
+        vocab.json, else the config's task).
 
     Raises:
-      ValueError: V is neither given nor known.
+      ValueError: the specs are neither given nor known.
     """
     from ok_tf import models  # pylint: disable=g-import-not-at-top
     config = self.config
-    vocab_size = vocab_size or self.vocab_size
-    if vocab_size is None:
-      raise ValueError(f"{self.path}: V is unknown (no vocab.json, and the config's task is "
+    dtype = dtype or config.get("dtype", "float32")
+    cell, units = config.get("cell", "rhn"), int(config["units"])
+    if vocab_size:
+      return models.RecurrentModel(cell, units, int(vocab_size), dtype=dtype)
+    found = self.specs()
+    if found is None:
+      raise ValueError(f"{self.path}: the model's inputs and outputs are unknown (no "
+                       "task.json or vocab.json, and the config's task is "
                        f"{config.get('task')!r}): pass vocab_size")
-    return models.RecurrentModel(config.get("cell", "rhn"), int(config["units"]),
-                                 int(vocab_size), dtype=dtype or config.get("dtype", "float32"))
+    return models.RecurrentModel(cell, units, inputs=found[0], outputs=found[1], dtype=dtype)
 
   def load_model(self, which: str | int | None = None, dtype: str | None = None,
                  vocab_size: int | None = None):

@@ -1,15 +1,16 @@
 """Online learning and truncated BPTT: one step and one window, each written once as a
 pure function, and the thin compiled drivers that run them.
 
-A *task* (:mod:`ok_tf.tasks.copy`, :mod:`ok_tf.tasks.ptb`) has pure TensorFlow methods
-``init(rng)``, ``next(state, rng) -> (state, inputs [B], targets [B], reset [B])``,
-``observe(state, loss_bits)`` (the step's batch-mean loss in bits) and ``metrics(state)``;
-``reset[b]`` zeroes stream b's state before the step.  One online step, :func:`online_step`::
+A *task* (the protocol of :mod:`ok_tf.tasks.base`) has pure TensorFlow methods
+``init(rng)``, ``next(state, rng) -> (state, Data(inputs, targets, reset, weight))``,
+``observe(state, loss)`` (the step's loss in the task's unit) and ``metrics(state)``;
+``reset[b]`` zeroes stream b's state before the step, ``weight[b]`` = w_b weighs its
+loss.  One online step, :func:`online_step`::
 
     G'_t, s_t = est.step(est.reset(G'_{t−1}, reset), x_t)             (:func:`estimate`)
-    L_b, ∂L_b/∂s_t, ∂L/∂W_out = models.readout_gradient(s_t),  L = mean_b L_b
-    ĝ_t = mean_b (∂L_b/∂s_t) G'_{t,b} = est.gradient(G'_t, ∂L/∂s) ≈ dL/dW
-    task.observe(L / ln 2)
+    L_b, w_b ∂L_b/∂s_t, ∂L_t/∂W_out = models.readout_gradient(s_t),  L_t = (1/B) Σ_b w_b L_b
+    ĝ_t = mean_b (w_b ∂L_b/∂s_t) G'_{t,b} = est.gradient(G'_t, dl_ds) ≈ dL_t/dW
+    task.observe(Σ_b w_b L_b / Σ_b w_b)           (in bits, or the mean squared error)
 
 then Adam on W and W_out, W's gradient scaled and clipped (:meth:`Trainer.apply`).  One
 TBPTT window, :func:`tbptt_window`: T forward steps (:func:`forward_step`), the autodiff
@@ -30,6 +31,7 @@ import tensorflow as tf
 
 from ok_tf import estimators as estimators_lib
 from ok_tf import models
+from ok_tf.tasks import base as tasks_base
 
 LOG2E = 1.0 / math.log(2.0)
 
@@ -43,11 +45,13 @@ class StateVariables(tf.Module):
 
   def __init__(self, structure, name=None):
     super().__init__(name=name)
-    self._structure = structure
+    # The structure stays in a closure: as a module attribute a dict would be wrapped for
+    # tracking, and a nest of that wrapper cannot be a loop variable of a compiled loop.
+    self._pack = lambda flat: tf.nest.pack_sequence_as(structure, flat)
     self.variables_list = [tf.Variable(t, trainable=False) for t in tf.nest.flatten(structure)]
 
   def read(self):
-    return tf.nest.pack_sequence_as(self._structure, [v.read_value() for v in self.variables_list])
+    return self._pack([v.read_value() for v in self.variables_list])
 
   def assign(self, structure):
     for v, t in zip(self.variables_list, tf.nest.flatten(structure)):
@@ -84,33 +88,51 @@ def make_optimizer(learning_rate: float, epsilon: float = 1e-8) -> keras.optimiz
 # ----------------------------------------------------------------------------- one step
 
 
-class Data(NamedTuple):
-  """One step of a task for its B streams: ``inputs`` and ``targets`` [B] int32,
-  ``reset`` [B] bool (the streams that start anew at this step)."""
-  inputs: tf.Tensor
-  targets: tf.Tensor
-  reset: tf.Tensor
-
-
-def next_data(task, task_state, rng):
-  """``task.next`` as ``(task_state, Data)``."""
-  task_state, inputs, targets, reset = task.next(task_state, rng)
-  return task_state, Data(inputs, targets, reset)
+#: One step of a task: ``inputs``, ``targets``, ``reset`` [B] bool and ``weight`` [B]
+#: (:class:`ok_tf.tasks.base.Data`; ``weight`` None means 1 for every stream).
+Data = tasks_base.Data
 
 
 def to_bits(loss) -> tf.Tensor:
   """A loss in nats as float32 bits, loss / ln 2, without gradient."""
-  return tf.cast(tf.stop_gradient(loss), tf.float32) * LOG2E
+  return report(loss, LOG2E)
+
+
+def report(loss, scale: float) -> tf.Tensor:
+  """A loss as float32 in the unit it is reported in (``scale``: the output spec's
+  ``report_scale``, 1/ln 2 for bits), without gradient."""
+  loss = tf.cast(tf.stop_gradient(loss), tf.float32)
+  return loss * scale if scale != 1.0 else loss
+
+
+def weighted_mean(losses, weight) -> tf.Tensor:
+  """L_t = (1/B) Σ_b w_b L_b (the plain mean when ``weight`` is None)."""
+  if weight is None:
+    return tf.reduce_mean(losses)
+  return tf.reduce_mean(losses * tf.cast(weight, losses.dtype))
+
+
+def mean_weight(data: Data) -> tf.Tensor:
+  """(1/B) Σ_b w_b as float32: the share of the step's streams whose loss counts."""
+  if data.weight is None:
+    return tf.ones([], tf.float32)
+  return tf.reduce_mean(tf.cast(data.weight, tf.float32))
+
+
+def observed(loss, weight) -> tf.Tensor:
+  """What the task observes: Σ_b w_b L_b / Σ_b w_b, the mean loss of the streams that
+  count (0 when none does), from L_t and (1/B) Σ_b w_b."""
+  return tf.math.divide_no_nan(loss, weight)
 
 
 def estimate(model, est, est_state, data: Data, rng):
   """The estimator's step on ``data``: ``(state, models.Readout, ĝ_t)`` after the step,
 
       G'_t, s_t = est.step(est.reset(state, reset), x_t)
-      ĝ_t = mean_b (∂L_b/∂s_t) G'_{t,b} ≈ dL/dW      (est.gradient: a list matching W)
+      ĝ_t = mean_b (w_b ∂L_b/∂s_t) G'_{t,b} ≈ dL_t/dW      (est.gradient: a list matching W)
   """
-  est_state = est.step(est.reset(est_state, data.reset), model.one_hot(data.inputs), rng)
-  readout = models.readout_gradient(model, est_state.h, data.targets)
+  est_state = est.step(est.reset(est_state, data.reset), model.encode(data.inputs), rng)
+  readout = models.readout_gradient(model, est_state.h, data.targets, data.weight)
   return est_state, readout, est.gradient(est_state, readout.dl_ds)
 
 
@@ -124,61 +146,65 @@ class OnlineStep(NamedTuple):
   """The result of :func:`online_step`."""
   carry: OnlineCarry        # after the step (the task has observed the loss)
   data: Data
-  readout: models.Readout   # L_b, ∂L_b/∂s_t and the exact ∂L/∂W_out
-  grads: list               # ĝ_t, the estimate of dL/dW
-  loss_bits: tf.Tensor      # [] float32, mean_b L_b / ln 2, as the task observed it
+  readout: models.Readout   # L_b, w_b ∂L_b/∂s_t and the exact ∂L_t/∂W_out
+  grads: list               # ĝ_t, the estimate of dL_t/dW
+  loss: tf.Tensor           # [] float32, L_t in the reported unit (bits, or mse)
+  weight: tf.Tensor         # [] float32, (1/B) Σ_b w_b
 
 
 def online_step(model, est, task, carry: OnlineCarry, data_rng, method_rng,
                 mean=None) -> OnlineStep:
   """One online step of every stream, before the update (:meth:`Trainer.apply`).
 
-  task.next → :func:`estimate` → the task observes the batch-mean loss in bits.  ``mean``
-  (optional) maps that mean to the mean over a larger batch these streams belong to, and
-  the task observes the latter (the devices' mean in :mod:`ok_tf.distributed`).
+  task.next → :func:`estimate` → the task observes the loss (:func:`observed`).  ``mean``
+  (optional) maps a mean over these streams to the mean over a larger batch they belong
+  to, and the task observes the latter (the devices' mean in :mod:`ok_tf.distributed`).
   """
-  task_state, data = next_data(task, carry.task, data_rng)
+  task_state, data = task.next(carry.task, data_rng)
   est_state, readout, grads = estimate(model, est, carry.estimator, data, method_rng)
-  loss_bits = to_bits(tf.reduce_mean(readout.losses))
+  loss, weight = report(readout.loss, model.y_spec.report_scale), mean_weight(data)
   if mean is not None:
-    loss_bits = mean(loss_bits)
-  carry = OnlineCarry(task.observe(task_state, loss_bits), est_state)
-  return OnlineStep(carry, data, readout, grads, loss_bits)
+    loss, weight = mean(loss), mean(weight)
+  carry = OnlineCarry(task.observe(task_state, observed(loss, weight)), est_state)
+  return OnlineStep(carry, data, readout, grads, loss, weight)
 
 
 def forward_step(model, state, data: Data):
   """s_t = cell(x_t, s_{t−1}) with s_{t−1} zeroed where ``reset``: ``(s_t, L_b [B])``."""
   state = tf.where(data.reset[:, None], tf.zeros_like(state), state)
-  state = model.cell.step(model.one_hot(data.inputs), state)
+  state = model.cell.step(model.encode(data.inputs), state)
   return state, model.step_losses(state, data.targets)
 
 
 class Window(NamedTuple):
   """The result of :func:`tbptt_window`."""
-  total: tf.Tensor       # Σ_t mean_b L_{t,b}, differentiable
+  total: tf.Tensor       # Σ_t L_t, L_t = (1/B) Σ_b w_{t,b} L_{t,b}, differentiable
   state: tf.Tensor       # s at the end of the window
   task_state: object
-  bits: tf.Tensor        # [T] float32, each step's mean_b L_{t,b} / ln 2
+  losses: tf.Tensor      # [T] float32, each step's L_t in the reported unit
+  weights: tf.Tensor     # [T] float32, each step's (1/B) Σ_b w_{t,b}
 
 
 def tbptt_window(model, task, state, task_state, rng, length: int) -> Window:
   """``length`` forward steps from ``state``, the task observing each step's loss.
 
-  Differentiate ``total`` = Σ_t L_t (L_t the batch mean) under a tape for TBPTT's update;
-  a stream that resets inside the window restarts from zero there (no gradient flows
-  through the reset), and the caller stops the gradient of the initial state.
+  Differentiate ``total`` = Σ_t L_t (L_t the weighted batch mean) under a tape for
+  TBPTT's update; a stream that resets inside the window restarts from zero there (no
+  gradient flows through the reset), and the caller stops the gradient of the initial
+  state.
   """
-  bits = tf.TensorArray(tf.float32, size=length)
+  reported = tf.TensorArray(tf.float32, size=length)
+  weights = tf.TensorArray(tf.float32, size=length)
   total = tf.zeros([], model.cell.compute_dtype)
   for t in tf.range(length):
-    task_state, data = next_data(task, task_state, rng)
+    task_state, data = task.next(task_state, rng)
     state, losses = forward_step(model, state, data)
-    loss = tf.reduce_mean(losses)
+    loss = weighted_mean(losses, data.weight)
     total += loss
-    loss_bits = to_bits(loss)
-    task_state = task.observe(task_state, loss_bits)
-    bits = bits.write(t, loss_bits)
-  return Window(total, state, task_state, bits.stack())
+    loss, weight = report(loss, model.y_spec.report_scale), mean_weight(data)
+    task_state = task.observe(task_state, observed(loss, weight))
+    reported, weights = reported.write(t, loss), weights.write(t, weight)
+  return Window(total, state, task_state, reported.stack(), weights.stack())
 
 
 def clip_gradients(recurrent, readout, scale: float = 1.0, clip_norm=None) -> list:
@@ -196,9 +222,9 @@ def clip_gradients(recurrent, readout, scale: float = 1.0, clip_norm=None) -> li
 
 
 class Trainer(tf.Module):
-  """A compiled driver: :meth:`run` calls ``chunk(num_steps) -> (loss_bits [num_steps],
-  task metrics)`` (compiled once) and checks the loss; :meth:`apply` is the update.
-  ``run`` takes whole updates of ``steps_per_update`` steps."""
+  """A compiled driver: :meth:`run` calls ``chunk(num_steps) -> (losses [num_steps],
+  weights [num_steps], task metrics)`` (compiled once) and checks the loss; :meth:`apply`
+  is the update. ``run`` takes whole updates of ``steps_per_update`` steps."""
 
   steps_per_update = 1
 
@@ -240,12 +266,15 @@ class Trainer(tf.Module):
     raise NotImplementedError
 
   def run(self, num_steps: int) -> dict:
-    """Train ``num_steps`` steps (characters per stream); returns numpy metrics:
-    ``loss_bits`` [num_steps] (each step's batch-mean loss in bits) and the task's."""
+    """Train ``num_steps`` steps (time steps per stream); returns numpy metrics: under
+    the output spec's ``loss_column`` (``loss_bits``, ``loss_mse``) each step's objective
+    L_t = (1/B) Σ_b w_b L_b ``[num_steps]`` in its unit, under ``weight`` each step's
+    (1/B) Σ_b w_b, and the task's metrics. The loss of the steps that count is
+    Σ_t L_t / Σ_t weight_t (:func:`mean_loss`)."""
     if num_steps % self.steps_per_update:
       raise ValueError(f"TBPTT runs whole windows: {num_steps} steps is not a multiple of "
                        f"the truncation {self.steps_per_update}")
-    losses, metrics = self._compiled(tf.constant(num_steps, tf.int32))
+    losses, weights, metrics = self._compiled(tf.constant(num_steps, tf.int32))
     losses = losses.numpy()
     if not np.all(np.isfinite(losses)):
       bad = int(np.argmax(~np.isfinite(losses)))
@@ -254,7 +283,8 @@ class Trainer(tf.Module):
           "lower the learning rate (--lr) or clip the gradient (--clip), then restart from the "
           "last checkpoint (--resume)")
     out = {k: v.numpy() for k, v in metrics.items()}
-    out["loss_bits"] = losses
+    out[self.model.y_spec.loss_column] = losses
+    out["weight"] = weights.numpy()
     return out
 
 
@@ -284,6 +314,7 @@ class OnlineTrainer(Trainer):
 
   def chunk(self, num_steps):
     losses = tf.TensorArray(tf.float32, size=num_steps)
+    weights = tf.TensorArray(tf.float32, size=num_steps)
     carry = OnlineCarry(self.task_state.read(), self.estimator_state.read())
     shadow = self.shadow_state.read() if self.shadow is not None else ()
     cos_sum, err_sum = tf.zeros([], tf.float32), tf.zeros([], tf.float32)
@@ -295,7 +326,7 @@ class OnlineTrainer(Trainer):
         shadow, cos, err = self.shadow.step(shadow, out.data, out.grads)
         cos_sum, err_sum = cos_sum + cos, err_sum + err
       self.apply(out.grads, out.readout.grads)
-      losses = losses.write(i, out.loss_bits)
+      losses, weights = losses.write(i, out.loss), weights.write(i, out.weight)
     self.task_state.assign(carry.task)
     self.estimator_state.assign(carry.estimator)
     self.step.assign_add(tf.cast(num_steps, tf.int64))
@@ -304,7 +335,7 @@ class OnlineTrainer(Trainer):
       self.shadow_state.assign(shadow)
       count = tf.cast(num_steps, tf.float32)
       metrics.update(shadow_cosine=cos_sum / count, shadow_rel_error=err_sum / count)
-    return losses.stack(), metrics
+    return losses.stack(), weights.stack(), metrics
 
 
 class TBPTTTrainer(Trainer):
@@ -332,6 +363,7 @@ class TBPTTTrainer(Trainer):
   def chunk(self, num_steps):
     windows = num_steps // self.truncation
     losses = tf.TensorArray(tf.float32, size=windows, element_shape=[self.truncation])
+    weights = tf.TensorArray(tf.float32, size=windows, element_shape=[self.truncation])
     state, task_state = self.hidden.read_value(), self.task_state.read()
     for w in tf.range(windows):
       with tf.GradientTape() as tape:
@@ -341,8 +373,19 @@ class TBPTTTrainer(Trainer):
       k = len(self.model.recurrent_variables)
       self.apply(grads[:k], grads[k:])
       state, task_state = window.state, window.task_state
-      losses = losses.write(w, window.bits)
+      losses, weights = losses.write(w, window.losses), weights.write(w, window.weights)
     self.hidden.assign(state)
     self.task_state.assign(task_state)
     self.step.assign_add(tf.cast(num_steps, tf.int64))
-    return tf.reshape(losses.stack(), [-1]), self.task.metrics(task_state)
+    return (tf.reshape(losses.stack(), [-1]), tf.reshape(weights.stack(), [-1]),
+            self.task.metrics(task_state))
+
+
+def mean_loss(losses, weights) -> float | None:
+  """The mean loss of the steps and streams that count, Σ_t L_t / Σ_t (1/B) Σ_b w_{t,b}
+  (``losses`` and ``weights`` as :meth:`Trainer.run` returns them); None when no step
+  had a weight. With every weight 1 this is the mean of the losses."""
+  total = np.sum(weights)
+  if total <= 0:
+    return None
+  return float(np.sum(losses) / total)

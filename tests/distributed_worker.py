@@ -81,7 +81,8 @@ def compare(method, task_name, steps, clip, strategy):
   out2 = [dist.run(steps) for _ in range(2)]
   weights = max(rel(a, b) for a, b in zip(values(m2, o2), values(m1, o1)))
   losses = max(rel(a["loss_bits"], b["loss_bits"]) for a, b in zip(out2, out1))
-  metrics = {k: [float(out1[-1][k]), float(out2[-1][k])] for k in out1[-1] if k != "loss_bits"}
+  metrics = {k: [float(out1[-1][k]), float(out2[-1][k])] for k in out1[-1]
+             if k not in ("loss_bits", "weight")}
   moved = rel(values(m1, o1)[0], np.asarray(build(method, task_name, None, clip)[1].weights[0]))
   print(json.dumps({"method": method, "task": task_name, "weights": weights,
                     "losses": losses, "metrics": metrics, "moved": moved,

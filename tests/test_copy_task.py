@@ -25,7 +25,7 @@ def run_steps(task, state, rng, n, losses=None):
     arrays = [tf.TensorArray(dt, size=n) for dt in (tf.int32, tf.int32, tf.bool, tf.int32, tf.int32, tf.int32)]
 
     def body(i, state, arrays):
-      state, x, y, r = task.next(state, rng)
+      state, (x, y, r, _) = task.next(state, rng)
       loss = losses[i]
       observed = task.observe(state, loss)
       state = tf.nest.map_structure(
@@ -136,7 +136,7 @@ def test_length_distribution_is_the_published_rule(level):
   task = CopyTask(batch_size=batch, max_length=16)
   rng = tf.random.Generator.from_seed(level)
   state = with_level(task.init(rng), level)
-  state, _, _, reset = task.next(state, rng)
+  state, (_, _, reset, _) = task.next(state, rng)
   assert bool(tf.reduce_all(reset))
   lengths = state.length.numpy()
   probs = published_length_probabilities(level)
@@ -245,7 +245,7 @@ def test_tf_function_loop_does_not_retrace():
     traces.append(1)
 
     def body(i, state, total):
-      state, x, y, r = task.next(state, rng)
+      state, (x, y, r, _) = task.next(state, rng)
       # scripted "loss": fraction of steps whose target is a blank
       loss = tf.reduce_mean(tf.cast(tf.equal(y, BLANK), tf.float32))
       state = task.observe(state, loss)

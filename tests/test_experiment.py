@@ -13,6 +13,8 @@ from ok_tf import validation as validation_lib
 from ok_tf.tasks import copy as copy_task
 from ok_tf.tasks import ptb as ptb_task
 
+import toolkit
+
 VOCAB = 10
 # Training text: one pattern of period 7, learnt quickly; validation text: uniform noise, so
 # the validation BPC is lowest early and rises as the model grows sure of the pattern.
@@ -37,7 +39,7 @@ def train_ptb(run_dir, steps, resume=False, validation_cls=validation_lib.Valida
     return {"best_valid_bpc": best, "best_step": best_step, "final_valid_bpc": final,
             "final_step": final_step, "steps": len(run.metrics)}
 
-  return experiment.train(cfg, task, VOCAB, resume=resume, validation=validation,
+  return experiment.train(cfg, task, resume=resume, validation=validation,
                           summary=results)
 
 
@@ -80,7 +82,7 @@ def test_validation_state_survives_resume(uninterrupted, first_part, tmp_path):
   run = train_ptb(tmp_path / "run", 400, resume=True)
   assert run.results == uninterrupted.results
   assert run.eval == uninterrupted.eval
-  strip = lambda rows: [{k: v for k, v in r.items() if k not in experiment.TIMING_COLUMNS}
+  strip = lambda rows: [{k: v for k, v in r.items() if k not in toolkit.TIMING_COLUMNS}
                         for r in rows]
   assert strip(run.metrics) == strip(uninterrupted.metrics)
   assert run.best_step == uninterrupted.best_step
@@ -91,7 +93,7 @@ def test_train_closes_the_run_and_writes_no_results_when_stopped_early(tmp_path)
                               checkpoint_every=10, max_minutes=1e-6, run_dir=str(tmp_path / "r"))
   called = []
   run = experiment.train(cfg, copy_task.CopyTask(batch_size=2, max_length=8),
-                         copy_task.VOCAB_SIZE, summary=lambda r: called.append(r) or {})
+                         summary=lambda r: called.append(r) or {})
   assert not called and not run.finished and run.results is None
   assert [r["step"] for r in run.metrics] == [10] and run.latest_step == 10
 

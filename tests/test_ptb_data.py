@@ -320,7 +320,7 @@ def test_streams_on_real_text(loaded):
   @tf.function
   def run(state, k):
     def body(i, s, acc):
-      s, inputs, targets, reset = streams.next(s, None)
+      s, (inputs, targets, reset, _) = streams.next(s, None)
       return i + 1, s, acc + tf.cast(reset, tf.int32)
 
     _, s, acc = tf.while_loop(lambda i, s, acc: i < k, body,

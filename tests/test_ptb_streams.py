@@ -18,7 +18,7 @@ def run_steps(streams, steps):
   @tf.function
   def step(state):
     traces.append(1)
-    state, inputs, targets, reset = streams.next(state, None)
+    state, (inputs, targets, reset, _) = streams.next(state, None)
     return streams.observe(state, tf.constant(0.0)), inputs, targets, reset
 
   state = streams.init(None)

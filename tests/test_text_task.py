@@ -40,7 +40,7 @@ def decoded_steps(streams, steps):
   """(inputs, targets, resets) of ``steps`` steps from the initial state, ``[steps, B]``."""
   state, rows = streams.init(None), []
   for _ in range(steps):
-    state, inputs, targets, reset = streams.next(state, None)
+    state, (inputs, targets, reset, _) = streams.next(state, None)
     rows.append((inputs.numpy(), targets.numpy(), reset.numpy()))
   return tuple(np.stack(x) for x in zip(*rows))
 

@@ -41,7 +41,8 @@ class ScriptedTask:
     del rng
     i = state["t"] % self.length
     new = {"t": state["t"] + 1, "loss_sum": state["loss_sum"]}
-    return new, tf.gather(self.inputs, i), tf.gather(self.targets, i), tf.gather(self.reset, i)
+    return new, training.Data(tf.gather(self.inputs, i), tf.gather(self.targets, i),
+                              tf.gather(self.reset, i), tf.ones([self.reset.shape[1]], tf.float32))
 
   def observe(self, state, loss_bits):
     return {"t": state["t"], "loss_sum": state["loss_sum"] + tf.cast(loss_bits, tf.float32)}
@@ -127,7 +128,27 @@ def test_readout_gradient_is_each_streams_own():
     assert np.all(np.delete(own, b, axis=0) == 0)
     np.testing.assert_allclose(out.dl_ds.numpy()[b], own[b], rtol=1e-12, atol=1e-15)
   for got, exp in zip(out.grads, tape.gradient(mean, model.readout_variables)):
-    np.testing.assert_allclose(got.numpy(), exp.numpy(), rtol=1e-15)
+    np.testing.assert_allclose(got.numpy(), exp.numpy(), rtol=1e-13)
+
+
+def test_readout_gradient_weighs_each_stream():
+  """With step weights w (B = 3, not a power of two): dl_ds[b] = w_b ∂L_b/∂s_b exactly,
+  the W_out gradient and the objective are those of L = (1/B) Σ_b w_b L_b; w = 0 gives a
+  zero row."""
+  model = make_model(seed=7)
+  state = tf.constant(np.random.default_rng(7).standard_normal([BATCH, UNITS]))
+  targets = tf.constant([2, 0, 3])
+  weight = tf.constant([0.5, 0.0, 2.0], tf.float32)
+  out = models.readout_gradient(model, state, targets, weight)
+  plain = models.readout_gradient(model, state, targets)
+  w = weight.numpy().astype(np.float64)
+  np.testing.assert_array_equal(out.dl_ds.numpy(), plain.dl_ds.numpy() * w[:, None])
+  assert np.all(out.dl_ds.numpy()[1] == 0)
+  with tf.GradientTape() as tape:
+    objective = tf.reduce_mean(models.cross_entropy(model.logits(state), targets) * w)
+  for got, exp in zip(out.grads, tape.gradient(objective, model.readout_variables)):
+    np.testing.assert_allclose(got.numpy(), exp.numpy(), rtol=1e-13)
+  np.testing.assert_allclose(out.loss.numpy(), objective.numpy(), rtol=1e-15)
 
 
 # ----------------------------------------------------------------------------- TBPTT
@@ -143,7 +164,7 @@ def test_tbptt_window_gradient_equals_autodiff():
   h0 = tf.constant(0.3 * np.random.default_rng(5).standard_normal([BATCH, UNITS]))
   with tf.GradientTape() as tape:
     tape.watch(h0)
-    total, state, task_state, bits = training.tbptt_window(model, task, h0, task.init(None),
+    total, state, task_state, bits, _ = training.tbptt_window(model, task, h0, task.init(None),
                                                            None, window)
   got, d_h0 = tape.gradient(total, [variables(model), h0])
   with tf.GradientTape() as tape:

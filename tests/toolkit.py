@@ -77,7 +77,7 @@ def keras_bpc(model, ids, num_streams):
 # ----------------------------------------------------------------------------- the scripts
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TIMING_COLUMNS = ("steps_per_sec", "wall_time")  # ok_tf.experiment.TIMING_COLUMNS
+TIMING_COLUMNS = ("steps_per_sec", "wall_time")  # metrics columns that depend on the machine
 PTB_SKIP_REASON = "set OK_TF_DATA to a folder with the PTB character files"
 
 

@@ -51,7 +51,7 @@ class Data(NamedTuple):
   inputs: tf.Tensor    # [B] int32 (symbols) or [B, d] (reals)
   targets: tf.Tensor   # [B] int32 (classes) or [B, m] (reals)
   reset: tf.Tensor     # [B] bool: the streams that start anew at this step
-  weight: tf.Tensor    # [B] float32: w_{t,b}, the weight of this step's loss
+  weight: tf.Tensor = None  # [B] float32: w_{t,b}, the weight of this step's loss (None: 1)
 
 
 def full_weight(batch: int) -> tf.Tensor:

@@ -320,8 +320,14 @@ def check(cfg) -> None:
 DATA_ERRORS = (ptb.PtbDataMissingError, ptb.PtbChecksumError, text_data.TextDataError)
 
 
+def check_text(cfg) -> None:
+  """The text task's rules: a training text, and :func:`check`'s."""
+  base.need(bool(cfg.train_file), "--task=text needs --train_file (the text to train on)")
+  check(cfg)
+
+
 ENTRY = base.Entry(
     name="text", help="any text file (or .npy token ids): next-symbol prediction on B "
     "streams, validation BPC with --valid_file (--train_file; docs/protocol.md)",
     options=TextOptions, presets=PRESETS, build=build, errors=DATA_ERRORS,
-    check=check)
+    check=check_text)
