@@ -10,8 +10,10 @@ Cells (Keras RNN cells, one weight matrix W; ``keras.layers.RNN(RHNCell(n))`` wo
   get_cell(name, units)             a cell by name: "rhn", "tanh", "lstm"
 
 Model
-  RecurrentModel                    cell + softmax readout; a Keras model
+  RecurrentModel                    cell + readout for any specs; a Keras model
                                     (``model.save("m.keras")``, ``model.predict(ids)``)
+  Symbols, Reals, Classes           input and output specs: one-hot ids or real vectors
+                                    in; softmax classes (bits) or reals (squared error) out
 
 Gradient estimators (``est.init/reset/step/gradient``, batched over streams)
   get_estimator(name, cell, rank)   "ok", "kf", "kf_avg", "uoro", "snap1", "rtrl"
@@ -24,7 +26,9 @@ Training
                                     truncated BPTT, an update per window
   make_optimizer(lr)                Adam with the paper's ε
 
-Tasks (``init/next/observe/metrics``, pure TensorFlow)
+Tasks (``init/next/observe/metrics``, pure TensorFlow; ``python -m ok_tf.train --task=``)
+  TASKS, get_task                   the registry: name → entry (options, presets, build)
+  Data                              one step: inputs, targets, reset, weight
   CopyTask                          the copy (string memorisation) curriculum
   TextStreams                       B streams through any text / token array (PTB's too)
   load_ptb, load_text               PTB's splits; a user's text files, with the vocabulary
@@ -55,6 +59,9 @@ _EXPORTS = {
     "KroneckerCell": ("cells", "KroneckerCell"),
     "get_cell": ("cells", "get"),
     "RecurrentModel": ("models", "RecurrentModel"),
+    "Symbols": ("specs", "Symbols"),
+    "Reals": ("specs", "Reals"),
+    "Classes": ("specs", "Classes"),
     "get_estimator": ("estimators", "get"),
     "METHODS": ("estimators", "METHODS"),
     "ESTIMATORS": ("estimators", "ESTIMATORS"),
@@ -67,6 +74,9 @@ _EXPORTS = {
     "OnlineTrainer": ("training", "OnlineTrainer"),
     "TBPTTTrainer": ("training", "TBPTTTrainer"),
     "make_optimizer": ("training", "make_optimizer"),
+    "TASKS": ("tasks", "TASKS"),
+    "get_task": ("tasks", "get"),
+    "Data": ("tasks.base", "Data"),
     "CopyTask": ("tasks.copy", "CopyTask"),
     "TextStreams": ("tasks.text", "TextStreams"),
     "load_ptb": ("data.ptb", "load_ptb"),
@@ -80,7 +90,7 @@ _EXPORTS = {
 }
 _SUBMODULES = ("cells", "config", "data", "diagnostics", "distributed", "estimators",
                "evaluation", "experiment", "kronecker", "models", "progress", "runs",
-               "sample", "tasks", "training", "validation")
+               "sample", "specs", "tasks", "train", "training", "validation")
 
 __all__ = ["__version__", *_EXPORTS]
 
