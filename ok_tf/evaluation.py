@@ -1,4 +1,6 @@
-"""Bits per character on a whole text with a forward-only compiled loop.
+"""Evaluation, forward only: bits per character on a whole text with a compiled loop
+(:class:`Evaluator`), and the weighted loss and accuracy of whole sequences of any task
+(:func:`evaluate_sequences`).
 
 The text ids[0..N−1] gives N−1 predictions (input ids[i], target ids[i+1]).  They are
 cut into S contiguous streams of ⌈(N−1)/S⌉ steps (the tail padded and masked, so
@@ -69,3 +71,38 @@ class Evaluator:
 def evaluate_bpc(model: models.RecurrentModel, ids: np.ndarray, num_streams: int = 8) -> float:
   """BPC of ``model`` on the text ``ids`` (module docstring; one :class:`Evaluator` call)."""
   return Evaluator(model, ids, num_streams).bpc()
+
+
+def evaluate_sequences(model: models.RecurrentModel, inputs, targets, weights=None,
+                       batch_size: int = 64) -> dict:
+  """The weighted mean loss of ``model`` over whole sequences, forward only, and for class
+  outputs the weighted accuracy:
+
+      loss = Σ_{n,t} w_{n,t} L_{n,t} / Σ_{n,t} w_{n,t}   (bits, or the mean squared error)
+      accuracy = Σ w [argmax o_{n,t} = y_{n,t}] / Σ w
+
+  Each sequence starts from the zero state. ``inputs`` ``[N, T]`` ids or ``[N, T, d]``
+  reals, ``targets`` ``[N, T]`` classes or ``[N, T, m]`` reals, ``weights`` ``[N, T]``
+  (None: 1), as the model's specs say; ``batch_size`` sequences run at a time.
+  """
+  inputs, targets = np.asarray(inputs), np.asarray(targets)
+  count = int(inputs.shape[0])
+  weights = (np.ones(inputs.shape[:2], np.float64) if weights is None
+             else np.asarray(weights, np.float64))
+  classes = model.y_spec.kind == "classes"
+  total = correct = 0.0
+  for start in range(0, count, batch_size):
+    stop = min(count, start + batch_size)
+    outputs = model(inputs[start:stop])
+    losses = model.y_spec.losses(outputs, tf.constant(targets[start:stop])).numpy()
+    w = weights[start:stop]
+    total += float(np.sum(w * losses))
+    if classes:
+      correct += float(np.sum(w * (np.argmax(outputs.numpy(), -1) == targets[start:stop])))
+  mass = float(np.sum(weights))
+  if mass <= 0:
+    raise ValueError("every weight is 0: nothing to evaluate")
+  out = {"loss": total / mass * model.y_spec.report_scale, "unit": model.y_spec.unit}
+  if classes:
+    out["accuracy"] = correct / mass
+  return out

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from ok_tf import evaluation
 from ok_tf import models
+from ok_tf import specs
 
 VOCAB = 7
 
@@ -93,3 +94,35 @@ def test_contiguous_streams_cover_every_prediction_once(n, streams):
 def test_contiguous_streams_needs_two_symbols():
   with pytest.raises(ValueError, match="at least two symbols"):
     evaluation.contiguous_streams(np.array([3], np.int32), 2)
+
+
+@pytest.mark.parametrize("outputs", [specs.Classes(3), specs.Reals(2)], ids=["classes", "reals"])
+def test_sequences_weighted_loss_and_accuracy(outputs):
+  """evaluate_sequences = the weighted mean of the per-step losses of the model's own
+  outputs (each sequence from the zero state), in bits or squared error; batches of any
+  size give the same; accuracy counts the weighted argmax hits."""
+  keras.utils.set_random_seed(3)
+  model = models.RecurrentModel("tanh", 5, inputs=specs.Reals(4), outputs=outputs,
+                                init_stddev=0.7, dtype="float64")
+  rng = np.random.default_rng(2)
+  x = rng.standard_normal((7, 6, 4))
+  if outputs.kind == "classes":
+    y = rng.integers(0, 3, (7, 6)).astype(np.int32)
+  else:
+    y = rng.standard_normal((7, 6, 2))
+  w = rng.integers(0, 3, (7, 6)).astype(np.float64)
+  o = model(x).numpy()
+  if outputs.kind == "classes":
+    logp = o - np.log(np.exp(o).sum(-1, keepdims=True))
+    losses = -np.take_along_axis(logp, y[..., None], -1)[..., 0] / np.log(2.0)
+  else:
+    losses = ((o - y) ** 2).mean(-1)
+  expected = (w * losses).sum() / w.sum()
+  for batch in (7, 3):
+    got = evaluation.evaluate_sequences(model, x, y, w, batch_size=batch)
+    assert got["loss"] == pytest.approx(expected, rel=1e-12)
+    assert got["unit"] == outputs.unit
+  if outputs.kind == "classes":
+    assert got["accuracy"] == pytest.approx((w * (o.argmax(-1) == y)).sum() / w.sum(), rel=1e-12)
+  with pytest.raises(ValueError, match="every weight is 0"):
+    evaluation.evaluate_sequences(model, x, y, np.zeros_like(w))
