@@ -169,3 +169,14 @@ def test_entry_reads_an_npz_file(tmp_path):
   with pytest.raises(ValueError, match="needs --arrays_file"):
     arrays.ENTRY.check(cfg)
   assert ArraysError in arrays.ENTRY.errors
+
+
+def test_a_task_runs_in_several_compiled_functions_and_eagerly():
+  x, y = numbered(n=3, t=2)
+  task = ArrayTask.from_arrays(x, y, batch_size=2, order="in_order")
+  rng = tf.random.Generator.from_seed(0)
+  first = task_steps.play(task, 4, rng)[1]
+  second = task_steps.play(task, 4, rng)[1]
+  np.testing.assert_array_equal(first.inputs, second.inputs)
+  _, data = task.next(task.init(rng), rng)
+  np.testing.assert_array_equal(data.inputs, first.inputs[0])

@@ -66,6 +66,16 @@ def test_baselines():
   assert task.baseline == task.baselines["uniform"]
 
 
+def test_a_task_runs_in_several_compiled_functions_and_eagerly():
+  images, labels = synthetic(3)
+  task = mnist.MnistTask(images, labels, batch_size=2)
+  rng = tf.random.Generator.from_seed(0)
+  task_steps.play(task, 3, rng)
+  task_steps.play(task, 3, rng)
+  _, data = task.next(task.init(rng), rng)
+  assert data.inputs.shape == (2, 28)
+
+
 def test_shards_play_the_single_device_streams():
   images, labels = synthetic(5)
   task_steps.assert_same_as_sharded(mnist.MnistTask(images, labels, batch_size=4), 40)

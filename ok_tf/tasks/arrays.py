@@ -267,8 +267,9 @@ class ArrayTask:
   def _tensors(self):
     """The arrays as tf.constants, made on first use."""
     if self._constants is None:
-      object.__setattr__(self, "_constants", tuple(
-          tf.constant(a) for a in (self.inputs, self.targets, self.weights)))
+      with tf.init_scope():   # eager constants, even when first called inside a tf.function
+        object.__setattr__(self, "_constants", tuple(
+            tf.constant(a) for a in (self.inputs, self.targets, self.weights)))
     return self._constants
 
   def init(self, rng) -> ArrayState:

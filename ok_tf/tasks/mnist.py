@@ -142,8 +142,9 @@ class MnistTask:
     """The images ``[N, T, 28 or 1]`` uint8 and labels as tf.constants, made on first use."""
     if self._constants is None:
       shape = (-1, self.length, self.input_spec.size)
-      object.__setattr__(self, "_constants", (tf.constant(self.images.reshape(shape)),
-                                              tf.constant(self.labels)))
+      with tf.init_scope():   # eager constants, even when first called inside a tf.function
+        object.__setattr__(self, "_constants", (tf.constant(self.images.reshape(shape)),
+                                                tf.constant(self.labels)))
     return self._constants
 
   def init(self, rng) -> MnistState:
