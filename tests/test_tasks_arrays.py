@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from ok_tf import specs
 from ok_tf.tasks import arrays
+from ok_tf.tasks import base
 from ok_tf.tasks.arrays import ArraysError, ArrayTask
 import task_steps
 
@@ -25,6 +26,7 @@ def test_in_order_streams_play_whole_sequences_and_reset_at_their_start():
   w[:, :2] = 0.0                                     # loss at the last step only
   task = ArrayTask.from_arrays(x, y, w, batch_size=2, order="in_order")
   assert task.input_spec == specs.Reals(2) and task.output_spec == specs.Classes(3)
+  assert isinstance(task, base.Task)
   state, data = task_steps.play(task, 12, tf.random.Generator.from_seed(0))
   assert data.inputs.shape == (12, 2, 2) and data.inputs.dtype == np.float32
   assert data.targets.shape == (12, 2) and data.targets.dtype == np.int32

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from ok_tf import specs
+from ok_tf.tasks import base
 from ok_tf.tasks import mnist
 import task_steps
 
@@ -23,6 +24,7 @@ def test_row_by_row_streams_read_whole_images_with_the_loss_at_the_last_row():
   images, labels = synthetic()
   task = mnist.MnistTask(images, labels, batch_size=4)
   assert task.input_spec == specs.Reals(28) and task.output_spec == specs.Classes(10)
+  assert isinstance(task, base.Task)
   state, data = task_steps.play(task, 3 * 28, tf.random.Generator.from_seed(0))
   assert data.inputs.shape == (84, 4, 28) and data.inputs.dtype == np.float32
   for k in range(3):

@@ -29,6 +29,7 @@ same way), the stream's axis first, so a shard draws its rows of the whole batch
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -235,8 +236,9 @@ class ArrayTask:
     """T, the steps of every sequence."""
     return int(self.inputs.shape[1])
 
-  @property
+  @functools.cached_property
   def baselines(self) -> dict[str, float]:
+    """:func:`baselines` of the arrays (computed once)."""
     return baselines(self.targets, self.weights, self.output_spec)
 
   @property
