@@ -14,6 +14,12 @@ TASKS = {
     "copy": "ok_tf.tasks.copy:ENTRY",
     "ptb": "ok_tf.tasks.ptb:ENTRY",
     "text": "ok_tf.tasks.text:ENTRY",
+    "additive": "ok_tf.tasks.additive:ENTRY",
+    "mackey_glass": "ok_tf.tasks.chaotic:MACKEY_GLASS",
+    "henon": "ok_tf.tasks.chaotic:HENON",
+    "lorenz": "ok_tf.tasks.chaotic:LORENZ",
+    "mnist": "ok_tf.tasks.mnist:ENTRY",
+    "arrays": "ok_tf.tasks.arrays:ENTRY",
 }
 
 
