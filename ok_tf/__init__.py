@@ -31,10 +31,12 @@ Tasks (``init/next/observe/metrics``, pure TensorFlow; ``python -m ok_tf.train -
   Data                              one step: inputs, targets, reset, weight
   CopyTask                          the copy (string memorisation) curriculum
   TextStreams                       B streams through any text / token array (PTB's too)
+  ArrayTask                         a user's [N, T, d] arrays or tf.data.Dataset
   load_ptb, load_text               PTB's splits; a user's text files, with the vocabulary
 
 Evaluation and run directories
   evaluate_bpc(model, ids)          bits per character on a whole text
+  evaluate_sequences(model, x, y, w)  weighted loss (and accuracy) over whole sequences
   Run(path)                         a run directory, read (``load_model("best")``)
 
 Diagnostics (estimators against exact RTRL on small nets)
@@ -79,9 +81,11 @@ _EXPORTS = {
     "Data": ("tasks.base", "Data"),
     "CopyTask": ("tasks.copy", "CopyTask"),
     "TextStreams": ("tasks.text", "TextStreams"),
+    "ArrayTask": ("tasks.arrays", "ArrayTask"),
     "load_ptb": ("data.ptb", "load_ptb"),
     "load_text": ("data.text", "load_text"),
     "evaluate_bpc": ("evaluation", "evaluate_bpc"),
+    "evaluate_sequences": ("evaluation", "evaluate_sequences"),
     "Run": ("runs", "Run"),
     "exact_reference": ("diagnostics", "exact_reference"),
     "measure": ("diagnostics", "measure"),

@@ -47,10 +47,13 @@ class DivergedError(RuntimeError):
 
 def diverged(loss: float | None, baseline: float) -> bool:
   """Whether a log row's mean loss counts as diverged (see DIVERGED_FACTOR); a row
-  without a loss (no step of it had a weight) does not."""
+  without a loss (no step of it had a weight) does not, and with a baseline of 0 (a task
+  whose targets a constant predicts exactly) only a non-finite loss does."""
   if loss is None:
     return False
-  return not math.isfinite(loss) or loss > DIVERGED_FACTOR * baseline
+  if not math.isfinite(loss):
+    return True
+  return baseline > 0 and loss > DIVERGED_FACTOR * baseline
 
 
 def setup(cfg: config_lib.TrainConfig) -> None:
