@@ -15,10 +15,13 @@ steps_per_sec).
 from __future__ import annotations
 
 from absl import app
+from absl import flags
 
+from ok_tf import config as config_lib
 from ok_tf import train
 
 train.define_flags("copy")
+flags.adopt_module_key_flags(config_lib)   # --help lists them
 main = train.entry("train_copy.py", "copy")
 
 if __name__ == "__main__":

@@ -22,10 +22,13 @@ a training text with another one, with one line (its vocabulary is checked as we
 from __future__ import annotations
 
 from absl import app
+from absl import flags
 
+from ok_tf import config as config_lib
 from ok_tf import train
 
 train.define_flags("ptb")
+flags.adopt_module_key_flags(config_lib)   # --help lists them
 main = train.entry("train_ptb.py", "ptb")
 
 if __name__ == "__main__":
