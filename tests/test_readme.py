@@ -53,3 +53,24 @@ def test_the_api_block_runs(tmp_path, monkeypatch):
   exec(compile(code, "README.md", "exec"), names)  # pylint: disable=exec-used
   assert names["step"] == 200 and (tmp_path / "copy.keras").exists()
   assert 0.0 <= names["res"].rel_var < 1.0 and names["res"].cosine > 0.9
+
+
+def arrays_block() -> str:
+  readme = (ROOT / "README.md").read_text()
+  section = readme[readme.index("### Any sequence problem"):]
+  return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_arrays_block_runs(capsys):
+  """The README's own-arrays block trains (200 steps instead of 2000) and evaluates."""
+  code = arrays_block()
+  assert "trainer.run(2000)" in code
+  names = {}
+  exec(compile(code.replace("trainer.run(2000)", "trainer.run(200)"), "README.md", "exec"),
+       names)  # pylint: disable=exec-used
+  out = names["out"]
+  assert out["loss_bits"].shape == (200,) and out["weight"].shape == (200,)
+  # weight 0 on the first two steps of every 20-step sequence: 9/10 of the steps count
+  assert abs(float(np.mean(out["weight"])) - 0.9) < 1e-6
+  printed = capsys.readouterr().out.splitlines()
+  assert np.isfinite(float(printed[-2])) and "'accuracy'" in printed[-1]
