@@ -398,3 +398,45 @@ def test_adam_moments_needs_a_checkpoint(tmp_path, caplog):
   assert "no checkpoints, skipped" in caplog.text
   with pytest.raises(flags.IllegalFlagValueError):
     common.run_script(adam_moments, [str(tmp_path), "--which=last"])
+
+
+# ----------------------------------------------------------------------------- any task
+
+
+def _task_run(path, method, lr, final, shadow=None, rank=None, truncation=None):
+  """A mackey_glass-like run: loss_mse falling linearly to ``final`` over 10 rows."""
+  config = {"task": "mackey_glass", "method": method, "rank": rank, "truncation": truncation,
+            "lr": lr, "seed": 0, "batch_size": 16, "steps": 1000}
+  rd = runs.RunDir(path, config)
+  rd.write_task({"inputs": {"kind": "reals", "size": 1}, "outputs": {"kind": "reals", "size": 1},
+                 "baselines": {"mean": 1.0, "no_memory": 0.02}, "baseline": 1.0})
+  for i in range(1, 11):
+    row = {"step": 100 * i, "chars": 1600 * i, "loss_mse": final + 0.1 * (10 - i)}
+    if shadow is not None:
+      row.update(shadow_cosine=shadow, shadow_rel_error=1 - shadow)
+    rd.log_metrics(row)
+  rd.close()
+
+
+def test_task_table_and_figure(tmp_path):
+  """The tail loss (last 10% of rows = the last row here), its ratio to the baseline, the
+  shadow's means, the best rate per method (--best_lr) and the baselines line."""
+  from analysis import plot_task  # pylint: disable=g-import-not-at-top
+  from analysis import task_table  # pylint: disable=g-import-not-at-top
+  base = tmp_path / "mg"
+  _task_run(base / "ok_a", "ok", LR_A, 0.5, shadow=0.9, rank=8)
+  _task_run(base / "ok_b", "ok", LR_B, 0.25, shadow=0.8, rank=8)
+  _task_run(base / "tbptt", "tbptt", LR_A, 0.75, truncation=4)
+  text, rows = task_table.task_table([base])
+  by_label = {r["label"]: r for r in rows}
+  assert by_label["ok (r=8), lr 10^-3"]["loss"] == pytest.approx(0.5)
+  assert by_label["ok (r=8), lr 10^-3.5"]["cosine"] == pytest.approx(0.8)
+  assert by_label["tbptt (T=4)"]["ratio"] == pytest.approx(0.75) and by_label["tbptt (T=4)"]["cosine"] is None
+  assert "Baselines (mse): mean 1, no_memory 0.02." in text
+  _, best = task_table.task_table([base], best_lr=True)
+  assert [(r["method"], r["lr"]) for r in best] == [("ok (r=8)", "10^-3.5"), ("tbptt (T=4)", "10^-3")]
+  paths = plot_task.plot_task([base], str(tmp_path / "fig"), logy=True, best_lr=True)
+  assert all(pathlib.Path(p).stat().st_size > 0 for p in paths)
+  _copy_run(tmp_path / "copy_run", "ok", 0, 200, 1e-3)
+  with pytest.raises(app.UsageError, match="2 tasks"):
+    task_table.task_table([base, tmp_path / "copy_run"])
