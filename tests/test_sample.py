@@ -123,7 +123,7 @@ def test_low_temperature_is_greedy(run_dir, known_model):
 def test_temperature_follows_the_model(run_dir, known_model):
   """At τ the first symbol after a prime has the frequencies of softmax(logits / τ) over
   2000 seeds: each symbol's within 4.5 standard errors (24 comparisons: a false alarm has
-  probability below 2e-4), while the other temperature's probabilities are more than 14
+  probability of order 1e-4; the seeds are fixed), while the other temperature's probabilities are more than 14
   standard errors away for some symbol, so the check tells the two temperatures apart.
 
   The logits are set (:func:`set_logits`), so both distributions are known exactly on
