@@ -95,7 +95,7 @@ def test_low_temperature_is_greedy(run_dir, known_model):
   symbol whose logit is more than 1e-9 below the largest gets weight exp(−1e-9 / τ) =
   exp(−1000), which is 0 in float64 (exp underflows below −745), so only symbols within
   1e-9 of the maximum can be drawn. The eager replay below computes the same float64
-  logits as the compiled loop up to rounding (≈1e-15 here), so the 1e-9 tolerance admits
+  logits as the compiled loop up to float64 rounding, far below 1e-9, so the tolerance admits
   only near-ties, and no gap between the two largest logits of the trained model (which
   depends on how the machine rounded while training) needs to hold."""
   model = runs.Run(run_dir).load_model(dtype="float64")[0]
