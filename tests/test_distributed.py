@@ -48,6 +48,7 @@ def test_two_devices_equal_one_device_float64():
   for r in results:
     name = f"{r['method']} on {r['task']}"
     assert r["replicas"] == 2, name
+    # measured ≥ 1.4 (Adam moves every weight by about the learning rate per step)
     assert r["moved"] > 0.1, f"{name}: the weights did not change, the test is vacuous"
     assert r["weights"] < 1e-10, f"{name}: weights differ by {r['weights']:.3g}"
     assert r["losses"] < 1e-6, f"{name}: losses differ by {r['losses']:.3g}"
@@ -55,6 +56,8 @@ def test_two_devices_equal_one_device_float64():
       assert one == pytest.approx(two, rel=1e-6), f"{name}: metric {key} {one} vs {two}"
     assert r["traces"] == 1, f"{name}: retraced ({r['traces']} traces)"
   copy_levels = [r["metrics"]["level"][0] for r in results if r["task"] == "copy"]
+  # threshold 3 bits, decay 0.5: the level rises at every step while the loss is below
+  # 5 bits, as it is for these near-initial weights (measured: levels 13 and 7)
   assert min(copy_levels) > 3, "the curriculum did not move"
 
 

@@ -65,7 +65,9 @@ def test_train_writes_results_and_returns_the_run(uninterrupted):
   assert (run.results["best_step"], run.results["best_valid_bpc"]) == (
       best["step"], best["valid_bpc"])
   assert run.best_step == best["step"] and run.latest_step == 400
-  # the test below is only meaningful if the best evaluation comes before the interruption
+  # the test below is only meaningful if the best evaluation comes before the interruption:
+  # uniform noise against a learnt pattern, the BPC rises at every evaluation from step 50
+  # (measured 4.90, 6.52, 7.95, 8.63, ...; the same with other kernels and one thread)
   assert best["step"] <= 200 and run.eval[-1]["valid_bpc"] > best["valid_bpc"]
   assert [r["valid_bpc"] for r in run.metrics] == [r["valid_bpc"] for r in run.eval]
 

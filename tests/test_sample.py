@@ -30,67 +30,122 @@ def run_dir(tmp_path_factory):
   return path
 
 
+#: The logits of the model whose readout is set (:func:`set_logits`), one per symbol of
+#: TRAIN's 12: multiples of 0.5, exact in float32. softmax(LOGITS / τ) at τ = 1 and 0.7:
+#: largest probability 0.348 and 0.508, smallest 0.017 and 0.007.
+LOGITS = np.array([2.0, 1.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, -1.0])
+
+
+def set_logits(model):
+  """``model`` with its readout's kernel 0 and bias LOGITS: logits(s) = LOGITS for every
+  state s, whatever the weights learnt (and however the machine rounded while learning)."""
+  assert model.vocab_size == len(LOGITS)
+  model.readout.kernel.assign(tf.zeros_like(model.readout.kernel))
+  model.readout.bias.assign(tf.constant(LOGITS, model.readout.bias.dtype))
+  return model
+
+
+def softmax(logits, tau):
+  """softmax(logits / τ) in float64."""
+  z = (logits - logits.max()) / tau
+  return np.exp(z) / np.exp(z).sum()
+
+
 @pytest.fixture(scope="module")
-def model(run_dir):
-  return runs.Run(run_dir).load_model()[0]
+def known_model(run_dir):
+  """The trained model with its readout set so that its next-symbol logits are LOGITS."""
+  return set_logits(runs.Run(run_dir).load_model()[0])
 
 
-def greedy(model, prime_ids, length):
-  """The most likely symbol at every step, one eager step at a time."""
-  state = model.cell.zero_state(1)
-  for symbol in prime_ids:
-    state = model.cell.step(model.one_hot(tf.constant([symbol])), state)
-  out, gaps = [], []
-  for _ in range(length):
-    logits = np.sort(model.logits(state).numpy()[0])
-    symbol = int(np.argmax(model.logits(state).numpy()[0]))
-    gaps.append(logits[-1] - logits[-2])
-    out.append(symbol)
-    state = model.cell.step(model.one_hot(tf.constant([symbol])), state)
-  return np.array(out), min(gaps)
+@pytest.fixture(scope="module")
+def known_run(run_dir, known_model, tmp_path_factory):
+  """A run directory (the trained run's config and vocabulary) whose one checkpoint
+  holds :func:`known_model`."""
+  path = tmp_path_factory.mktemp("known") / "run"
+  config = json.loads((run_dir / "config.json").read_text())
+  with runs.RunDir(path, config) as writer:
+    writer.write_vocabulary(runs.Run(run_dir).vocabulary())
+    writer.checkpoint(model=known_model)
+    writer.save(400)
+  return path
 
 
-def test_length_symbols_and_seeds(run_dir):
+def test_length_symbols_and_seeds(run_dir, known_run):
   vocabulary = runs.Run(run_dir).vocabulary()
   text = sample.sample_text(run_dir, 200, temperature=1.0, seed=0)
   assert len(text) == 200 and set(text) <= set(vocabulary.symbols)
   assert sample.sample_text(run_dir, 200, temperature=1.0, seed=0) == text
-  assert sample.sample_text(run_dir, 200, temperature=1.0, seed=1) != text
-  assert sample.sample_text(run_dir, 200, temperature=0.5, seed=0) != text
   assert sample.sample_text(run_dir, 7, temperature=1.0, seed=0) == text[:7]  # draw t: seed, t
   primed = sample.sample_text(run_dir, 50, temperature=0.8, seed=0, prime="hello w")
   assert len(primed) == 57 and primed.startswith("hello w")
+  # Seeds and temperatures change the text: shown with the known logits, where no symbol
+  # has probability above 0.35 at τ = 1 (a trained model may have learnt this repetitive
+  # text so well that it draws it the same way at any seed).
+  known = sample.sample_text(known_run, 200, temperature=1.0, seed=0)
+  assert sample.sample_text(known_run, 200, temperature=1.0, seed=1) != known
+  assert sample.sample_text(known_run, 200, temperature=0.5, seed=0) != known
 
 
-def test_low_temperature_is_greedy(run_dir, model):
+def test_low_temperature_is_greedy(run_dir, known_model):
+  """At τ = 1e-12 every draw is a most likely symbol: for the trained model (in float64)
+  at every step of its own draws, and for the known logits always their argmax (which
+  τ = 1 does not always draw).
+
+  Why this holds on every machine: the sampler draws from softmax((logits − max) / τ); a
+  symbol whose logit is more than 1e-9 below the largest gets weight exp(−1e-9 / τ) =
+  exp(−1000), which is 0 in float64 (exp underflows below −745), so only symbols within
+  1e-9 of the maximum can be drawn. The eager replay below computes the same float64
+  logits as the compiled loop up to float64 rounding, far below 1e-9, so the tolerance admits
+  only near-ties, and no gap between the two largest logits of the trained model (which
+  depends on how the machine rounded while training) needs to hold."""
+  model = runs.Run(run_dir).load_model(dtype="float64")[0]
   sampler = sample.Sampler(model)
   vocabulary = runs.Run(run_dir).vocabulary()
   for prime in ("", "hello"):
     prime_ids = vocabulary.encode(prime)
-    expected, gap = greedy(model, prime_ids, 60)
-    assert gap > 2e-3  # no near-tie: at τ = 1e-4 any other symbol has odds below e^-20
     for seed in (0, 1):
-      np.testing.assert_array_equal(sampler.sample(prime_ids, 60, 1e-4, seed), expected)
-  assert not np.array_equal(sampler.sample(prime_ids, 60, 1.0, 0), expected)
+      drawn = sampler.sample(prime_ids, 60, 1e-12, seed)
+      state = model.cell.zero_state(1)
+      for symbol in prime_ids:
+        state = model.cell.step(model.one_hot(tf.constant([symbol])), state)
+      for t, symbol in enumerate(drawn):
+        logits = model.logits(state).numpy()[0]
+        assert logits[symbol] >= logits.max() - 1e-9, (prime, seed, t, logits)
+        state = model.cell.step(model.one_hot(tf.constant([int(symbol)])), state)
+  greedy = np.full(60, np.argmax(LOGITS))
+  known = sample.Sampler(known_model)
+  for seed in (0, 1):
+    np.testing.assert_array_equal(known.sample([], 60, 1e-12, seed), greedy)
+  # at τ = 1 all 60 draws are the argmax with probability 0.348^60 < 1e-27
+  assert not np.array_equal(known.sample([], 60, 1.0, 0), greedy)
 
 
-def test_temperature_follows_the_model(run_dir, model):
-  """At τ the first symbol after a prime has the frequencies of softmax(logits / τ): over
-  2000 seeds, total variation below 0.06 (its sampling noise is about 0.02), where the
-  distributions at the other temperature are more than 0.1 apart."""
+def test_temperature_follows_the_model(run_dir, known_model):
+  """At τ the first symbol after a prime has the frequencies of softmax(logits / τ) over
+  2000 seeds: each symbol's within 4.5 standard errors (24 comparisons: a false alarm has
+  probability of order 1e-4; the seeds are fixed), while the other temperature's probabilities are more than 14
+  standard errors away for some symbol, so the check tells the two temperatures apart.
+
+  The logits are set (:func:`set_logits`), so both distributions are known exactly on
+  every machine (total variation 0.160 between τ = 1 and τ = 0.7), whatever the trained
+  weights."""
   vocabulary = runs.Run(run_dir).vocabulary()
   prime_ids = vocabulary.encode("hello ")
-  state = model.cell.zero_state(1)
+  state = known_model.cell.zero_state(1)
   for symbol in prime_ids:
-    state = model.cell.step(model.one_hot(tf.constant([symbol])), state)
-  logits = tf.cast(model.logits(state), tf.float64)
-  p = {tau: tf.nn.softmax(logits / tau).numpy()[0] for tau in (1.0, 0.7)}
-  assert 0.5 * np.abs(p[1.0] - p[0.7]).sum() > 0.1
-  sampler = sample.Sampler(model)
-  for tau in (1.0, 0.7):
-    draws = [int(sampler.sample(prime_ids, 1, tau, seed)[0]) for seed in range(2000)]
-    freq = np.bincount(draws, minlength=vocabulary.size) / len(draws)
-    assert 0.5 * np.abs(freq - p[tau]).sum() < 0.06, tau
+    state = known_model.cell.step(known_model.one_hot(tf.constant([symbol])), state)
+  np.testing.assert_array_equal(known_model.logits(state).numpy()[0], LOGITS)
+  p = {tau: softmax(LOGITS, tau) for tau in (1.0, 0.7)}
+  assert 0.5 * np.abs(p[1.0] - p[0.7]).sum() == pytest.approx(0.1596, abs=1e-4)
+  sampler = sample.Sampler(known_model)
+  n = 2000
+  for tau, other in ((1.0, 0.7), (0.7, 1.0)):
+    se = np.sqrt(p[tau] * (1 - p[tau]) / n)
+    assert np.max(np.abs(p[other] - p[tau]) / se) > 14, tau   # the check's power
+    draws = [int(sampler.sample(prime_ids, 1, tau, seed)[0]) for seed in range(n)]
+    freq = np.bincount(draws, minlength=vocabulary.size) / n
+    z = (freq - p[tau]) / se
+    assert np.max(np.abs(z)) < 4.5, (tau, np.round(z, 2))
 
 
 def test_errors(run_dir, tmp_path):

@@ -211,7 +211,8 @@ def test_ptb_run_writes_results(tmp_path):
     assert key in results and results[key] is not None, key
     assert math.isfinite(float(results[key])) and float(results[key]) > 0, (key, results)
   assert results["chars"] == 300 * 4 and results["best_step"] in (200, 300)
-  # An untrained 50-symbol model is near log2(50) ≈ 5.64 bits.
+  # An untrained 50-symbol model is near log2(50) ≈ 5.64 bits; after 300 steps 4.35 (and
+  # 4.35 with other kernels): an 8-unit model cannot come near 3 in 300 steps.
   for key in ("best_valid_bpc", "test_bpc", "final_valid_bpc"):
     assert 3.0 < results[key] < 6.0, (key, results)
   header, rows = read_rows(run_dir / "eval.csv")

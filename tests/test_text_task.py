@@ -280,6 +280,7 @@ def test_train_on_a_text_with_validation(text_files, tmp_path):
   results = json.loads((run_dir / "results.json").read_text())
   assert sorted(results) == RESULT_KEYS and results["tokenization"] == "characters"
   vocab_size = len(set(TRAIN))
+  # a sanity bound, not a level reached: measured 3.9 and 4.2 (also with other kernels) < 8.9
   for key in ("best_valid_bpc", "final_valid_bpc", "test_bpc"):
     assert 0 < results[key] < 2 * math.log2(vocab_size), (key, results)
   assert results["final_step"] == 150 and results["chars"] == 600

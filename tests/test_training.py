@@ -294,26 +294,32 @@ def _train_copy(trainer, max_steps, chunk=500):
   return level, step
 
 
+# The copy-task learning tests stop as soon as level 3 is reached, so a budget far above the
+# steps needed costs nothing when they pass. Levels 1 and 2 (lengths 1 and 2) are learnt
+# quickly and the steps are set by the EMA (decay 0.999: at least 2600 steps to level 3):
+# seeds 0-9, plain and with TF_ENABLE_ONEDNN_OPTS=0 TF_NUM_INTRAOP_THREADS=1, all reach
+# level 3 within 3500 steps (OK) and 5000 (TBPTT). The budgets are about 3 times that.
+
+
 def test_online_ok_learns_copy_task():
-  # Seeds 0 and 1 reach level 3 after 3500-4000 steps (EMA decay 0.999: ≥ 2600 needed).
   keras.utils.set_random_seed(0)
   task = copy_task.CopyTask(batch_size=16, max_length=16)
   model = models.RecurrentModel("rhn", 16, copy_task.VOCAB_SIZE)
   est = estimators.get("ok", model.cell, rank=4)
   trainer = training.OnlineTrainer(model, est, task, training.make_optimizer(1e-2), 16,
                                    clip_norm=1.0, seed=0)
-  level, step = _train_copy(trainer, 6000)
+  level, step = _train_copy(trainer, 10000)
   assert level >= 3, f"level {level} after {step} steps"
 
 
 def test_tbptt_learns_copy_task():
-  # Seeds 0 and 1 reach level 3 after 6000 steps (one update per 10 steps).
+  # One update per 10 steps.
   keras.utils.set_random_seed(0)
   task = copy_task.CopyTask(batch_size=16, max_length=16)
   model = models.RecurrentModel("rhn", 16, copy_task.VOCAB_SIZE)
   trainer = training.TBPTTTrainer(model, task, training.make_optimizer(1e-2), 16, 10,
                                   clip_norm=1.0, seed=0)
-  level, step = _train_copy(trainer, 10000)
+  level, step = _train_copy(trainer, 15000)
   assert level >= 3, f"level {level} after {step} steps"
 
 
