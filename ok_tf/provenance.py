@@ -22,8 +22,10 @@ from typing import Optional
 
 from absl import logging
 
-#: The file in the run directory (next to config.json, which a resume compares).
-PROVENANCE_FILE = "provenance.json"
+from ok_tf import runs
+
+#: The file in the run directory (beside config.json, which a resume compares).
+PROVENANCE_FILE = runs.PROVENANCE_FILE
 
 _PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 

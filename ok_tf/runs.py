@@ -8,11 +8,16 @@ Layout (the file names are the constants below)::
       eval.csv           evaluation log, one row per ``log_eval`` call
       results.json       final results (``write_results``), only once the run finished
       vocab.json         PTB and any text: the symbols, id → symbol (``write_vocabulary``)
+      provenance.json    per start or resume: package version, git commit, TensorFlow,
+                         devices (:mod:`ok_tf.provenance`)
+      .lock              held by the process writing the run (:mod:`ok_tf.lock`)
       tb/                TensorBoard event files (``scalars``)
-      checkpoints/       latest checkpoints, ``ckpt-<step>`` (2 kept)
+      checkpoints/       latest checkpoints, ``ckpt-<step>`` (2 kept; unreadable ones found
+                         on resume are moved to checkpoints/unreadable/)
       best/              best-validation checkpoint, ``ckpt-<step>`` (1 kept)
       model.keras        the finished run's model as a Keras file (``Run.export_model``:
                          the best checkpoint's weights if there is one, else the last)
+      workers/worker-<w>/  --strategy=multi_worker: worker w's checkpoints (:mod:`ok_tf.multi_worker`)
 
 The writer is driven by :func:`ok_tf.experiment.train` (open, checkpoint, log, resume,
 results, close). Everything that reads run directories (analysis, studies, noise
@@ -44,8 +49,9 @@ TB_DIR = "tb"
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
 MODEL_FILE = "model.keras"
+PROVENANCE_FILE = "provenance.json"
 # The small files of a run (what a study collects; checkpoints and TensorBoard excluded).
-LOG_FILES = (CONFIG_FILE, METRICS_FILE, EVAL_FILE, RESULTS_FILE)
+LOG_FILES = (CONFIG_FILE, METRICS_FILE, EVAL_FILE, RESULTS_FILE, PROVENANCE_FILE)
 
 # Config keys that may differ between a run and its resumption.
 RESUME_MAY_CHANGE = frozenset(

@@ -47,7 +47,7 @@ def test_tiny_study_collects_small_files_and_skips_finished_runs(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   for name in ("ok_r8_seed0", "tbptt_T25_seed0"):
     files = sorted(p.name for p in (tmp_path / "results" / "copy" / name).iterdir())
-    assert files == ["config.json", "metrics.csv", "results.json"], files
+    assert files == ["config.json", "metrics.csv", "provenance.json", "results.json"], files
     results = json.loads((tmp_path / "results" / "copy" / name / "results.json").read_text())
     assert results["steps"] == 200
     assert (tmp_path / "runs" / "copy_cpu" / name / "checkpoints").is_dir()  # not collected
