@@ -9,8 +9,10 @@ devices average them (so the update uses the global batch mean, clipped by its g
 norm) and apply the same Adam update; every task observes the loss averaged over all
 devices.  Random draws are made for the global batch on every device, each keeping its own
 rows (:class:`ShardedGenerator`), so a distributed run follows the single-device run of
-the same seed up to rounding.  Also here: the devices of a run (:func:`configure_devices`,
-:func:`make_strategy`).
+the same seed up to rounding.  On several machines (:mod:`ok_tf.multi_worker`) the
+replicas are numbered across the workers and each process keeps the shards of its own
+replicas (:attr:`MirroredTrainer.first_replica` on).  Also here: the devices of a run
+(:func:`configure_devices`, :func:`make_strategy`).
 """
 
 from __future__ import annotations
