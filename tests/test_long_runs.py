@@ -1,7 +1,6 @@
 """What keeps a long run safe, in process: the signal watch, the run directory's lock,
 checkpoints that cannot be read, provenance (the scripts end to end: test_scripts.py)."""
 
-import json
 import os
 import pathlib
 import signal
