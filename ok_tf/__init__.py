@@ -79,8 +79,9 @@ _EXPORTS = {
     "agreement": ("diagnostics", "agreement"),
 }
 _SUBMODULES = ("cells", "config", "data", "diagnostics", "distributed", "estimators",
-               "evaluation", "experiment", "kronecker", "models", "progress", "runs",
-               "sample", "tasks", "training", "validation")
+               "evaluation", "experiment", "kronecker", "lock", "models", "multi_worker",
+               "preemption", "progress", "provenance", "runs", "sample", "tasks", "training",
+               "validation")
 
 __all__ = ["__version__", *_EXPORTS]
 
