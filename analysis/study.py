@@ -3,6 +3,7 @@
     python -m analysis.study copy_cpu ptb_cpu --workers=2      # the CPU-scale studies
     python -m analysis.study copy_cpu --dry_run                 # print the commands only
     python -m analysis.study ptb_cpu --collect_only             # copy finished runs' files
+    python -m analysis.study copy_cpu --print_commands --max_minutes=230   # for a job array
 
 Each run is one ``train_copy.py`` / ``train_ptb.py`` process in its own run directory
 (``--runs_root``/<study>/<run>). Runs go to ``--workers`` processes at a time, each
@@ -20,6 +21,12 @@ learning rate), ``copy_cpu_lr`` and ``ptb_cpu_lr`` (other learning rates of the 
 grid, to check that the comparison does not hinge on the learning rate) and
 ``ptb_cpu_seeds`` (second seeds for the two closest PTB methods) and
 ``copy_cpu_tbptt_lr2`` (TBPTT beyond the grid on the copy task).
+
+On a cluster, ``--print_commands`` prints one self-contained shell command per pending
+run (not finished), with its absolute ``--run_dir``, ``--resume`` (which starts a run not
+yet begun) and ``--max_minutes``: one line per task of a job array on any scheduler
+(docs/cluster.md); a command run again after a preemption or the time limit continues
+the run. ``--collect_only`` then collects the finished runs.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import os
 import pathlib
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -60,6 +68,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_boolean("collect_only", False, "Only collect finished runs' files.",
                        flag_values=fv)
   flags.DEFINE_list("only", None, "Run only these run names of the studies.", flag_values=fv)
+  flags.DEFINE_boolean("print_commands", False, "Print one self-contained shell command per "
+                       "pending run (with --run_dir, --resume, --max_minutes) and exit.",
+                       flag_values=fv)
+  flags.DEFINE_float("max_minutes", 0.0, "--print_commands: each run stops with a checkpoint "
+                     "after this many minutes (0: no limit); a job's time limit minus a margin.",
+                     flag_values=fv)
   flags.DEFINE_list("extra", [], "Extra flags passed to every run, e.g. --steps=2000 "
                     "(for trying the machinery at a small size).", flag_values=fv)
 
@@ -172,6 +186,17 @@ def shown_command(run: Run) -> str:
   return " ".join(["python", run.script, "--preset=cpu", *run.args])
 
 
+def pending_command(run: Run, run_dir: pathlib.Path, threads: int, max_minutes: float,
+                    extra=()) -> str:
+  """A shell command that starts or continues ``run`` from any folder: cd to the
+  repository, the study's thread limit, the script with --run_dir, --resume and
+  --max_minutes."""
+  args = ["python", run.script, "--preset=cpu", *run.args, f"--run_dir={run_dir}", *extra,
+          "--resume", f"--max_minutes={max_minutes:g}"]
+  return (f"cd {shlex.quote(str(ROOT))} && TF_NUM_INTRAOP_THREADS={threads} "
+          f"TF_NUM_INTEROP_THREADS=1 " + " ".join(shlex.quote(a) for a in args))
+
+
 def machine() -> str:
   cpu = platform.processor() or platform.machine()
   try:
@@ -269,6 +294,12 @@ def run(flag_values: flags.FlagValues, names) -> None:
   runs_root = (ROOT / fv.runs_root) if not os.path.isabs(fv.runs_root) else pathlib.Path(
       fv.runs_root)
   results = (ROOT / fv.results) if not os.path.isabs(fv.results) else pathlib.Path(fv.results)
+  if fv.print_commands:
+    for r in runs:
+      run_dir = runs_root / r.study / r.name
+      if not (runs_lib.is_run(run_dir) and runs_lib.Run(run_dir).finished):
+        print(pending_command(r, run_dir, fv.threads, fv.max_minutes, fv.extra))
+    return
   if fv.dry_run:
     for r in runs:
       print(shown_command(r), f"--run_dir={runs_root / r.study / r.name}", *fv.extra)

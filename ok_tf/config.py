@@ -32,7 +32,7 @@ from ok_tf.data import text as text_data
 
 CELLS = ("rhn", "tanh", "lstm")
 # The methods (names, rank rule, truncation) are those of the registry estimators.METHODS.
-STRATEGIES = ("none", "mirrored")
+STRATEGIES = ("none", "mirrored", "multi_worker")
 #: The task of train_ptb.py given --train_file: any text (docs/protocol.md, "Any text").
 TEXT_TASK = "text"
 
@@ -63,7 +63,8 @@ class TrainConfig:
   checkpoint_every: int = 10_000
   deterministic: bool = True          # tf.config.experimental.enable_op_determinism
   shadow_exact: bool = False
-  strategy: str = "none"              # "mirrored": streams split across devices
+  strategy: str = "none"              # "mirrored": streams split across devices;
+                                      # "multi_worker": across machines (TF_CONFIG)
   devices: str = ""                   # mirrored: comma-separated devices (default: all GPUs)
   cpu_devices: int = 0                # split the CPU into this many logical devices
   max_minutes: float = 0.0            # stop (with a checkpoint) after this wall time; 0: none
@@ -198,7 +199,9 @@ def define_flags(task: str | None = None) -> None:
                        "and relative error (small networks only).")
   flags.DEFINE_enum("strategy", None, list(STRATEGIES),
                     "none: one device; mirrored: tf.distribute.MirroredStrategy, the streams "
-                    "split evenly across the devices, each keeping its own streams' state.")
+                    "split evenly across the devices, each keeping its own streams' state; "
+                    "multi_worker: the same across machines (MultiWorkerMirroredStrategy, "
+                    "one process per machine, each with its TF_CONFIG; docs/cluster.md).")
   flags.DEFINE_string("devices", None, "mirrored: comma-separated devices, e.g. "
                       "/gpu:0,/gpu:1 (default: all GPUs, else the CPU).")
   flags.DEFINE_integer("cpu_devices", None, "Split the CPU into this many logical devices "
@@ -368,9 +371,9 @@ def validate(cfg: TrainConfig) -> None:
   need(cfg.strategy in STRATEGIES, f"unknown --strategy {cfg.strategy!r}; choose one of {', '.join(STRATEGIES)}")
   need(cfg.max_minutes >= 0, f"--max_minutes must be ≥ 0 (0: no limit), got {cfg.max_minutes}")
   need(cfg.cpu_devices >= 0, f"--cpu_devices must be ≥ 0, got {cfg.cpu_devices}")
-  if cfg.strategy == "mirrored":
-    need(not cfg.shadow_exact, "--shadow_exact runs on one device; drop --strategy=mirrored")
-  else:
+  if cfg.strategy in ("mirrored", "multi_worker"):
+    need(not cfg.shadow_exact, f"--shadow_exact runs on one device; drop --strategy={cfg.strategy}")
+  if cfg.strategy != "mirrored":
     need(not cfg.devices, "--devices is for --strategy=mirrored")
     need(not cfg.cpu_devices, "--cpu_devices splits the CPU for --strategy=mirrored; add "
          "--strategy=mirrored or drop --cpu_devices")

@@ -9,8 +9,10 @@ devices average them (so the update uses the global batch mean, clipped by its g
 norm) and apply the same Adam update; every task observes the loss averaged over all
 devices.  Random draws are made for the global batch on every device, each keeping its own
 rows (:class:`ShardedGenerator`), so a distributed run follows the single-device run of
-the same seed up to rounding.  Also here: the devices of a run (:func:`configure_devices`,
-:func:`make_strategy`).
+the same seed up to rounding.  On several machines (:mod:`ok_tf.multi_worker`) the
+replicas are numbered across the workers and each process keeps the shards of its own
+replicas (:attr:`MirroredTrainer.first_replica` on).  Also here: the devices of a run
+(:func:`configure_devices`, :func:`make_strategy`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import tensorflow as tf
 from absl import logging
 
 from ok_tf import config as config_lib
+from ok_tf import multi_worker
 from ok_tf import training
 
 
@@ -38,12 +41,15 @@ def configure_devices(cfg: config_lib.TrainConfig) -> None:
 
 
 def make_strategy(cfg: config_lib.TrainConfig) -> Optional[tf.distribute.Strategy]:
-  """``None`` for one device, else a MirroredStrategy over ``cfg.devices``.
+  """``None`` for one device, a MultiWorkerMirroredStrategy for ``multi_worker``
+  (:func:`ok_tf.multi_worker.make_strategy`), else a MirroredStrategy over ``cfg.devices``.
 
   Without ``--devices`` it takes all GPUs, or, with none, all logical CPUs.
   """
   if cfg.strategy == "none":
     return None
+  if cfg.strategy == "multi_worker":
+    return multi_worker.make_strategy(cfg)
   devices = [d.strip() for d in cfg.devices.split(",") if d.strip()]
   if not devices:
     gpus = tf.config.list_logical_devices("GPU")
@@ -167,8 +173,9 @@ class MirroredTrainer(training.Trainer):
     self.local_batch = int(batch_size) // self.replicas
     with strategy.scope():
       super().__init__(model, optimizer, batch_size, clip_norm, recurrent_grad_scale)
-    self.shards = []
-    for i, device in enumerate(strategy.extended.worker_devices):
+    self.shards = []   # this process's replicas: global indices first_replica, first_replica + 1, …
+    self.first_replica = multi_worker.first_replica(strategy)
+    for i, device in enumerate(strategy.extended.worker_devices, start=self.first_replica):
       with tf.device(device):
         self.shards.append(Shard(shard_task(task, i, self.replicas), seed, i, self.replicas))
         self.add_state(self.shards[-1])
@@ -184,7 +191,7 @@ class MirroredTrainer(training.Trainer):
   def local_shard(self) -> Shard:
     """The shard of the replica being traced (inside ``strategy.run``)."""
     index = tf.get_static_value(tf.distribute.get_replica_context().replica_id_in_sync_group)
-    return self.shards[int(index)]
+    return self.shards[int(index) - self.first_replica]
 
   def apply(self, recurrent_grads, readout_grads):
     """The devices' mean gradients, scaled and clipped (:func:`training.clip_gradients`),

@@ -26,8 +26,12 @@ from ok_tf import config as config_lib
 from ok_tf import diagnostics
 from ok_tf import distributed
 from ok_tf import estimators
+from ok_tf import lock as lock_lib
 from ok_tf import models
+from ok_tf import multi_worker
+from ok_tf import preemption
 from ok_tf import progress as progress_lib
+from ok_tf import provenance
 from ok_tf import runs
 from ok_tf import tasks
 from ok_tf import training
@@ -133,43 +137,95 @@ def train(cfg: config_lib.TrainConfig, task, resume: bool = False,
     DivergedError: the mean training loss of ``DIVERGED_ROWS`` consecutive log rows
       exceeded ``DIVERGED_FACTOR × task.baseline``; the run directory keeps the last
       checkpoint written before (no checkpoint is saved from such a row).
+    ok_tf.preemption.Preempted: SIGTERM or SIGINT arrived (on any worker); the run
+      stopped after the chunk it was in, with a checkpoint there.
+    ok_tf.lock.LockedError: another process holds the run directory.
   """
+  with preemption.Watch() as watch:   # from the start: a signal stops after the first chunk
+    return _train(cfg, task, resume, validation, summary, vocabulary, watch)
+
+
+def _train(cfg, task, resume, validation, summary, vocabulary,
+           watch: preemption.Watch):
+  """:func:`train` under the signal watch ``watch``."""
   setup(cfg)
   strategy = distributed.make_strategy(cfg)
-  model = build_model(cfg, task, strategy)
-  trainer = build_trainer(cfg, model, task, strategy)
-  extra = validation.trackables() if validation is not None else {}
-  run = runs.RunDir(cfg.run_dir, dataclasses.asdict(cfg), resume=resume)
+  chief = multi_worker.is_chief(strategy)
+  several = strategy is not None and multi_worker.is_multi_worker(strategy)
+  if chief:
+    held = lock_lib.hold(cfg.run_dir)       # one writer per run directory, first of all
+  else:
+    run, held = multi_worker.open_worker_dir(cfg.run_dir, strategy, resume)
   try:
-    run.write_task(task.describe())
-    if vocabulary is not None:
-      run.write_vocabulary(vocabulary)
-    run.checkpoint(**trainer.trackables(), **extra)
-    run.expect_metrics(getattr(validation, "columns", ()))
-    start, wall_offset = 0, 0.0
-    if run.resumed:
-      start = run.restore_latest(allow_missing=tuple(extra)) or 0
-      run.truncate_after(start)
-      rows = runs.Run(run.path).metrics if start else []
-      wall_offset = float(rows[-1]["wall_time"]) if rows else 0.0
-      logging.info("resuming %s from step %d", run.path, start)
-    if validation is not None:
-      validation.start(start, trainer, run)
-    _train_chunks(cfg, trainer, run, task, start, wall_offset, validation)
-    if finished(trainer, cfg) and summary is not None:
-      results = summary(runs.Run(run.path))
-      run.write_results(results)
-      runs.Run(run.path).export_model()
-      logging.info("finished %s: %s", run.path, " | ".join(
-          f"{k} {progress_lib.format_metric(v)}" for k, v in results.items()))
+    model = build_model(cfg, task, strategy)
+    trainer = build_trainer(cfg, model, task, strategy)
+    extra = validation.trackables() if validation is not None else {}
+    if chief:
+      run = runs.RunDir(cfg.run_dir, dataclasses.asdict(cfg), resume=resume)
+    try:
+      if chief:
+        run.write_task(task.describe())
+      if vocabulary is not None:
+        run.write_vocabulary(vocabulary)
+      run.checkpoint(**trainer.trackables(), **extra)
+      run.expect_metrics(getattr(validation, "columns", ()))
+      start, wall_offset = 0, 0.0
+      if run.resumed:
+        start = run.restore_readable(allow_missing=tuple(extra)) or 0
+      if several and resume:   # every worker calls it (a collective)
+        multi_worker.agree(strategy, start, cfg.run_dir)
+      if run.resumed:
+        run.truncate_after(start)
+        rows = runs.Run(run.path).metrics if start and chief else []
+        wall_offset = float(rows[-1]["wall_time"]) if rows else 0.0
+        logging.info("resuming %s from step %d", run.path, start)
+      if chief:
+        _record_provenance(run, start, strategy)
+      if validation is not None:
+        validation.start(start, trainer, run)
+
+      def stop_requested(out_of_time: bool):
+        """(signal name or None, out of time), the same on every worker."""
+        if not several:
+          return watch.requested, out_of_time
+        signalled, late = (multi_worker.any_worker(strategy, flag)
+                           for flag in (watch.requested is not None, out_of_time))
+        return (watch.requested or "another worker's signal") if signalled else None, late
+
+      _train_chunks(cfg, trainer, run, task, start, wall_offset, validation,
+                    stop_requested)
+      if finished(trainer, cfg) and summary is not None and chief:
+        results = summary(runs.Run(run.path))
+        run.write_results(results)
+        runs.Run(run.path).export_model()
+        logging.info("finished %s: %s", run.path, " | ".join(
+            f"{k} {progress_lib.format_metric(v)}" for k, v in results.items()))
+    finally:
+      run.close()
   finally:
-    run.close()
-  return runs.Run(run.path)
+    held.release()
+  return runs.Run(run.path) if chief else None
+
+
+def _record_provenance(run: runs.RunDir, start: int, strategy) -> None:
+  """Appends this start's record to provenance.json (a resume under another package
+  version warns in one line)."""
+  record = provenance.record(start, strategy)
+  if run.resumed:
+    provenance.check_resume(run.path, record)
+  provenance.append(run.path, record)
 
 
 def _train_chunks(cfg, trainer, run: runs.RunDir, task, start: int,
-                  wall_offset: float, validation) -> None:
-  """The loop of :func:`train`: chunks of steps, rows, checkpoints, the divergence guard."""
+                  wall_offset: float, validation, stop_requested=None) -> None:
+  """The loop of :func:`train`: chunks of steps, rows, checkpoints, the divergence guard.
+
+  ``stop_requested(out_of_time) -> (signal name or None, out_of_time)`` after every chunk:
+  a signal (:class:`ok_tf.preemption.Watch`) stops the run with a checkpoint and
+  :class:`ok_tf.preemption.Preempted`; on several workers both answers are the workers'
+  combined ones.
+  """
+  stop_requested = stop_requested or (lambda late: (None, late))
   column, baseline = task.output_spec.loss_column, float(task.baseline)
   progress = progress_lib.Progress(cfg.steps, start, wall_offset, column, baseline)
   step = start
@@ -199,9 +255,13 @@ def _train_chunks(cfg, trainer, run: runs.RunDir, task, start: int,
           f"baseline = {DIVERGED_FACTOR * baseline:.3g} ({unit}) for {bad_rows} log "
           f"rows (now {row[column]:.4g} at step {step}); the last checkpoint before "
           f"it is kept in {run.path}: lower --lr or clip the gradient (--clip)")
-    out_of_time = cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes
-    if not bad_rows and (step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time):
+    out_of_time = bool(cfg.max_minutes) and time.perf_counter() - started > 60 * cfg.max_minutes
+    signalled, out_of_time = stop_requested(out_of_time)
+    if not bad_rows and (step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time
+                         or signalled):
       run.save(step)
+    if signalled and step < cfg.steps:
+      raise preemption.Preempted(run.latest_step or 0, signalled, cfg.run_dir)
     if out_of_time and step < cfg.steps:
       logging.warning("stopping at step %d of %d after --max_minutes=%g; continue with "
                       "--run_dir=%s --resume", step, cfg.steps, cfg.max_minutes, run.path)
@@ -225,9 +285,14 @@ def main(script: str, task: str | None = None) -> None:
   try:
     configs, resume = config_lib.from_flags(task)
     distributed.configure_devices(configs[0])
+    if configs[0].strategy == "multi_worker":
+      multi_worker.strategy()   # before any other TensorFlow work
     run_all(configs, resume, run_config)
+  except preemption.Preempted as e:
+    print(f"{script}: {e}", file=sys.stderr)
+    sys.exit(preemption.EXIT_CODE)
   except (config_lib.ConfigError, runs.RunDirError, training.NonFiniteLossError,
-          DivergedError, GridDivergedError) + errors as e:
+          DivergedError, GridDivergedError, lock_lib.LockedError) + errors as e:
     sys.exit(f"{script}: {e}")
 
 

@@ -10,11 +10,16 @@ Layout (the file names are the constants below)::
       eval.csv           evaluation log, one row per ``log_eval`` call
       results.json       final results (``write_results``), only once the run finished
       vocab.json         PTB and any text: the symbols, id → symbol (``write_vocabulary``)
+      provenance.json    per start or resume: package version, git commit, TensorFlow,
+                         devices (:mod:`ok_tf.provenance`)
+      .lock              held by the process writing the run (:mod:`ok_tf.lock`)
       tb/                TensorBoard event files (``scalars``)
-      checkpoints/       latest checkpoints, ``ckpt-<step>`` (2 kept)
+      checkpoints/       latest checkpoints, ``ckpt-<step>`` (2 kept; unreadable ones found
+                         on resume are moved to checkpoints/unreadable/)
       best/              best-validation checkpoint, ``ckpt-<step>`` (1 kept)
       model.keras        the finished run's model as a Keras file (``Run.export_model``:
                          the best checkpoint's weights if there is one, else the last)
+      workers/worker-<w>/  --strategy=multi_worker: worker w's checkpoints (:mod:`ok_tf.multi_worker`)
 
 The writer is driven by :func:`ok_tf.experiment.train` (open, checkpoint, log, resume,
 results, close). Everything that reads run directories (analysis, studies, noise
@@ -47,8 +52,9 @@ TB_DIR = "tb"
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
 MODEL_FILE = "model.keras"
+PROVENANCE_FILE = "provenance.json"
 # The small files of a run (what a study collects; checkpoints and TensorBoard excluded).
-LOG_FILES = (CONFIG_FILE, TASK_FILE, METRICS_FILE, EVAL_FILE, RESULTS_FILE)
+LOG_FILES = (CONFIG_FILE, TASK_FILE, METRICS_FILE, EVAL_FILE, RESULTS_FILE, PROVENANCE_FILE)
 
 # Config keys that may differ between a run and its resumption.
 RESUME_MAY_CHANGE = frozenset(
@@ -209,7 +215,7 @@ def _scalar_metadata() -> bytes:
       data_class=summary_pb2.DATA_CLASS_SCALAR).SerializeToString()
 
 
-def _step_of(checkpoint_path: str | None) -> int | None:
+def step_of(checkpoint_path: str | None) -> int | None:
   if not checkpoint_path:
     return None
   m = re.search(r"-(\d+)$", checkpoint_path)
@@ -408,12 +414,15 @@ class RunDir:
     return self._best_manager.save(checkpoint_number=int(step))
 
   def _restore(self, manager, what: str, allow_missing: Iterable[str]) -> int | None:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._need_checkpoint()
     latest = manager.latest_checkpoint
     self.not_restored = ()
     if latest is None:
       return None
+    return self._restore_path(latest, what, allow_missing)
+
+  def _restore_path(self, latest: str, what: str, allow_missing: Iterable[str]) -> int | None:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     saved = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(latest)}
     missing = tuple(k for k in allow_missing if k in self._trackables and k not in saved)
     ckpt = self._ckpt
@@ -425,7 +434,7 @@ class RunDir:
     status = ckpt.restore(latest)
     status.assert_existing_objects_matched()
     self.not_restored = missing
-    step = _step_of(latest)
+    step = step_of(latest)
     logging.info("%s: restored %s checkpoint %s (step %s)", self.path, what,
                  latest, step)
     return step
@@ -439,6 +448,28 @@ class RunDir:
     """
     return self._restore(self._manager, "latest", allow_missing)
 
+  def restore_readable(self, allow_missing: Iterable[str] = ()) -> int | None:
+    """Restores the newest checkpoint in checkpoints/ that can be read; returns its step,
+    None if there is none (as :meth:`restore_latest`).
+
+    A checkpoint that cannot be read (a checksum mismatch, a truncated or missing file) is
+    reported in one line and the one before it is tried (:func:`restore_newest_readable`);
+    the unreadable ones are moved to checkpoints/unreadable/.
+
+    Raises:
+      RunDirError: there are checkpoints and none of them can be read.
+    """
+    self._need_checkpoint()
+    self.not_restored = ()
+    step = restore_newest_readable(
+        self._manager, lambda prefix: self._restore_path(prefix, "latest", allow_missing),
+        self.path)
+    if step is not None:   # the folder's state file may have changed: read it again
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      self._manager = tf.train.CheckpointManager(
+          self._ckpt, str(self.path / CHECKPOINT_DIR), max_to_keep=2)
+    return step
+
   def restore_best(self, allow_missing: Iterable[str] = ()) -> int | None:
     """Restores the best checkpoint; returns its step, None if there is none (as restore_latest)."""
     return self._restore(self._best_manager, "best", allow_missing)
@@ -446,12 +477,12 @@ class RunDir:
   @property
   def latest_step(self) -> int | None:
     self._need_checkpoint()
-    return _step_of(self._manager.latest_checkpoint)
+    return step_of(self._manager.latest_checkpoint)
 
   @property
   def best_step(self) -> int | None:
     self._need_checkpoint()
-    return _step_of(self._best_manager.latest_checkpoint)
+    return step_of(self._best_manager.latest_checkpoint)
 
   def close(self) -> None:
     """Closes the CSV files and flushes / closes the TensorBoard writer."""
@@ -461,6 +492,73 @@ class RunDir:
       self._tb_writer.flush()
       self._tb_writer.close()
       self._tb_writer = None
+
+
+# Errors of a checkpoint that cannot be read: tf.errors.OpError (DataLossError for a
+# checksum mismatch, NotFoundError for a missing file, ...) and, for a truncated data
+# file, IndexError ("Read less bytes than requested").
+UNREADABLE_DIR = "unreadable"
+
+
+def restore_newest_readable(manager, restore, run_dir) -> int | None:
+  """``restore(prefix)`` for ``manager``'s checkpoints, newest first, until one succeeds.
+
+  Every checkpoint that cannot be read is reported in one line and, once an older one is
+  restored, moved with its files to ``<manager's folder>/unreadable/`` (so the folder and
+  its state file list only readable checkpoints, none newer than the run's state).
+  Returns ``restore``'s value (a step), None if there is no checkpoint.
+
+  Raises:
+    RunDirError: there are checkpoints and none can be read (one line naming them).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  candidates = list(reversed(manager.checkpoints))
+  if not candidates:
+    return None
+  bad = []
+  for prefix in candidates:
+    try:
+      read_every_tensor(prefix)
+      step = restore(prefix)
+    except (tf.errors.OpError, IndexError) as e:
+      reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+      logging.warning("%s: checkpoint %s cannot be read (%s); trying the one before",
+                      run_dir, pathlib.Path(prefix).name, reason)
+      bad.append(prefix)
+      continue
+    if bad:
+      _set_aside(manager.directory, bad, keep=prefix, all_prefixes=candidates)
+    return step
+  names = ", ".join(pathlib.Path(p).name for p in bad)
+  raise RunDirError(f"no checkpoint of {run_dir} can be read ({names}: see the warnings "
+                    f"above): --resume cannot continue this run; start it again under "
+                    f"another --run_dir")
+
+
+def read_every_tensor(prefix: str) -> None:
+  """Reads every tensor of checkpoint ``prefix``, so that a checksum mismatch or a short
+  file anywhere in it raises (a restore reads only the tensors it assigns at once)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  reader = tf.train.load_checkpoint(prefix)
+  for name in reader.get_variable_to_shape_map():
+    reader.get_tensor(name)
+
+
+def _set_aside(directory, bad, keep: str, all_prefixes) -> None:
+  """Moves the files of the checkpoints ``bad`` to directory/unreadable/ and rewrites the
+  folder's state file to list the readable checkpoints, ``keep`` the latest."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  folder = pathlib.Path(directory)
+  aside = folder / UNREADABLE_DIR
+  aside.mkdir(exist_ok=True)
+  for prefix in bad:
+    for f in folder.glob(pathlib.Path(prefix).name + ".*"):
+      os.replace(f, aside / f.name)
+  kept = [p for p in reversed(all_prefixes) if p not in bad]
+  tf.compat.v1.train.update_checkpoint_state(str(folder), keep, all_model_checkpoint_paths=kept)
+  logging.info("%s: moved the unreadable checkpoint(s) %s to %s; continuing from %s",
+                  folder.parent, ", ".join(pathlib.Path(p).name for p in bad), aside,
+                  pathlib.Path(keep).name)
 
 
 # ----------------------------------------------------------------------------
@@ -503,7 +601,7 @@ def _checkpoint_steps(folder: pathlib.Path) -> dict[int, str]:
   found = {}
   for index in folder.glob("ckpt-*.index"):
     prefix = str(index)[:-len(".index")]
-    step = _step_of(prefix)
+    step = step_of(prefix)
     if step is not None:
       found[step] = prefix
   return found

@@ -2,6 +2,12 @@
 
 import json
 import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -117,6 +123,109 @@ def test_copy_max_minutes_stops_with_checkpoint_then_resumes(copy_run_600, tmp_p
                              "steps_per_sec", "wall_time"]
   assert results["steps"] == 600 and results["chars"] == 600 * 8
   assert results["max_level"] >= results["level"] >= 1
+
+
+def _start_script(script, *args):
+  """``python script args`` in the background (as toolkit.run_script, without waiting)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.Popen([sys.executable, script, *map(str, args)], cwd=toolkit.ROOT,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path, proc, timeout=300):
+  start = time.monotonic()
+  while not path.exists():
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    assert time.monotonic() - start < timeout, f"{path} did not appear"
+    time.sleep(0.02)
+
+
+def test_copy_sigterm_stops_with_checkpoint_then_resume_is_identical(copy_run_600, tmp_path):
+  """SIGTERM while the first chunk runs: the chunk finishes, its row and a checkpoint are
+  written (off the --checkpoint_every schedule), one line says how to resume, exit code
+  75; --resume gives the uninterrupted run's rows. The resume is also made to look like
+  one under another package version: one warning line."""
+  from ok_tf import preemption  # pylint: disable=g-import-not-at-top
+  from ok_tf import provenance  # pylint: disable=g-import-not-at-top
+  run_dir = tmp_path / "preempted"
+  proc = _start_script("train_copy.py", *TINY_COPY, "--rank=2", "--steps=600",
+                       f"--run_dir={run_dir}")
+  _wait_for(run_dir / ".lock", proc)    # the watch is on before the lock is taken
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=300)
+  assert proc.returncode == preemption.EXIT_CODE == 75, stderr[-3000:]
+  last = stderr.strip().splitlines()[-1]
+  assert last == (f"train_copy.py: SIGTERM received: stopped at step 100 with a checkpoint; "
+                  f"continue with --run_dir={run_dir} --resume (exit code 75)"), last
+  assert [r["step"] for r in read_rows(run_dir / "metrics.csv")[1]] == ["100"]
+  assert (run_dir / "checkpoints" / "ckpt-100.index").exists()
+  assert not (run_dir / "results.json").exists()
+  records = json.loads((run_dir / "provenance.json").read_text())
+  records[-1]["ok_tf_version"] = "0.0.1"
+  (run_dir / "provenance.json").write_text(json.dumps(records))
+  proc, _ = run_script("train_copy.py", "--steps=600", f"--run_dir={run_dir}", "--resume")
+  check_ok(proc)
+  assert proc.stderr.count("was started under ok_tf 0.0.1") == 1
+  assert without_timing(read_rows(run_dir / "metrics.csv")[1]) == without_timing(
+      read_rows(copy_run_600 / "metrics.csv")[1])
+  assert [r["step"] for r in provenance.read(run_dir)] == [0, 100]
+
+
+def _corrupt(path):
+  """40 bytes in the middle of ``path`` flipped (zeroing them may change nothing: a
+  checkpoint holds tensors of zeros)."""
+  data = bytearray(path.read_bytes())
+  middle = len(data) // 2
+  data[middle:middle + 40] = bytes(b ^ 0xFF for b in data[middle:middle + 40])
+  path.write_bytes(bytes(data))
+
+
+def test_copy_resume_falls_back_from_a_corrupted_checkpoint(copy_run_600, tmp_path):
+  """The newest checkpoint (step 400) has 40 bytes changed: --resume names it in one line
+  and continues from step 200, equal to the uninterrupted run; with every checkpoint
+  corrupted, one line says --resume cannot continue."""
+  run_dir = tmp_path / "corrupted"
+  proc, _ = run_script("train_copy.py", *TINY_COPY, "--rank=2", "--steps=400",
+                       f"--run_dir={run_dir}")
+  check_ok(proc)
+  _corrupt(next((run_dir / "checkpoints").glob("ckpt-400.data-*")))
+  proc, _ = run_script("train_copy.py", "--steps=600", f"--run_dir={run_dir}", "--resume")
+  check_ok(proc)
+  lines = [l for l in proc.stderr.splitlines() if "cannot be read" in l]
+  assert len(lines) == 1 and "ckpt-400" in lines[0] and "Checksum does not match" in lines[0], lines
+  assert "resuming" in proc.stderr and "from step 200" in proc.stderr
+  assert without_timing(read_rows(run_dir / "metrics.csv")[1]) == without_timing(
+      read_rows(copy_run_600 / "metrics.csv")[1])
+  for data in (run_dir / "checkpoints").glob("ckpt-*.data-*"):
+    _corrupt(data)
+  proc, _ = run_script("train_copy.py", "--steps=800", f"--run_dir={run_dir}", "--resume")
+  assert proc.returncode == 1
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("train_copy.py: no checkpoint of") and "ckpt-600, ckpt-400" in last
+  assert "--resume cannot continue" in last
+
+
+def test_copy_second_launch_on_a_run_directory_is_refused(tmp_path):
+  """A run holds its directory: the same command launched again stops at once with one
+  line naming the first one's pid and host; once the first is SIGKILLed, no stale lock
+  remains and the run resumes."""
+  run_dir = tmp_path / "twice"
+  args = [*TINY_COPY, "--rank=2", "--steps=100000", f"--run_dir={run_dir}"]
+  first = _start_script("train_copy.py", *args)
+  try:
+    _wait_for(run_dir / "metrics.csv", first)
+    second, _ = run_script("train_copy.py", *args, "--resume")
+    assert second.returncode == 1
+    last = second.stderr.strip().splitlines()[-1]
+    assert f"is in use by pid {first.pid} on host {socket.gethostname()}" in last, last
+    assert "launched twice" in last
+  finally:
+    first.kill()
+    first.communicate()
+  rows = read_rows(run_dir / "metrics.csv")[1]
+  assert [int(r["step"]) for r in rows] == list(range(100, 100 * len(rows) + 1, 100))
+  proc, _ = run_script("train_copy.py", "--steps=200", f"--run_dir={run_dir}", "--resume")
+  check_ok(proc)
 
 
 def test_copy_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -47,7 +47,8 @@ def test_tiny_study_collects_small_files_and_skips_finished_runs(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   for name in ("ok_r8_seed0", "tbptt_T25_seed0"):
     files = sorted(p.name for p in (tmp_path / "results" / "copy" / name).iterdir())
-    assert files == ["config.json", "metrics.csv", "results.json", "task.json"], files
+    assert files == ["config.json", "metrics.csv", "provenance.json", "results.json",
+                     "task.json"], files
     results = json.loads((tmp_path / "results" / "copy" / name / "results.json").read_text())
     assert results["steps"] == 200
     assert (tmp_path / "runs" / "copy_cpu" / name / "checkpoints").is_dir()  # not collected
@@ -68,3 +69,31 @@ def test_tiny_study_collects_small_files_and_skips_finished_runs(tmp_path):
   assert sorted(rows) == ["lr_grid/uoro_lr-3_seed0", "ok_r8_seed0", "tbptt_T25_seed0"], rows
   assert "`python -m analysis.study copy_cpu copy_cpu_lr`" in (
       tmp_path / "results" / "copy" / "runs.md").read_text()
+
+
+def test_print_commands_prints_a_runnable_command_per_pending_run(tmp_path):
+  """One line per run not finished, each with its absolute --run_dir, --resume and
+  --max_minutes; a printed line runs as it is, from any folder."""
+  finished = tmp_path / "runs" / "copy_cpu" / "uoro_seed0"
+  finished.mkdir(parents=True)
+  (finished / "config.json").write_text("{}")
+  (finished / "results.json").write_text("{}")
+  out = _study("copy_cpu", "--print_commands", "--max_minutes=230",
+               f"--runs_root={tmp_path}/runs",
+               "--extra=--steps=100,--units=8,--log_every=100,--checkpoint_every=100")
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.strip().splitlines()
+  assert len(lines) == 11 - 1 and not any("uoro_seed0" in l for l in lines)
+  for line in lines:
+    assert line.startswith(f"cd {ROOT} && TF_NUM_INTRAOP_THREADS=1 ")
+    assert f"--run_dir={tmp_path}/runs/copy_cpu/" in line
+    assert line.endswith("--resume --max_minutes=230")
+  line = next(l for l in lines if "kf_seed0" in l)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  ran = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=tmp_path,
+                       env=env, timeout=600)
+  assert ran.returncode == 0, ran.stderr[-3000:]
+  assert json.loads((tmp_path / "runs" / "copy_cpu" / "kf_seed0" / "results.json")
+                    .read_text())["steps"] == 100
+  again = _study("copy_cpu", "--print_commands", f"--runs_root={tmp_path}/runs")
+  assert len(again.stdout.strip().splitlines()) == 11 - 2
