@@ -88,8 +88,18 @@ class Run:
   cost: float        # rough relative cost, longest first
 
   @property
-  def script(self) -> str:
-    return f"train_{self.task}.py"
+  def folder(self) -> str:
+    """Its folder under results/: the paper's tasks' own, ``tasks`` for the others (whose
+    run names start with the task)."""
+    return self.task if self.task in ("copy", "ptb") else "tasks"
+
+  @property
+  def program(self) -> list[str]:
+    """The training program after ``python``: the paper's tasks' scripts, else
+    ``-m ok_tf.train --task=TASK``."""
+    if self.task in ("copy", "ptb"):
+      return [f"train_{self.task}.py"]
+    return ["-m", "ok_tf.train", f"--task={self.task}"]
 
 
 def _copy_cpu() -> list[Run]:
@@ -167,23 +177,64 @@ def _copy_cpu_tbptt_lr2() -> list[Run]:
   return _lr_variants("copy_cpu_tbptt_lr2", "copy", _copy_cpu(), (-2,), names=("tbptt",))
 
 
+# The tasks study (results/tasks): every method on additive dependencies and Mackey-Glass,
+# tanh n 32, B 16 (the tasks' cpu preset), first a check of three rates (4000 steps), then
+# 20k steps at each method's best rate of the check with the gradient's cosine to exact RTRL.
+TASK_METHODS = {
+    "ok_r1": ("--method=ok", "--rank=1"), "ok_r2": ("--method=ok", "--rank=2"),
+    "ok_r8": ("--method=ok", "--rank=8"), "kf_avg_r8": ("--method=kf_avg", "--rank=8"),
+    "kf": ("--method=kf",), "uoro": ("--method=uoro",), "snap1": ("--method=snap1",),
+    "rtrl": ("--method=rtrl",), "tbptt_T4": ("--method=tbptt", "--truncation=4"),
+    "tbptt_T32": ("--method=tbptt", "--truncation=32")}
+TASK_CHECK_LRS = (-2, -2.5, -3)
+#: Each method's best rate of the check (analysis.task_table --best_lr), by task.
+TASK_BEST_LRS = {
+    "additive": {},
+    "mackey_glass": {},
+}
+
+
+def _tasks_cpu_lr() -> list[Run]:
+  return [Run("tasks_cpu_lr", task, f"{task}/{name}_lr{e:g}", args + (f"--lr=10^{e:g}", "--seed=0",
+                                                                "--steps=4000"), 0.2)
+          for task in TASK_BEST_LRS for name, args in TASK_METHODS.items()
+          for e in TASK_CHECK_LRS]
+
+
+def _tasks_cpu() -> list[Run]:
+  runs = []
+  for task, best in TASK_BEST_LRS.items():
+    for name, args in TASK_METHODS.items():
+      if name not in best:
+        continue
+      shadow = () if name.startswith(("rtrl", "tbptt")) else ("--shadow_exact",)
+      runs.append(Run("tasks_cpu", task, f"{task}/{name}_seed0",
+                      args + (f"--lr=10^{best[name]:g}", "--seed=0") + shadow, 1.0))
+  return runs
+
+
 # Where a study's runs go under results/<task>/ (the main studies at the top).
-SUBFOLDER = {"copy_cpu_lr": "lr_grid", "ptb_cpu_lr": "lr_grid", "copy_cpu_tbptt_lr2": "lr_grid"}
+SUBFOLDER = {"copy_cpu_lr": "lr_grid", "ptb_cpu_lr": "lr_grid", "copy_cpu_tbptt_lr2": "lr_grid",
+             "tasks_cpu_lr": "lr_check"}
 
 STUDIES = {"copy_cpu": _copy_cpu, "ptb_cpu": _ptb_cpu, "copy_cpu_lr": _copy_cpu_lr,
            "ptb_cpu_lr": _ptb_cpu_lr, "ptb_cpu_seeds": _ptb_cpu_seeds,
-           "copy_cpu_tbptt_lr2": _copy_cpu_tbptt_lr2}
+           "copy_cpu_tbptt_lr2": _copy_cpu_tbptt_lr2, "tasks_cpu_lr": _tasks_cpu_lr,
+           "tasks_cpu": _tasks_cpu}
 
 
 def command(run: Run, run_dir: pathlib.Path, resume: bool, extra=()) -> list[str]:
-  cmd = [sys.executable, str(ROOT / run.script), "--preset=cpu", *run.args,
+  program = run.program
+  if not program[0].startswith("-"):
+    program = [str(ROOT / program[0]), *program[1:]]
+  cmd = [sys.executable, *program, "--preset=cpu", *run.args,
          f"--run_dir={run_dir}", *extra]
   return cmd + (["--resume"] if resume else [])
 
 
 def shown_command(run: Run) -> str:
   """The command as a user types it (without the run directory)."""
-  return " ".join(["python", run.script, "--preset=cpu", *run.args])
+  return " ".join(["python", *run.program, "--preset=cpu", *run.args])
 
 
 def pending_command(run: Run, run_dir: pathlib.Path, threads: int, max_minutes: float,
@@ -191,7 +242,7 @@ def pending_command(run: Run, run_dir: pathlib.Path, threads: int, max_minutes: 
   """A shell command that starts or continues ``run`` from any folder: cd to the
   repository, the study's thread limit, the script with --run_dir, --resume and
   --max_minutes."""
-  args = ["python", run.script, "--preset=cpu", *run.args, f"--run_dir={run_dir}", *extra,
+  args = ["python", *run.program, "--preset=cpu", *run.args, f"--run_dir={run_dir}", *extra,
           "--resume", f"--max_minutes={max_minutes:g}"]
   return (f"cd {shlex.quote(str(ROOT))} && TF_NUM_INTRAOP_THREADS={threads} "
           f"TF_NUM_INTEROP_THREADS=1 " + " ".join(shlex.quote(a) for a in args))
@@ -238,17 +289,17 @@ def collect(runs: list[Run], runs_root: pathlib.Path, results: pathlib.Path, thr
     if not runs_lib.is_run(src) or not runs_lib.Run(src).finished:
       continue
     src = runs_lib.Run(src)
-    dst = results / run.task / SUBFOLDER.get(run.study, "") / run.name
+    dst = results / run.folder / SUBFOLDER.get(run.study, "") / run.name
     dst.mkdir(parents=True, exist_ok=True)
     for path in src.log_files():
       shutil.copy2(path, dst / path.name)
     res = src.results
-    by_task.setdefault(run.task, []).append(
-        f"| {dst.relative_to(results / run.task)} | `{shown_command(run)}` | {res.get('wall_time', 0):.0f} s | "
+    by_task.setdefault(run.folder, []).append(
+        f"| {dst.relative_to(results / run.folder)} | `{shown_command(run)}` | {res.get('wall_time', 0):.0f} s | "
         f"{res.get('steps_per_sec') or 0:.1f} |")
   for task, rows in by_task.items():
     path = results / task / "runs.md"
-    studies = {r.study for r in runs if r.task == task}
+    studies = {r.study for r in runs if r.folder == task}
     if path.exists():   # keep the studies of the rows kept from the existing table
       made = MADE_WITH.search(path.read_text())
       studies |= set(made.group(1).split()) if made else set()

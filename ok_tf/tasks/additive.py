@@ -171,9 +171,9 @@ PRESETS = {
     # Trying the code: a small tanh network that learns both dependencies in minutes on a CPU.
     "quick": dict(cell="tanh", units=32, rank=8, truncation=10, batch_size=16, lr=10 ** -2.5,
                   clip=1.0, steps=20_000, log_every=500, checkpoint_every=5_000),
-    # The CPU-scale method study (docs/tasks.md).
+    # The CPU-scale method study (results/tasks; `python -m analysis.study tasks_cpu`).
     "cpu": dict(cell="tanh", units=32, rank=8, truncation=10, batch_size=16, lr=10 ** -2.5,
-                clip=1.0, steps=50_000, log_every=1000, checkpoint_every=10_000),
+                clip=1.0, steps=20_000, log_every=800, checkpoint_every=4_000),
 }
 
 
