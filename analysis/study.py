@@ -189,8 +189,10 @@ TASK_METHODS = {
 TASK_CHECK_LRS = (-2, -2.5, -3)
 #: Each method's best rate of the check (analysis.task_table --best_lr), by task.
 TASK_BEST_LRS = {
-    "additive": {},
-    "mackey_glass": {},
+    "additive": {"ok_r1": -2.5, "ok_r2": -3, "ok_r8": -3, "kf_avg_r8": -3, "kf": -2.5,
+                 "uoro": -3, "snap1": -2.5, "rtrl": -3, "tbptt_T4": -2.5, "tbptt_T32": -2},
+    "mackey_glass": {"ok_r1": -3, "ok_r2": -2.5, "ok_r8": -2, "kf_avg_r8": -2, "kf": -3,
+                     "uoro": -3, "snap1": -2.5, "rtrl": -2, "tbptt_T4": -2, "tbptt_T32": -2},
 }
 
 
