@@ -10,7 +10,7 @@ Per group and seed: the loss in the task's unit (bits, or the mean squared error
 over the last --tail of the logged rows, as a mean over seeds; its ratio to the task's
 baseline (task.json's ``baseline``); and, for runs with ``--shadow_exact``, the mean
 cosine and relative error of the estimated gradient against exact RTRL over the whole
-run. With --best_lr only each method's best learning rate (lowest tail loss) is kept.
+run (over the rows where they are defined: not where exact RTRL's gradient is 0). With --best_lr only each method's best learning rate (lowest tail loss) is kept.
 The task's baselines (task.json) close the table. Prints Markdown.
 """
 
@@ -45,8 +45,14 @@ def tail_mean(rows, column: str, tail: float) -> float:
 
 
 def whole_mean(rows, column: str) -> float | None:
+  """The mean of ``column`` over the rows where it is a finite number (the shadow's
+  cosine and relative error are undefined, NaN, where exact RTRL's gradient is 0);
+  None when no row has it."""
   values = [float(r[column]) for r in rows if r.get(column) not in (None, "")]
-  return float(np.mean(values)) if values else None
+  finite = [v for v in values if math.isfinite(v)]
+  if not values:
+    return None
+  return float(np.mean(finite)) if finite else math.nan
 
 
 def table_rows(runs, tail: float = 0.1, best_lr: bool = False) -> list[dict]:
