@@ -147,9 +147,11 @@ def _bytes(dtype) -> int:
 
 
 class RTRLState(NamedTuple):
-  """Exact RTRL: G_t in full, ``g`` of shape [B, S, a, k·n]."""
+  """Exact RTRL: G_t in full, stored transposed as ``gt`` [B, a, k·n, S] with
+  gt[b, i, p, s] = G_t[b, s, i, p] (S last: D_t's non-zeros are then diagonals of every
+  [k·n, S] slice, and H_t G_t one matmul per stream)."""
   h: tf.Tensor
-  g: tf.Tensor
+  gt: tf.Tensor
 
 
 class KroneckerState(NamedTuple):
@@ -251,7 +253,17 @@ class Estimator(Method):
 
 
 class RTRL(Estimator):
-  """Exact RTRL (O(S²·a·k·n) per step): G_t = H_t G_{t−1} + ĥ_t ⊗ D_t."""
+  """Exact RTRL (O(S²·a·k·n) per step): G_t = H_t G_{t−1} + ĥ_t ⊗ D_t.
+
+  G_t is held as its transpose per row i of W, Gᵢᵀ [k·n, S] (:class:`RTRLState`), so
+
+      Gᵢᵀ_t = Gᵢᵀ_{t−1} H_tᵀ + ĥ_t[i] D_tᵀ
+
+  is one [a·k·n, S]·[S, S] matmul per stream, and the immediate term ĥ_t ⊗ D_t, whose
+  S·a·k non-zeros lie on the k + S/n − 1 diagonals of every Dᵢᵀ slot, is added on those
+  diagonals in place (:func:`ok_tf.kronecker.add_diagonals`, as OK adds D_t), never as a
+  dense [S, a, k·n] tensor.
+  """
 
   name = "rtrl"
   stochastic = False
@@ -265,27 +277,30 @@ class RTRL(Estimator):
 
   def init(self, batch_size):
     return RTRLState(self._zeros(batch_size, self.state_size),
-                     self._zeros(batch_size, self.state_size, self.hhat_size, self.columns))
+                     self._zeros(batch_size, self.hhat_size, self.columns, self.state_size))
 
   def step(self, state, x, rng=None):
     st = self._linearize(state, x)
-    d = self.cell.dense_d(st.gates)
-    flat = tf.reshape(state.g, [-1, self.state_size, self.hhat_size * self.columns])
-    g = tf.reshape(tf.matmul(st.jacobian, flat), tf.shape(state.g))
-    g += st.hhat[:, None, :, None] * d[:, :, None, :]
-    return RTRLState(st.state, g)
+    carried = tf.reshape(tf.matmul(self._flat(state), st.jacobian, transpose_b=True),
+                         tf.shape(state.gt))
+    immediate = self.cell.d_diagonals(st.gates).transpose()
+    return RTRLState(st.state, kronecker.add_diagonals(carried, st.hhat, immediate))
+
+  def _flat(self, state):
+    """Gᵀ as [B, a·k·n, S]."""
+    return tf.reshape(state.gt, [-1, self.hhat_size * self.columns, self.state_size])
 
   def per_example_gradient(self, state, dl_ds):
-    return tf.einsum("bs,bsap->bap", tf.cast(dl_ds, self.dtype), state.g)
+    rows = tf.matmul(self._flat(state), tf.cast(dl_ds, self.dtype)[:, :, None])
+    return tf.reshape(rows, [-1, self.hhat_size, self.columns])
 
   def influence(self, state):
-    return state.g
+    return tf.transpose(state.gt, [0, 3, 1, 2])
 
   def gradient(self, state, dl_ds):
     dl_ds = tf.cast(dl_ds, self.dtype)
     batch = tf.cast(tf.shape(dl_ds)[0], self.dtype)
-    flat = tf.reshape(state.g, [-1, self.state_size, self.hhat_size * self.columns])
-    grad = tf.reduce_sum(tf.matmul(dl_ds[:, None, :], flat), axis=[0, 1]) / batch
+    grad = tf.einsum("bqs,bs->q", self._flat(state), dl_ds) / batch
     return [tf.reshape(grad, [self.hhat_size, self.columns])]
 
 
