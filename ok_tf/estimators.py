@@ -544,15 +544,14 @@ class SnAp1(Estimator):
                       self._zeros(batch_size, self.hhat_size, self.gates, self.state_size))
 
   def step(self, state, x, rng=None):
-    st = self._linearize(state, x)
+    """J_t from H_t's unit blocks alone (``cell.linearize_blocks``: H_t is never formed)."""
+    st = self.cell.linearize_blocks(x, state.h)
     m, n = self.blocks, self.units
     if m == 1:                                   # H_t's diagonal
-      carried = state.j * tf.linalg.diag_part(st.jacobian)[:, None, None, :]
-    else:                                        # blocks[b, p, q, j] = H_t[p·n + j, q·n + j]
-      blocks = tf.linalg.diag_part(
-          tf.transpose(tf.reshape(st.jacobian, [-1, m, n, m, n]), [0, 1, 3, 2, 4]))
+      carried = state.j * st.blocks[:, None, 0]                    # [B, a, k, S] · [B, 1, 1, n]
+    else:                                        # Σ_q blocks[b, p, q, j] J[b, i, g, q·n + j]
       j = tf.reshape(state.j, [-1, self.hhat_size, self.gates, 1, m, n])
-      carried = tf.reshape(tf.reduce_sum(blocks[:, None, None] * j, axis=4),
+      carried = tf.reshape(tf.reduce_sum(st.blocks[:, None, None] * j, axis=4),
                            tf.shape(state.j))
     immediate = st.hhat[:, :, None, None] * tf.transpose(st.gates, [0, 2, 1])[:, None]
     return SnAp1State(st.state, carried + immediate)
@@ -567,6 +566,86 @@ class SnAp1(Estimator):
     dense = state.j[..., None] * self.unit_one_hot                          # [B, a, k, S, n]
     return tf.reshape(tf.transpose(dense, [0, 3, 1, 2, 4]),
                       [-1, self.state_size, self.hhat_size, self.columns])
+
+
+# ----------------------------------------------------------------------------- sequences
+
+
+class SequenceResult(NamedTuple):
+  """What :func:`run_sequence` returns.
+
+  Attributes:
+    state: the estimator's state after the last step.
+    grads: Σ_t ĝ_t, the estimate of d(Σ_t L_t)/dW with L_t = mean_b L_{t,b}; a list
+      matching ``cell.trainable_variables``.
+    readout_grads: Σ_t ∂L_t/∂v for each v of ``variables`` (exact), a list.
+    losses: ``[T, B]``, L_{t,b}.
+  """
+  state: object
+  grads: list
+  readout_grads: list
+  losses: tf.Tensor
+
+
+def run_sequence(est: Estimator, state, inputs, loss_fn, targets=None, rng=None,
+                 variables=()) -> SequenceResult:
+  """Runs ``est`` over a sequence in one compiled loop and sums its gradient estimates.
+
+  For t = 1..T, with each stream's loss L_{t,b} = ``loss_fn(s_t, target_t)[b]``::
+
+      state = est.step(state, inputs[t], rng)                 s_t = state.h
+      ∂L_{t,b}/∂s_t of every stream, and ∂L_t/∂v, from one tape through loss_fn
+      ĝ_t = est.gradient(state, ∂L_t/∂s)
+
+  Args:
+    est: an estimator (:func:`get`).
+    state: its state before the first step (``est.init(B)``, or a previous result's).
+    inputs: x_1..x_T, ``[T, B, input_dim]``.
+    loss_fn: ``(s_t [B, S], target_t) -> [B]`` per-stream losses, differentiable in s_t
+      (e.g. a readout of ``cell.output(s_t)`` and a cross-entropy); L_{t,b} must depend
+      on stream b's state alone.
+    targets: a tensor (or nest of tensors) with T leading; ``target_t`` is its slice at t
+      (None: ``loss_fn`` gets None).
+    rng: a ``tf.random.Generator`` (needed by the stochastic estimators).
+    variables: variables of ``loss_fn`` (a readout's weights) whose exact gradients to sum.
+
+  Returns:
+    :class:`SequenceResult` (the final state, Σ_t ĝ_t, Σ_t ∂L_t/∂v, the losses [T, B]).
+
+  The loop is one ``tf.function``: a call with the same ``est``, ``loss_fn``, ``rng``
+  and shapes reuses the compiled loop (pass the same ``loss_fn`` object, not a new
+  lambda per call); inside another ``tf.function`` it becomes part of that graph.  With
+  exact RTRL, ``grads`` is the gradient of Σ_t L_t that BPTT over the sequence gives.
+  """
+  if est.stochastic and rng is None:
+    raise ValueError(f"{est.name} draws random numbers: pass rng=tf.random.Generator"
+                     ".from_seed(0) (or any generator)")
+  return _sequence_loop(est, state, tf.convert_to_tensor(inputs), loss_fn, targets, rng,
+                        tuple(variables))
+
+
+@tf.function
+def _sequence_loop(est, state, inputs, loss_fn, targets, rng, variables) -> SequenceResult:
+  """:func:`run_sequence`'s compiled loop."""
+  variables = list(variables)
+  grads = [tf.zeros(v.shape, est.dtype) for v in est.cell.trainable_variables]
+  readout_grads = [tf.zeros(v.shape, v.dtype) for v in variables]
+  losses = tf.TensorArray(est.dtype, size=tf.shape(inputs)[0])
+  for t in tf.range(tf.shape(inputs)[0]):
+    state = est.step(state, inputs[t], rng)
+    target = None if targets is None else tf.nest.map_structure(lambda y: y[t], targets)
+    with tf.GradientTape() as tape:
+      tape.watch(state.h)
+      loss = tf.cast(loss_fn(state.h, target), est.dtype)
+      total = tf.reduce_sum(loss)
+    dl_ds, *var_grads = tape.gradient(total, [state.h] + variables,
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    batch = tf.cast(tf.shape(loss)[0], est.dtype)
+    grads = [g + e for g, e in zip(grads, est.gradient(state, dl_ds))]
+    readout_grads = [g + tf.cast(tf.convert_to_tensor(v), g.dtype) / tf.cast(batch, g.dtype)
+                     for g, v in zip(readout_grads, var_grads)]
+    losses = losses.write(t, loss)
+  return SequenceResult(state, grads, readout_grads, losses.stack())
 
 
 class TBPTT(Method):

@@ -585,3 +585,76 @@ def test_snap1_bias_against_rtrl(name, stddev):
   print(f"snap1 bias, {name}, W ~ N(0, {stddev}²): relative error {err:.3g}, "
         f"cosine {cos:.4f}")
   assert 1e-4 < err < 1.0 and cos > 0.5
+
+
+# ----------------------------------------------------------------------------- sequences
+def readout_problem(name="rhn", steps=7, batch=4, vocab=5, seed=100):
+  """A cell, a softmax readout W_out and its per-stream cross-entropy, inputs and targets."""
+  cell = make_cell(name, units=4, input_dim=3, seed=seed)
+  rs = np.random.RandomState(seed)
+  w_out = tf.Variable(rs.normal(size=(cell.units, vocab)))
+  xs = tf.constant(rs.normal(size=(steps, batch, cell.input_dim)))
+  ys = tf.constant(rs.randint(vocab, size=(steps, batch)))
+
+  def loss_fn(s, y):
+    logits = tf.matmul(cell.output(s), w_out)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
+
+  return cell, w_out, xs, ys, loss_fn
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_run_sequence_with_rtrl_is_bptt(name):
+  """Exact RTRL over a sequence in one call: Σ_t ĝ_t is BPTT's gradient of Σ_t mean_b L_t,
+  and the readout's summed gradient, the final state and the losses are autodiff's."""
+  cell, w_out, xs, ys, loss_fn = readout_problem(name)
+  est = make_estimator("rtrl", cell)
+  res = estimators.run_sequence(est, est.init(4), xs, loss_fn, ys, variables=[w_out])
+  with tf.GradientTape() as tape:
+    s, total, losses = cell.zero_state(4), 0.0, []
+    for t in range(xs.shape[0]):
+      s = cell.step(xs[t], s)
+      losses.append(loss_fn(s, ys[t]))
+      total += tf.reduce_mean(losses[-1])
+  bptt, readout = tape.gradient(total, [cell.kernel, w_out])
+  assert rel(res.grads[0].numpy(), bptt.numpy()) < 1e-12
+  assert rel(res.readout_grads[0].numpy(), readout.numpy()) < 1e-12
+  np.testing.assert_allclose(res.state.h.numpy(), s.numpy(), rtol=0, atol=1e-14)
+  np.testing.assert_allclose(res.losses.numpy(), np.stack(losses), rtol=1e-14)
+
+
+@pytest.mark.parametrize("name,rank", ALL)
+def test_run_sequence_is_the_loop_of_steps(name, rank):
+  """The compiled loop equals est.step / est.gradient called step by step with the same
+  generator state, and a second call with the same arguments is not traced again."""
+  cell, w_out, xs, ys, loss_fn = readout_problem(seed=101)
+  est = make_estimator(name, cell, rank)
+  traced = []
+
+  def counted(s, y):
+    traced.append(1)
+    return loss_fn(s, y)
+
+  rng_loop, rng_call = rng(102), rng(102)
+  state, total = est.init(4), np.zeros(cell.kernel.shape)
+  for t in range(xs.shape[0]):
+    state = est.step(state, xs[t], rng_loop)
+    with tf.GradientTape() as tape:
+      tape.watch(state.h)
+      loss = tf.reduce_sum(loss_fn(state.h, ys[t]))
+    total += est.gradient(state, tape.gradient(loss, state.h))[0].numpy()
+  res = estimators.run_sequence(est, est.init(4), xs, counted, ys, rng=rng_call)
+  assert rel(res.grads[0].numpy(), total) < 1e-10
+  for got, want in zip(res.state, state):
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-13)
+  assert res.readout_grads == []
+  calls = len(traced)
+  estimators.run_sequence(est, res.state, xs, counted, ys, rng=rng_call)
+  assert len(traced) == calls   # compiled once
+
+
+def test_run_sequence_needs_a_generator_for_stochastic_estimators():
+  cell, _, xs, ys, loss_fn = readout_problem(seed=103)
+  est = make_estimator("kf", cell)
+  with pytest.raises(ValueError, match="pass rng="):
+    estimators.run_sequence(est, est.init(4), xs, loss_fn, ys)
