@@ -33,6 +33,8 @@ diagnostics read it; a new estimator is a subclass of :class:`Estimator` added t
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import NamedTuple
 
 import tensorflow as tf
@@ -620,13 +622,19 @@ def run_sequence(est: Estimator, state, inputs, loss_fn, targets=None, rng=None,
   if est.stochastic and rng is None:
     raise ValueError(f"{est.name} draws random numbers: pass rng=tf.random.Generator"
                      ".from_seed(0) (or any generator)")
+  # A bound method is a new object at every attribute access (and would be traced anew
+  # at every call): the compiled loop is keyed on its function and its object instead.
+  if inspect.ismethod(loss_fn):
+    loss_fn = (loss_fn.__func__, loss_fn.__self__)
   return _sequence_loop(est, state, tf.convert_to_tensor(inputs), loss_fn, targets, rng,
                         tuple(variables))
 
 
 @tf.function
 def _sequence_loop(est, state, inputs, loss_fn, targets, rng, variables) -> SequenceResult:
-  """:func:`run_sequence`'s compiled loop."""
+  """:func:`run_sequence`'s compiled loop (``loss_fn`` a callable or (function, self))."""
+  if isinstance(loss_fn, tuple):
+    loss_fn = functools.partial(*loss_fn)
   variables = list(variables)
   grads = [tf.zeros(v.shape, est.dtype) for v in est.cell.trainable_variables]
   readout_grads = [tf.zeros(v.shape, v.dtype) for v in variables]

@@ -658,3 +658,22 @@ def test_run_sequence_needs_a_generator_for_stochastic_estimators():
   est = make_estimator("kf", cell)
   with pytest.raises(ValueError, match="pass rng="):
     estimators.run_sequence(est, est.init(4), xs, loss_fn, ys)
+
+
+def test_run_sequence_traces_a_bound_method_once():
+  """A readout's method as loss_fn (a new bound-method object at every access) does not
+  make every call trace the loop anew."""
+  cell, w_out, xs, ys, loss_fn = readout_problem(seed=104)
+  traced = []
+
+  class Readout:
+    def loss(self, s, y):
+      traced.append(1)
+      return loss_fn(s, y)
+
+  readout, est = Readout(), make_estimator("snap1", cell)
+  first = estimators.run_sequence(est, est.init(4), xs, readout.loss, ys, variables=[w_out])
+  calls = len(traced)
+  second = estimators.run_sequence(est, est.init(4), xs, readout.loss, ys, variables=[w_out])
+  assert len(traced) == calls
+  np.testing.assert_array_equal(first.grads[0].numpy(), second.grads[0].numpy())
