@@ -37,6 +37,7 @@ import functools
 import inspect
 from typing import NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 from ok_tf import cells as cells_lib
@@ -141,6 +142,17 @@ class Method:
     raise NotImplementedError
 
 
+def _in_xla() -> bool:
+  """Whether the ops being built are compiled by XLA (``tf.function(jit_compile=True)``)."""
+  try:
+    from tensorflow.python.framework import ops  # pylint: disable=g-import-not-at-top
+    from tensorflow.python.ops import control_flow_util  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return False
+  return (not tf.executing_eagerly()
+          and control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
+
+
 def _bytes(dtype) -> int:
   return tf.as_dtype(dtype).size
 
@@ -149,9 +161,9 @@ def _bytes(dtype) -> int:
 
 
 class RTRLState(NamedTuple):
-  """Exact RTRL: G_t in full, stored transposed as ``gt`` [B, a, k·n, S] with
-  gt[b, i, p, s] = G_t[b, s, i, p] (S last: D_t's non-zeros are then diagonals of every
-  [k·n, S] slice, and H_t G_t one matmul per stream)."""
+  """Exact RTRL: G_t in full, its last two axes swapped, ``gt`` [B, S, k·n, a] with
+  gt[b, s, p, i] = G_t[b, s, i, p] (the a entries that ĥ_t ⊗ D_t fills for one (s, p)
+  are then contiguous)."""
   h: tf.Tensor
   gt: tf.Tensor
 
@@ -257,18 +269,23 @@ class Estimator(Method):
 class RTRL(Estimator):
   """Exact RTRL (O(S²·a·k·n) per step): G_t = H_t G_{t−1} + ĥ_t ⊗ D_t.
 
-  G_t is held as its transpose per row i of W, Gᵢᵀ [k·n, S] (:class:`RTRLState`), so
-
-      Gᵢᵀ_t = Gᵢᵀ_{t−1} H_tᵀ + ĥ_t[i] D_tᵀ
-
-  is one [a·k·n, S]·[S, S] matmul per stream, and the immediate term ĥ_t ⊗ D_t, whose
-  S·a·k non-zeros lie on the k + S/n − 1 diagonals of every Dᵢᵀ slot, is added on those
-  diagonals in place (:func:`ok_tf.kronecker.add_diagonals`, as OK adds D_t), never as a
-  dense [S, a, k·n] tensor.
+  H_t G_{t−1} is one [S, S]·[S, k·n·a] matmul per stream (G in the layout of
+  :class:`RTRLState`).  The immediate term ĥ_t ⊗ D_t is non-zero only in the S·k rows
+  (s, g·n + unit(s)) of that layout, each a copy of ĥ_t scaled by d_t[s, g]: it is added
+  to those rows alone, in place in the product's buffer (``InplaceAdd``), never formed
+  as a dense [S, a, k·n] tensor.
   """
 
   name = "rtrl"
   stochastic = False
+
+  def __init__(self, cell):
+    super().__init__(cell)
+    n, k = self.units, self.columns // self.units
+    s, g = np.meshgrid(np.arange(self.state_size), np.arange(k), indexing="ij")
+    # the rows (s, g·n + unit(s)) of one stream's [S·k·n, a] view, in the order of d_t
+    self._immediate_rows = tf.constant((s * self.columns + g * n + s % n).reshape(-1),
+                                       tf.int32)
 
   @classmethod
   def cost(cls, dims, rank=None, batch=1, truncation=None, dtype="float32"):
@@ -279,31 +296,41 @@ class RTRL(Estimator):
 
   def init(self, batch_size):
     return RTRLState(self._zeros(batch_size, self.state_size),
-                     self._zeros(batch_size, self.hhat_size, self.columns, self.state_size))
+                     self._zeros(batch_size, self.state_size, self.columns, self.hhat_size))
 
   def step(self, state, x, rng=None):
     st = self._linearize(state, x)
-    carried = tf.reshape(tf.matmul(self._flat(state), st.jacobian, transpose_b=True),
-                         tf.shape(state.gt))
-    immediate = self.cell.d_diagonals(st.gates).transpose()
-    return RTRLState(st.state, kronecker.add_diagonals(carried, st.hhat, immediate))
+    carried = tf.matmul(st.jacobian, self._flat(state))                # [B, S, k·n·a]
+    batch = tf.shape(carried)[0]
+    rows = tf.reshape(tf.range(batch)[:, None] * (self.state_size * self.columns)
+                      + self._immediate_rows[None], [-1])
+    immediate = tf.reshape(st.gates[:, :, :, None] * st.hhat[:, None, None, :],
+                           [-1, self.hhat_size])                       # d_t[b, s, g] ĥ_t[b]
+    flat = tf.reshape(carried, [-1, self.hhat_size])
+    if _in_xla():     # XLA has no InplaceAdd; its scatter updates in place
+      gt = tf.tensor_scatter_nd_add(flat, rows[:, None], immediate)
+    else:             # TF's scatter would copy the product: InplaceAdd writes into its
+      # input's buffer, and ``carried`` is this step's own product, read by nothing else,
+      # so only the S·k rows are touched (no copy, no dense term)
+      gt = tf.raw_ops.InplaceAdd(x=flat, i=rows, v=immediate)
+    return RTRLState(st.state, tf.reshape(gt, tf.shape(state.gt)))
 
   def _flat(self, state):
-    """Gᵀ as [B, a·k·n, S]."""
-    return tf.reshape(state.gt, [-1, self.hhat_size * self.columns, self.state_size])
+    """G as [B, S, k·n·a]."""
+    return tf.reshape(state.gt, [-1, self.state_size, self.columns * self.hhat_size])
 
   def per_example_gradient(self, state, dl_ds):
-    rows = tf.matmul(self._flat(state), tf.cast(dl_ds, self.dtype)[:, :, None])
-    return tf.reshape(rows, [-1, self.hhat_size, self.columns])
+    rows = tf.matmul(tf.cast(dl_ds, self.dtype)[:, None, :], self._flat(state))
+    return tf.transpose(tf.reshape(rows, [-1, self.columns, self.hhat_size]), [0, 2, 1])
 
   def influence(self, state):
-    return tf.transpose(state.gt, [0, 3, 1, 2])
+    return tf.transpose(state.gt, [0, 1, 3, 2])
 
   def gradient(self, state, dl_ds):
     dl_ds = tf.cast(dl_ds, self.dtype)
     batch = tf.cast(tf.shape(dl_ds)[0], self.dtype)
-    grad = tf.einsum("bqs,bs->q", self._flat(state), dl_ds) / batch
-    return [tf.reshape(grad, [self.hhat_size, self.columns])]
+    grad = tf.einsum("bs,bsq->q", dl_ds, self._flat(state)) / batch
+    return [tf.transpose(tf.reshape(grad, [self.columns, self.hhat_size]))]
 
 
 class KroneckerSum(Estimator):

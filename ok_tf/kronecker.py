@@ -217,10 +217,6 @@ class Diagonals(NamedTuple):
   rows: int
   cols: int
 
-  def transpose(self) -> "Diagonals":
-    """Mᵀ: the diagonal of offset o becomes that of offset −o, with the same values."""
-    return Diagonals(tuple(-o for o in self.offsets), self.values, self.cols, self.rows)
-
 
 def diagonals_inner(family: tf.Tensor, diag: Diagonals) -> tf.Tensor:
   """⟨F_i, M⟩ = Σ_{jk} F_i[j, k] M[j, k] for a family F ``[B, r, rows, cols]``: ``[B, r]``.

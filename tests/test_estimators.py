@@ -111,6 +111,21 @@ def test_rtrl_step_is_the_dense_recursion(name):
   assert np.max(np.abs(dense)) > 1e-2
 
 
+def test_rtrl_step_under_xla_is_the_step():
+  """Under ``jit_compile`` (the trainers' option) RTRL adds ĥ_t ⊗ D_t by XLA's scatter:
+  the same G_t as the step TensorFlow runs."""
+  cell = make_cell("lstm", seed=12)
+  est = make_estimator("rtrl", cell)
+  rs = np.random.RandomState(12)
+  step = tf.function(est.step)
+  step_xla = tf.function(est.step, jit_compile=True)
+  state = state_xla = est.init(3)
+  for _ in range(3):
+    x = tf.constant(rs.normal(size=(3, cell.input_dim)))
+    state, state_xla = step(state, x), step_xla(state_xla, x)
+  assert rel(est.influence(state_xla).numpy(), est.influence(state).numpy()) < 1e-12
+
+
 @pytest.mark.parametrize("name,units,input_dim", [("rhn", 3, 3), ("tanh", 3, 3), ("lstm", 3, 3),
                                                   ("tanh", 2, 8)])
 def test_full_rank_ok_equals_rtrl(name, units, input_dim):
