@@ -2,7 +2,8 @@
 
     python -m analysis.estimator_steps [--methods=ok,kf_avg,kf,uoro,snap1,rtrl]
         [--cell=tanh] [--sizes=64,128] [--batches=1,16] [--rank=8] [--input_dim=1]
-        [--seq_len=50] [--min_time=1] [--repeats=3] [--out=estimator_steps.json]
+        [--seq_len=50] [--min_time=1] [--repeats=3] [--threads=0]
+        [--out=estimator_steps.json]
 
 Where analysis/benchmark.py times the whole training step of RHN networks on symbols, this
 script times the estimators alone, as a user of ``ok_tf.estimators`` drives them: a cell
@@ -24,7 +25,8 @@ change of the machine's load affects them alike):
 * ``python_loop``: the same work as one compiled call per step from a Python loop
   (``tf.function`` of step + readout + gradient), per step: what ``sequence`` saves.
 
-Prints one Markdown table (step / bound and step / floor as ratios; python_loop /
+``--threads=1`` runs TensorFlow on one thread (intra- and inter-op), which makes the
+ratios steadier on a machine shared with other work.  Prints one Markdown table (step / bound and step / floor as ratios; python_loop /
 sequence) and writes every number, the machine and the load to ``--out``.
 """
 
@@ -208,6 +210,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        flag_values=fv)
   flags.DEFINE_float("min_time", 1.0, "seconds per timed run (at least)", flag_values=fv)
   flags.DEFINE_integer("repeats", 3, "timed runs; the best is reported", flag_values=fv)
+  flags.DEFINE_integer("threads", 0, "TensorFlow's intra- and inter-op threads (0: its default)",
+                       flag_values=fv)
   flags.DEFINE_string("out", "estimator_steps.json", "output JSON file", flag_values=fv)
   flags.register_validator(
       "methods", lambda v: all(m in estimators.ESTIMATORS for m in v),
@@ -222,6 +226,13 @@ def run(flag_values: flags.FlagValues, argv=()) -> dict:
   if argv:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv)}")
   args = common.flag_namespace(define_flags, flag_values)
+  if args.threads:
+    try:
+      tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+      tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    except RuntimeError:
+      logging.warning("TensorFlow is already initialised: --threads=%d has no effect",
+                      args.threads)
   out = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
          "device": timing.cpu_name(), "cpu_count": os.cpu_count(),
          "tensorflow": tf.__version__, "python": platform.python_version(),
@@ -233,8 +244,9 @@ def run(flag_values: flags.FlagValues, argv=()) -> dict:
         out["rows"] += shape_rows(args.methods, n, batch, args)
   out["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
   pathlib.Path(args.out).write_text(json.dumps(out, indent=1))
+  threads = f"{args.threads} thread(s)" if args.threads else "default threads"
   print(f"{args.cell}, input_dim {args.input_dim}, T {args.seq_len}; {out['device']}, "
-        f"{out['cpu_count']} CPUs; load {out['loadavg_start']} at start, "
+        f"{out['cpu_count']} CPUs, {threads}; load {out['loadavg_start']} at start, "
         f"{out['loadavg_end']} at end\n")
   print(table(out["rows"]))
   print(f"\n{args.out}")

@@ -284,8 +284,7 @@ class RTRL(Estimator):
     n, k = self.units, self.columns // self.units
     s, g = np.meshgrid(np.arange(self.state_size), np.arange(k), indexing="ij")
     # the rows (s, g·n + unit(s)) of one stream's [S·k·n, a] view, in the order of d_t
-    self._immediate_rows = tf.constant((s * self.columns + g * n + s % n).reshape(-1),
-                                       tf.int32)
+    self._immediate_rows = (s * self.columns + g * n + s % n).reshape(-1).astype(np.int32)
 
   @classmethod
   def cost(cls, dims, rank=None, batch=1, truncation=None, dtype="float32"):
@@ -301,9 +300,7 @@ class RTRL(Estimator):
   def step(self, state, x, rng=None):
     st = self._linearize(state, x)
     carried = tf.matmul(st.jacobian, self._flat(state))                # [B, S, k·n·a]
-    batch = tf.shape(carried)[0]
-    rows = tf.reshape(tf.range(batch)[:, None] * (self.state_size * self.columns)
-                      + self._immediate_rows[None], [-1])
+    rows = self._rows(carried.shape[0] or tf.shape(carried)[0])
     immediate = tf.reshape(st.gates[:, :, :, None] * st.hhat[:, None, None, :],
                            [-1, self.hhat_size])                       # d_t[b, s, g] ĥ_t[b]
     flat = tf.reshape(carried, [-1, self.hhat_size])
@@ -314,6 +311,15 @@ class RTRL(Estimator):
       # so only the S·k rows are touched (no copy, no dense term)
       gt = tf.raw_ops.InplaceAdd(x=flat, i=rows, v=immediate)
     return RTRLState(st.state, tf.reshape(gt, tf.shape(state.gt)))
+
+  def _rows(self, batch):
+    """The rows (b, s, g·n + unit(s)) of the [B·S·k·n, a] view, b-major (a constant when
+    B is static)."""
+    offsets = self.state_size * self.columns
+    if isinstance(batch, int):
+      return tf.constant((np.arange(batch)[:, None] * offsets
+                          + self._immediate_rows[None]).reshape(-1), tf.int32)
+    return tf.reshape(tf.range(batch)[:, None] * offsets + self._immediate_rows[None], [-1])
 
   def _flat(self, state):
     """G as [B, S, k·n·a]."""

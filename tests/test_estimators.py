@@ -112,18 +112,25 @@ def test_rtrl_step_is_the_dense_recursion(name):
 
 
 def test_rtrl_step_under_xla_is_the_step():
-  """Under ``jit_compile`` (the trainers' option) RTRL adds ĥ_t ⊗ D_t by XLA's scatter:
-  the same G_t as the step TensorFlow runs."""
+  """Under ``jit_compile`` (the trainers' option) RTRL adds ĥ_t ⊗ D_t by XLA's scatter,
+  and with a batch size unknown when traced its rows are computed in the graph: the same
+  G_t as the step TensorFlow runs."""
   cell = make_cell("lstm", seed=12)
   est = make_estimator("rtrl", cell)
   rs = np.random.RandomState(12)
   step = tf.function(est.step)
   step_xla = tf.function(est.step, jit_compile=True)
-  state = state_xla = est.init(3)
+  spec = tf.nest.map_structure(lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype),
+                               est.init(3))
+  step_any_batch = tf.function(lambda s, x: est.step(s, x)).get_concrete_function(
+      spec, tf.TensorSpec([None, cell.input_dim], tf.float64))
+  state = state_xla = state_any = est.init(3)
   for _ in range(3):
     x = tf.constant(rs.normal(size=(3, cell.input_dim)))
     state, state_xla = step(state, x), step_xla(state_xla, x)
+    state_any = step_any_batch(state_any, x)
   assert rel(est.influence(state_xla).numpy(), est.influence(state).numpy()) < 1e-12
+  assert rel(est.influence(state_any).numpy(), est.influence(state).numpy()) < 1e-12
 
 
 @pytest.mark.parametrize("name,units,input_dim", [("rhn", 3, 3), ("tanh", 3, 3), ("lstm", 3, 3),
