@@ -19,6 +19,8 @@ change of the machine's load affects them alike):
   snap1, whose steps are O(n²) per stream;
 * ``floor``: one read and one write of the estimator's whole state (every field times a
   constant), the memory traffic no step can avoid;
+* for snap1 also its two stages alone: ``linearize_blocks`` (the cell's step with H_t's
+  unit blocks) and ``update`` (``SnAp1.update``: J_t from J_{t−1}, elementwise);
 * ``sequence``: ``estimators.run_sequence`` over ``--seq_len`` steps (step, a softmax
   readout of h_t with its cross-entropy, ∂L/∂s_t from a tape, ``est.gradient``, the sum),
   per step;
@@ -67,6 +69,24 @@ def step_runner(est, batch: int, input_dim: int, seed: int = 0):
   rng = training.make_generator(seed, 2)
   return timing.loop(lambda s: est.step(s, rng.normal([batch, input_dim], dtype=est.dtype),
                                         rng), est.init(batch))
+
+
+def snap1_stage_runners(est, batch: int, input_dim: int, seed: int = 0) -> dict:
+  """SnAp-1's stages alone: ``cell.linearize_blocks`` (s_t carried, the rest summed into
+  it so that nothing is pruned) and ``est.update`` on a fixed step."""
+  rng = training.make_generator(seed, 3)
+  cell = est.cell
+
+  def linearize(h):
+    st = cell.linearize_blocks(rng.normal([batch, input_dim], dtype=est.dtype), h)
+    small = [tf.reduce_sum(t) for t in (st.hhat, st.gates, st.blocks)]
+    return st.state + 1e-30 * tf.add_n(small)
+
+  h0 = tf.random.stateless_uniform([batch, est.state_size], [seed, 6], -0.5, 0.5,
+                                   dtype=est.dtype)
+  fixed = cell.linearize_blocks(tf.ones([batch, input_dim], est.dtype), h0)
+  return {"linearize_blocks": timing.loop(linearize, h0),
+          "update": timing.loop(lambda j: est.update(j, fixed), est.init(batch).j)}
 
 
 class SequenceProblem:
@@ -144,6 +164,9 @@ def shape_rows(methods, n: int, batch: int, args) -> list[dict]:
         estimators.Dims.of(cell), rank, batch).state_bytes)
     runners[f"{method}/step"] = step_runner(est, batch, args.input_dim)
     runners[f"{method}/floor"] = floor_runner(est.init(batch))
+    if method == "snap1":
+      for name, runner in snap1_stage_runners(est, batch, args.input_dim).items():
+        runners[f"snap1/{name}"] = runner
     if kind is not None and f"bound/{kind}/{rank}" not in runners:
       runners[f"bound/{kind}/{rank}"] = benchmark.bound_runner(kind, cell, rank or 1, batch)
     if args.sequence:
@@ -165,6 +188,8 @@ def shape_rows(methods, n: int, batch: int, args) -> list[dict]:
       row["bound"] = "H·A_i (r products)" if m["kind"] == "ha" else "H·G"
       row["bound_ms"] = ms[f"bound/{m['kind']}/{m['rank']}"]
       row["step_over_bound"] = row["step_ms"] / row["bound_ms"]
+    if method == "snap1":
+      row["stages_ms"] = {name: ms[f"snap1/{name}"] for name in ("linearize_blocks", "update")}
     if args.sequence:
       row["sequence_ms"] = ms[f"{method}/sequence"]
       row["python_loop_ms"] = ms[f"{method}/python_loop"]
@@ -249,7 +274,12 @@ def run(flag_values: flags.FlagValues, argv=()) -> dict:
         f"{out['cpu_count']} CPUs, {threads}; load {out['loadavg_start']} at start, "
         f"{out['loadavg_end']} at end\n")
   print(table(out["rows"]))
-  print(f"\n{args.out}")
+  for r in out["rows"]:
+    if "stages_ms" in r:
+      print(f"\nsnap1 at n {r['n']}, B {r['B']}: cell.linearize_blocks "
+            f"{r['stages_ms']['linearize_blocks']:.3f} ms, SnAp1.update "
+            f"{r['stages_ms']['update']:.3f} ms, floor {r['floor_ms']:.3f} ms", end="")
+  print(f"\n\n{args.out}")
   return out
 
 

@@ -579,17 +579,23 @@ class SnAp1(Estimator):
                       self._zeros(batch_size, self.hhat_size, self.gates, self.state_size))
 
   def step(self, state, x, rng=None):
-    """J_t from H_t's unit blocks alone (``cell.linearize_blocks``: H_t is never formed)."""
+    """J_t from H_t's unit blocks alone (``cell.linearize_blocks``: H_t is never formed),
+    then :meth:`update`; analysis/estimator_steps.py times the two stages."""
     st = self.cell.linearize_blocks(x, state.h)
+    return SnAp1State(st.state, self.update(state.j, st))
+
+  def update(self, j, st: cells_lib.UnitStep):
+    """J_t = (H_t's unit blocks) J_{t−1} + ĥ_t d_tᵀ from J_{t−1} ``j`` [B, a, k, S] and
+    the cell's :class:`~ok_tf.cells.UnitStep`."""
     m, n = self.blocks, self.units
     if m == 1:                                   # H_t's diagonal
-      carried = state.j * st.blocks[:, None, 0]                    # [B, a, k, S] · [B, 1, 1, n]
-    else:                                        # Σ_q blocks[b, p, q, j] J[b, i, g, q·n + j]
-      j = tf.reshape(state.j, [-1, self.hhat_size, self.gates, 1, m, n])
-      carried = tf.reshape(tf.reduce_sum(st.blocks[:, None, None] * j, axis=4),
-                           tf.shape(state.j))
-    immediate = st.hhat[:, :, None, None] * tf.transpose(st.gates, [0, 2, 1])[:, None]
-    return SnAp1State(st.state, carried + immediate)
+      carried = j * st.blocks[:, None, 0]                          # [B, a, k, S] · [B, 1, 1, n]
+    else:                                        # Σ_q blocks[b, p, q, u] J[b, i, g, q·n + u]
+      carried = tf.reshape(
+          tf.reduce_sum(st.blocks[:, None, None]
+                        * tf.reshape(j, [-1, self.hhat_size, self.gates, 1, m, n]), axis=4),
+          tf.shape(j))
+    return carried + st.hhat[:, :, None, None] * tf.transpose(st.gates, [0, 2, 1])[:, None]
 
   def per_example_gradient(self, state, dl_ds):
     weighted = state.j * tf.cast(dl_ds, self.dtype)[:, None, None, :]          # [B, a, k, S]
