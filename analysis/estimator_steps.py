@@ -13,7 +13,7 @@ compiled loop (``timing.loop``), all estimators of one (n, B) interleaved in one
 (``timing.measure_group``: best of ``--repeats`` runs of at least ``--min_time`` s, so a
 change of the machine's load affects them alike):
 
-* ``step``: the bare ``est.step``, its state carried from step to step;
+* ``step``: the bare ``est.step``, its state carried from step to step (one fixed input);
 * ``bound``: the dominant product alone, as the benchmark's (``benchmark.bound_runner``):
   H_t·A_i (r products) for ok, kf_avg and kf, H_t·G for exact RTRL; none for uoro and
   snap1, whose steps are O(n²) per stream;
@@ -65,10 +65,12 @@ def floor_runner(state):
 
 
 def step_runner(est, batch: int, input_dim: int, seed: int = 0):
-  """The bare ``est.step`` on normal inputs, its state carried in variables."""
+  """The bare ``est.step``, its state carried in variables, on one fixed normal input (so
+  that the loop times the estimator, not the making of its input)."""
   rng = training.make_generator(seed, 2)
-  return timing.loop(lambda s: est.step(s, rng.normal([batch, input_dim], dtype=est.dtype),
-                                        rng), est.init(batch))
+  x = tf.Variable(tf.random.stateless_normal([batch, input_dim], [seed, 2], dtype=est.dtype),
+                  trainable=False)
+  return timing.loop(lambda s: est.step(s, x, rng), est.init(batch))
 
 
 def snap1_stage_runners(est, batch: int, input_dim: int, seed: int = 0) -> dict:

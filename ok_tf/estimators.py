@@ -584,18 +584,17 @@ class SnAp1(Estimator):
     st = self.cell.linearize_blocks(x, state.h)
     return SnAp1State(st.state, self.update(state.j, st))
 
+  #: A state of at least this many numbers is updated by one XLA-compiled pass
+  #: (:func:`snap1_update` under ``jit_compile``); TensorFlow's own ops take three passes
+  #: over it, with slow broadcasts, but below this size XLA's launch costs more.
+  fuse_min_entries = 1 << 15
+
   def update(self, j, st: cells_lib.UnitStep):
-    """J_t = (H_t's unit blocks) J_{t−1} + ĥ_t d_tᵀ from J_{t−1} ``j`` [B, a, k, S] and
-    the cell's :class:`~ok_tf.cells.UnitStep`."""
-    m, n = self.blocks, self.units
-    if m == 1:                                   # H_t's diagonal
-      carried = j * st.blocks[:, None, 0]                          # [B, a, k, S] · [B, 1, 1, n]
-    else:                                        # Σ_q blocks[b, p, q, u] J[b, i, g, q·n + u]
-      carried = tf.reshape(
-          tf.reduce_sum(st.blocks[:, None, None]
-                        * tf.reshape(j, [-1, self.hhat_size, self.gates, 1, m, n]), axis=4),
-          tf.shape(j))
-    return carried + st.hhat[:, :, None, None] * tf.transpose(st.gates, [0, 2, 1])[:, None]
+    """J_t from J_{t−1} ``j`` [B, a, k, S] and the cell's :class:`~ok_tf.cells.UnitStep`
+    (:func:`snap1_update`, fused by XLA for states of ``fuse_min_entries`` numbers or more)."""
+    size = j.shape.num_elements()
+    fused = size is not None and size >= self.fuse_min_entries
+    return (_snap1_update_fused if fused else snap1_update)(j, st.blocks, st.hhat, st.gates)
 
   def per_example_gradient(self, state, dl_ds):
     weighted = state.j * tf.cast(dl_ds, self.dtype)[:, None, None, :]          # [B, a, k, S]
@@ -693,6 +692,27 @@ def _sequence_loop(est, state, inputs, loss_fn, targets, rng, variables) -> Sequ
                      for g, v in zip(readout_grads, var_grads)]
     losses = losses.write(t, loss)
   return SequenceResult(state, grads, readout_grads, losses.stack())
+
+
+def snap1_update(j, blocks, hhat, gates):
+  """SnAp-1's recursion, elementwise: J_t = (H_t's unit blocks) J_{t−1} + ĥ_t d_tᵀ,
+
+      J_t[i, g, p·n + u] = Σ_q blocks[p, q, u] J_{t−1}[i, g, q·n + u] + ĥ_t[i] d_t[p·n + u, g]
+
+  for J_{t−1} ``j`` [B, a, k, S], ``blocks`` [B, m, m, n] (:class:`ok_tf.cells.UnitStep`),
+  ĥ_t ``hhat`` [B, a] and d_t ``gates`` [B, S, k]."""
+  m, n = blocks.shape[1], blocks.shape[3]
+  if m == 1:                                     # H_t's diagonal
+    carried = j * blocks[:, None, 0]                               # [B, a, k, S] · [B, 1, 1, n]
+  else:
+    a, k = j.shape[1], j.shape[2]
+    carried = tf.reshape(
+        tf.reduce_sum(blocks[:, None, None] * tf.reshape(j, [-1, a, k, 1, m, n]), axis=4),
+        tf.shape(j))
+  return carried + hhat[:, :, None, None] * tf.transpose(gates, [0, 2, 1])[:, None]
+
+
+_snap1_update_fused = tf.function(snap1_update, jit_compile=True)
 
 
 class TBPTT(Method):

@@ -552,13 +552,16 @@ def pattern(cell):
   return (c % cell.units == s % cell.units).astype(np.float64)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_snap1_is_the_projected_recursion(name):
+@pytest.mark.parametrize("name,fused", [(n, f) for n in NAMES for f in (False, True)])
+def test_snap1_is_the_projected_recursion(name, fused):
   """G'_t = P(H_t G'_{t−1} + ĥ_t ⊗ D_t), P the projection onto SnAp-1's pattern, computed
-  densely from the cell's linearisation."""
+  densely from the cell's linearisation; by TensorFlow's ops and by the XLA-fused update
+  (which large states take)."""
   steps, batch = 6, 3
   cell = make_cell(name, seed=90)
   est = make_estimator("snap1", cell)
+  if fused:
+    est.fuse_min_entries = 0
   rs = np.random.RandomState(90)
   state, dense = est.init(batch), np.zeros((batch, cell.state_size, cell.hhat_size,
                                             cell.kernel_columns))
