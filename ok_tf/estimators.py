@@ -335,7 +335,8 @@ class RTRL(Estimator):
   def gradient(self, state, dl_ds):
     dl_ds = tf.cast(dl_ds, self.dtype)
     batch = tf.cast(tf.shape(dl_ds)[0], self.dtype)
-    grad = tf.einsum("bs,bsq->q", dl_ds, self._flat(state)) / batch
+    rows = tf.matmul(dl_ds[:, None, :], self._flat(state))                # [B, 1, k·n·a]
+    grad = tf.reduce_sum(rows, axis=[0, 1]) / batch
     return [tf.transpose(tf.reshape(grad, [self.columns, self.hhat_size]))]
 
 
