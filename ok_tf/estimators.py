@@ -18,6 +18,8 @@ The protocol (all methods pure in the state, so they can live in ``tf.function``
                                           # matching cell.trainable_variables
     est.influence(state)                  # G'_t, dense [B, S, a, k·n] (diagnostics, tests)
     state = est.reset(state, mask)        # zero state and approximation where mask [B]
+    run_sequence(est, state, xs, loss_fn, targets, rng)   # T steps [T, B, d] in one
+                                          # compiled loop: Σ_t ĝ_t and the final state
 
 ``dl_ds`` [B, S] is each stream's own ∂L_t/∂s_t (not that of a batch mean). States are
 ``NamedTuple`` s of tensors whose fields all have the batch as leading axis.
@@ -609,6 +611,46 @@ class SnAp1(Estimator):
                       [-1, self.state_size, self.hhat_size, self.columns])
 
 
+def snap1_update(j, blocks, hhat, gates):
+  """SnAp-1's recursion, elementwise: J_t = (H_t's unit blocks) J_{t−1} + ĥ_t d_tᵀ,
+
+      J_t[i, g, p·n + u] = Σ_q blocks[p, q, u] J_{t−1}[i, g, q·n + u] + ĥ_t[i] d_t[p·n + u, g]
+
+  for J_{t−1} ``j`` [B, a, k, S], ``blocks`` [B, m, m, n] (:class:`ok_tf.cells.UnitStep`),
+  ĥ_t ``hhat`` [B, a] and d_t ``gates`` [B, S, k]."""
+  m, n = blocks.shape[1], blocks.shape[3]
+  if m == 1:                                     # H_t's diagonal
+    carried = j * blocks[:, None, 0]                               # [B, a, k, S] · [B, 1, 1, n]
+  else:
+    a, k = j.shape[1], j.shape[2]
+    carried = tf.reshape(
+        tf.reduce_sum(blocks[:, None, None] * tf.reshape(j, [-1, a, k, 1, m, n]), axis=4),
+        tf.shape(j))
+  return carried + hhat[:, :, None, None] * tf.transpose(gates, [0, 2, 1])[:, None]
+
+
+_snap1_update_fused = tf.function(snap1_update, jit_compile=True)
+
+
+class TBPTT(Method):
+  """Truncated BPTT(T) (docs/algorithms.md §5): not an estimator (it has no G'_t;
+  :class:`ok_tf.training.TBPTTTrainer` runs it), described here so that the method list,
+  the labels and the cost models have one source."""
+
+  name = "tbptt"
+  takes_truncation = True
+
+  @classmethod
+  def cost(cls, dims, rank=None, batch=1, truncation=None, dtype="float32"):
+    """Forward 2a·k·n flops per step, backward about twice that; the states of a window
+    (kept for the backward pass) and the carried state: (T + 1)·S."""
+    cls.rank_for(rank)
+    if truncation is None or int(truncation) < 1:
+      raise ValueError(f"tbptt's cost needs the truncation length, got {truncation}")
+    return Cost(6.0 * batch * dims.hhat * dims.columns,
+                batch * (int(truncation) + 1) * dims.state * _bytes(dtype))
+
+
 # ----------------------------------------------------------------------------- sequences
 
 
@@ -693,46 +735,6 @@ def _sequence_loop(est, state, inputs, loss_fn, targets, rng, variables) -> Sequ
                      for g, v in zip(readout_grads, var_grads)]
     losses = losses.write(t, loss)
   return SequenceResult(state, grads, readout_grads, losses.stack())
-
-
-def snap1_update(j, blocks, hhat, gates):
-  """SnAp-1's recursion, elementwise: J_t = (H_t's unit blocks) J_{t−1} + ĥ_t d_tᵀ,
-
-      J_t[i, g, p·n + u] = Σ_q blocks[p, q, u] J_{t−1}[i, g, q·n + u] + ĥ_t[i] d_t[p·n + u, g]
-
-  for J_{t−1} ``j`` [B, a, k, S], ``blocks`` [B, m, m, n] (:class:`ok_tf.cells.UnitStep`),
-  ĥ_t ``hhat`` [B, a] and d_t ``gates`` [B, S, k]."""
-  m, n = blocks.shape[1], blocks.shape[3]
-  if m == 1:                                     # H_t's diagonal
-    carried = j * blocks[:, None, 0]                               # [B, a, k, S] · [B, 1, 1, n]
-  else:
-    a, k = j.shape[1], j.shape[2]
-    carried = tf.reshape(
-        tf.reduce_sum(blocks[:, None, None] * tf.reshape(j, [-1, a, k, 1, m, n]), axis=4),
-        tf.shape(j))
-  return carried + hhat[:, :, None, None] * tf.transpose(gates, [0, 2, 1])[:, None]
-
-
-_snap1_update_fused = tf.function(snap1_update, jit_compile=True)
-
-
-class TBPTT(Method):
-  """Truncated BPTT(T) (docs/algorithms.md §5): not an estimator (it has no G'_t;
-  :class:`ok_tf.training.TBPTTTrainer` runs it), described here so that the method list,
-  the labels and the cost models have one source."""
-
-  name = "tbptt"
-  takes_truncation = True
-
-  @classmethod
-  def cost(cls, dims, rank=None, batch=1, truncation=None, dtype="float32"):
-    """Forward 2a·k·n flops per step, backward about twice that; the states of a window
-    (kept for the backward pass) and the carried state: (T + 1)·S."""
-    cls.rank_for(rank)
-    if truncation is None or int(truncation) < 1:
-      raise ValueError(f"tbptt's cost needs the truncation length, got {truncation}")
-    return Cost(6.0 * batch * dims.hhat * dims.columns,
-                batch * (int(truncation) + 1) * dims.state * _bytes(dtype))
 
 
 # ----------------------------------------------------------------------------- registry
