@@ -25,7 +25,9 @@ the machine's load affects them alike (the harness: analysis/timing.py):
   one Adam update each), so its "step" is one character;
 * ``estimator``: the bare ``est.step`` in a loop (state carried in variables), so that
   the step splits into the estimator and the rest (``--estimator``: at the named
-  configurations by default, ``all`` for every shape);
+  configurations by default, ``all`` for every shape); the table gives it over the bound
+  too (for exact RTRL, how close its step comes to H_t·G; analysis/estimator_steps.py
+  has every estimator's step beside its bound or floor on tanh networks);
 * ``bound``: the method's dominant product alone in a loop of the same shapes:
   ``KroneckerSum.propagate(H, A)`` = ``tf.matmul(H[:, None], A)`` with H ``[B, S, S]``
   and A ``[B, r, S, k·n]`` (what the library computes) for ok / kf_avg / kf, ``H_t G``
@@ -497,7 +499,8 @@ def _mb(x):
 def table(rows) -> str:
   """Markdown table of the rows."""
   head = ("| shape | method | n | r | B | ms/step | steps/s | est.step ms | rest ms | bound ms "
-          "| ratio to bound | TF peak MB (above baseline) | RSS MB | state MB | load 1m |")
+          "| ratio to bound | est.step / bound | TF peak MB (above baseline) | RSS MB | state MB "
+          "| load 1m |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for r in rows:
     lines.append(
@@ -505,7 +508,8 @@ def table(rows) -> str:
         f"| {r['n']} | {_fmt(r['r'], 'd') if r['r'] else '—'} | {r['B']} "
         f"| {r['ms_per_step']:.2f} | {r['steps_per_s']:.1f} | {_fmt(r.get('estimator_ms'))} "
         f"| {_fmt(r.get('rest_ms'))} | {_fmt(r.get('bound_ms'))} "
-        f"| {_fmt(r.get('ratio_to_bound'))} | {_mb(r.get('peak_mem_bytes'))} "
+        f"| {_fmt(r.get('ratio_to_bound'))} | {_fmt(r.get('estimator_ratio_to_bound'))} "
+        f"| {_mb(r.get('peak_mem_bytes'))} "
         f"({_mb(r.get('peak_mem_above_baseline_bytes'))}) "
         f"| {_mb(r.get('peak_rss_bytes'))} "
         f"| {r['state_mb']:.2f} | {r['loadavg_1m']} |")

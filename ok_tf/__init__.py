@@ -19,6 +19,8 @@ Gradient estimators (``est.init/reset/step/gradient``, batched over streams)
   get_estimator(name, cell, rank)   "ok", "kf", "kf_avg", "uoro", "snap1", "rtrl"
   METHODS, ESTIMATORS               the registry: name → class (label, rank rule, cost)
   OK, KF, KFAvg, UORO, SnAp1, RTRL  the classes
+  run_sequence(est, state, xs, loss_fn, targets)   T steps in one compiled loop: the
+                                    summed gradient estimate and the final state
 
 Training
   OnlineTrainer(model, est, task, optimizer, batch_size)   an update after every step
@@ -73,6 +75,7 @@ _EXPORTS = {
     "UORO": ("estimators", "UORO"),
     "SnAp1": ("estimators", "SnAp1"),
     "RTRL": ("estimators", "RTRL"),
+    "run_sequence": ("estimators", "run_sequence"),
     "OnlineTrainer": ("training", "OnlineTrainer"),
     "TBPTTTrainer": ("training", "TBPTTTrainer"),
     "make_optimizer": ("training", "make_optimizer"),

@@ -23,6 +23,9 @@ also provides what the estimators use:
   it is BPTT);
 * ``cell.linearize(x, state)``: a :class:`CellStep` with the next state, ĥ_t, the gate
   derivatives d_t (``[B, S, k]``) and H_t (``[B, S, S]``, materialised);
+* ``cell.linearize_blocks(x, state)``: the same with only H_t's entries between the
+  coordinates of one unit (:class:`UnitStep`, ``[B, S/n, S/n, n]``, O(S²/n)), what SnAp-1
+  reads;
 * ``cell.dense_d(gates)``: D_t as a dense ``[B, S, k·n]`` matrix;
 * ``cell.d_diagonals(gates)``: D_t as its k + S/n − 1 non-zero diagonals
   (:class:`ok_tf.kronecker.Diagonals`), what OK's reduction uses;
@@ -54,6 +57,21 @@ class CellStep(NamedTuple):
   hhat: tf.Tensor
   gates: tf.Tensor
   jacobian: tf.Tensor
+
+
+class UnitStep(NamedTuple):
+  """One linearised step with H_t kept only between the coordinates of each unit.
+
+  Attributes:
+    state, hhat, gates: as in :class:`CellStep`.
+    blocks: ``[B, m, m, n]`` (m = S/n): blocks[b, p, q, j] = H_t[p·n + j, q·n + j], the
+      m × m block of H_t between unit j's own state coordinates.
+  """
+
+  state: tf.Tensor
+  hhat: tf.Tensor
+  gates: tf.Tensor
+  blocks: tf.Tensor
 
 
 def _sigmoid_prime(sig):
@@ -185,6 +203,36 @@ class KroneckerCell(keras.layers.Layer):
                                          new_state)
     return CellStep(new_state, hhat, gates, jacobian)
 
+  def linearize_blocks(self, x, state) -> UnitStep:
+    """One step and its linearisation with H_t only on its unit blocks (:class:`UnitStep`):
+    s_t, ĥ_t, d_t as :meth:`linearize`, and blocks[b, p, q, j] = H_t[p·n + j, q·n + j]
+    without forming H_t (O(S·m) rather than O(S²) per stream)."""
+    state = tf.convert_to_tensor(state, dtype=self.compute_dtype)
+    hhat = self.hhat(x, state)
+    kernel = tf.cast(self.kernel, self.compute_dtype)
+    new_state, aux = self._gates_and_state(tf.matmul(hhat, kernel), state)
+    gates = self._gates(aux, state, new_state)
+    blocks = self._recurrent_blocks(gates, kernel)
+    direct = self._direct_blocks(aux, state, new_state)
+    return UnitStep(new_state, hhat, gates, blocks if direct is None else blocks + direct)
+
+  def _recurrent_blocks(self, gates, kernel):
+    """The unit blocks of D_t W_hᵀ: it fills only the columns of h (q = m − 1), where
+    (D_t W_hᵀ)[p·n + j, (m−1)·n + j] = Σ_g d_t[p·n + j, g] W_h[j, g·n + j]."""
+    n, k, m = self.units, self.num_gates, self.state_multiplier
+    w_h = kernel[self.input_dim:self.input_dim + n, :]                  # [n(t), k·n]
+    w_own = tf.linalg.diag_part(tf.transpose(tf.reshape(w_h, [n, k, n]), [1, 0, 2]))  # [k, j]
+    through_h = tf.reduce_sum(tf.reshape(gates, [-1, m, n, k]) * tf.transpose(w_own), -1)
+    # [B, m, m, n]: zero but in the last column block (q = m − 1)
+    return tf.pad(through_h[:, :, None, :], [[0, 0], [0, 0], [m - 1, 0], [0, 0]])
+
+  def _direct_blocks(self, aux, state, new_state):
+    """The unit blocks of ∂s_t/∂s_{t−1} at fixed z, ``[B, m, m, n]`` (None: zero).  By
+    default read off :meth:`_direct_jacobian`; cells override it to skip the dense form."""
+    n, m = self.units, self.state_multiplier
+    dense = tf.reshape(self._direct_jacobian(aux, state, new_state), [-1, m, n, m, n])
+    return tf.linalg.diag_part(tf.transpose(dense, [0, 1, 3, 2, 4]))
+
   def dense_d(self, gates: tf.Tensor) -> tf.Tensor:
     """D_t[s, g·n + j] = d_t[s, g] δ(j, unit(s)), as a dense ``[B, S, k·n]`` tensor."""
     d = gates[:, :, :, None] * self._unit_of_state[None, :, None, :]
@@ -282,6 +330,10 @@ class RHNCell(KroneckerCell):
     _, _, f = aux      # diag(f) + recurrent, writing only the diagonal
     return tf.linalg.set_diag(recurrent, tf.linalg.diag_part(recurrent) + f)
 
+  def _direct_blocks(self, aux, state, new_state):
+    _, _, f = aux
+    return f[:, None, None, :]
+
 
 @keras.saving.register_keras_serializable(package="ok_tf")
 class TanhRNNCell(KroneckerCell):
@@ -300,6 +352,9 @@ class TanhRNNCell(KroneckerCell):
 
   def _add_direct_jacobian(self, recurrent, aux, state, new_state):
     return recurrent   # no direct path: H_t = D_t W_h^T
+
+  def _direct_blocks(self, aux, state, new_state):
+    return None
 
 
 @keras.saving.register_keras_serializable(package="ok_tf")
@@ -344,6 +399,13 @@ class LSTMCell(KroneckerCell):
     dh_dc = tf.linalg.diag(o * (1.0 - tf.square(tau)) * f)
     left = tf.concat([dc_dc, dh_dc], axis=1)                    # [B, 2n, n]
     return tf.concat([left, tf.zeros_like(left)], axis=-1)
+
+  def _direct_blocks(self, aux, state, new_state):
+    """[[f, 0], [o τ' f, 0]] per unit: (c, c), (c, h); (h, c), (h, h)."""
+    i, f, o, g, c_prev, tau = aux
+    zero = tf.zeros_like(f)
+    return tf.stack([tf.stack([f, zero], axis=1),
+                     tf.stack([o * (1.0 - tf.square(tau)) * f, zero], axis=1)], axis=1)
 
 
 CELLS = {"rhn": RHNCell, "tanh": TanhRNNCell, "lstm": LSTMCell}

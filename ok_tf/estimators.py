@@ -18,6 +18,8 @@ The protocol (all methods pure in the state, so they can live in ``tf.function``
                                           # matching cell.trainable_variables
     est.influence(state)                  # G'_t, dense [B, S, a, k·n] (diagnostics, tests)
     state = est.reset(state, mask)        # zero state and approximation where mask [B]
+    run_sequence(est, state, xs, loss_fn, targets, rng)   # T steps [T, B, d] in one
+                                          # compiled loop: Σ_t ĝ_t and the final state
 
 ``dl_ds`` [B, S] is each stream's own ∂L_t/∂s_t (not that of a batch mean). States are
 ``NamedTuple`` s of tensors whose fields all have the batch as leading axis.
@@ -33,8 +35,11 @@ diagnostics read it; a new estimator is a subclass of :class:`Estimator` added t
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 from ok_tf import cells as cells_lib
@@ -139,6 +144,17 @@ class Method:
     raise NotImplementedError
 
 
+def _in_xla() -> bool:
+  """Whether the ops being built are compiled by XLA (``tf.function(jit_compile=True)``)."""
+  try:
+    from tensorflow.python.framework import ops  # pylint: disable=g-import-not-at-top
+    from tensorflow.python.ops import control_flow_util  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return False
+  return (not tf.executing_eagerly()
+          and control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
+
+
 def _bytes(dtype) -> int:
   return tf.as_dtype(dtype).size
 
@@ -147,9 +163,11 @@ def _bytes(dtype) -> int:
 
 
 class RTRLState(NamedTuple):
-  """Exact RTRL: G_t in full, ``g`` of shape [B, S, a, k·n]."""
+  """Exact RTRL: G_t in full, its last two axes swapped, ``gt`` [B, S, k·n, a] with
+  gt[b, s, p, i] = G_t[b, s, i, p] (the a entries that ĥ_t ⊗ D_t fills for one (s, p)
+  are then contiguous)."""
   h: tf.Tensor
-  g: tf.Tensor
+  gt: tf.Tensor
 
 
 class KroneckerState(NamedTuple):
@@ -251,10 +269,24 @@ class Estimator(Method):
 
 
 class RTRL(Estimator):
-  """Exact RTRL (O(S²·a·k·n) per step): G_t = H_t G_{t−1} + ĥ_t ⊗ D_t."""
+  """Exact RTRL (O(S²·a·k·n) per step): G_t = H_t G_{t−1} + ĥ_t ⊗ D_t.
+
+  H_t G_{t−1} is one [S, S]·[S, k·n·a] matmul per stream (G in the layout of
+  :class:`RTRLState`).  The immediate term ĥ_t ⊗ D_t is non-zero only in the S·k rows
+  (s, g·n + unit(s)) of that layout, each a copy of ĥ_t scaled by d_t[s, g]: it is added
+  to those rows alone, in place in the product's buffer (``InplaceAdd``), never formed
+  as a dense [S, a, k·n] tensor.
+  """
 
   name = "rtrl"
   stochastic = False
+
+  def __init__(self, cell):
+    super().__init__(cell)
+    n, k = self.units, self.columns // self.units
+    s, g = np.meshgrid(np.arange(self.state_size), np.arange(k), indexing="ij")
+    # the rows (s, g·n + unit(s)) of one stream's [S·k·n, a] view, in the order of d_t
+    self._immediate_rows = (s * self.columns + g * n + s % n).reshape(-1).astype(np.int32)
 
   @classmethod
   def cost(cls, dims, rank=None, batch=1, truncation=None, dtype="float32"):
@@ -265,28 +297,49 @@ class RTRL(Estimator):
 
   def init(self, batch_size):
     return RTRLState(self._zeros(batch_size, self.state_size),
-                     self._zeros(batch_size, self.state_size, self.hhat_size, self.columns))
+                     self._zeros(batch_size, self.state_size, self.columns, self.hhat_size))
 
   def step(self, state, x, rng=None):
     st = self._linearize(state, x)
-    d = self.cell.dense_d(st.gates)
-    flat = tf.reshape(state.g, [-1, self.state_size, self.hhat_size * self.columns])
-    g = tf.reshape(tf.matmul(st.jacobian, flat), tf.shape(state.g))
-    g += st.hhat[:, None, :, None] * d[:, :, None, :]
-    return RTRLState(st.state, g)
+    carried = tf.matmul(st.jacobian, self._flat(state))                # [B, S, k·n·a]
+    rows = self._rows(carried.shape[0] or tf.shape(carried)[0])
+    immediate = tf.reshape(st.gates[:, :, :, None] * st.hhat[:, None, None, :],
+                           [-1, self.hhat_size])                       # d_t[b, s, g] ĥ_t[b]
+    flat = tf.reshape(carried, [-1, self.hhat_size])
+    if _in_xla():     # XLA has no InplaceAdd; its scatter updates in place
+      gt = tf.tensor_scatter_nd_add(flat, rows[:, None], immediate)
+    else:             # TF's scatter would copy the product: InplaceAdd writes into its
+      # input's buffer, and ``carried`` is this step's own product, read by nothing else,
+      # so only the S·k rows are touched (no copy, no dense term)
+      gt = tf.raw_ops.InplaceAdd(x=flat, i=rows, v=immediate)
+    return RTRLState(st.state, tf.reshape(gt, tf.shape(state.gt)))
+
+  def _rows(self, batch):
+    """The rows (b, s, g·n + unit(s)) of the [B·S·k·n, a] view, b-major (a constant when
+    B is static)."""
+    offsets = self.state_size * self.columns
+    if isinstance(batch, int):
+      return tf.constant((np.arange(batch)[:, None] * offsets
+                          + self._immediate_rows[None]).reshape(-1), tf.int32)
+    return tf.reshape(tf.range(batch)[:, None] * offsets + self._immediate_rows[None], [-1])
+
+  def _flat(self, state):
+    """G as [B, S, k·n·a]."""
+    return tf.reshape(state.gt, [-1, self.state_size, self.columns * self.hhat_size])
 
   def per_example_gradient(self, state, dl_ds):
-    return tf.einsum("bs,bsap->bap", tf.cast(dl_ds, self.dtype), state.g)
+    rows = tf.matmul(tf.cast(dl_ds, self.dtype)[:, None, :], self._flat(state))
+    return tf.transpose(tf.reshape(rows, [-1, self.columns, self.hhat_size]), [0, 2, 1])
 
   def influence(self, state):
-    return state.g
+    return tf.transpose(state.gt, [0, 1, 3, 2])
 
   def gradient(self, state, dl_ds):
     dl_ds = tf.cast(dl_ds, self.dtype)
     batch = tf.cast(tf.shape(dl_ds)[0], self.dtype)
-    flat = tf.reshape(state.g, [-1, self.state_size, self.hhat_size * self.columns])
-    grad = tf.reduce_sum(tf.matmul(dl_ds[:, None, :], flat), axis=[0, 1]) / batch
-    return [tf.reshape(grad, [self.hhat_size, self.columns])]
+    rows = tf.matmul(dl_ds[:, None, :], self._flat(state))                # [B, 1, k·n·a]
+    grad = tf.reduce_sum(rows, axis=[0, 1]) / batch
+    return [tf.transpose(tf.reshape(grad, [self.columns, self.hhat_size]))]
 
 
 class KroneckerSum(Estimator):
@@ -529,18 +582,22 @@ class SnAp1(Estimator):
                       self._zeros(batch_size, self.hhat_size, self.gates, self.state_size))
 
   def step(self, state, x, rng=None):
-    st = self._linearize(state, x)
-    m, n = self.blocks, self.units
-    if m == 1:                                   # H_t's diagonal
-      carried = state.j * tf.linalg.diag_part(st.jacobian)[:, None, None, :]
-    else:                                        # blocks[b, p, q, j] = H_t[p·n + j, q·n + j]
-      blocks = tf.linalg.diag_part(
-          tf.transpose(tf.reshape(st.jacobian, [-1, m, n, m, n]), [0, 1, 3, 2, 4]))
-      j = tf.reshape(state.j, [-1, self.hhat_size, self.gates, 1, m, n])
-      carried = tf.reshape(tf.reduce_sum(blocks[:, None, None] * j, axis=4),
-                           tf.shape(state.j))
-    immediate = st.hhat[:, :, None, None] * tf.transpose(st.gates, [0, 2, 1])[:, None]
-    return SnAp1State(st.state, carried + immediate)
+    """J_t from H_t's unit blocks alone (``cell.linearize_blocks``: H_t is never formed),
+    then :meth:`update`; analysis/estimator_steps.py times the two stages."""
+    st = self.cell.linearize_blocks(x, state.h)
+    return SnAp1State(st.state, self.update(state.j, st))
+
+  #: A state of at least this many numbers is updated by one XLA-compiled pass
+  #: (:func:`snap1_update` under ``jit_compile``); TensorFlow's own ops take three passes
+  #: over it, with slow broadcasts, but below this size XLA's launch costs more.
+  fuse_min_entries = 1 << 15
+
+  def update(self, j, st: cells_lib.UnitStep):
+    """J_t from J_{t−1} ``j`` [B, a, k, S] and the cell's :class:`~ok_tf.cells.UnitStep`
+    (:func:`snap1_update`, fused by XLA for states of ``fuse_min_entries`` numbers or more)."""
+    size = j.shape.num_elements()
+    fused = size is not None and size >= self.fuse_min_entries
+    return (_snap1_update_fused if fused else snap1_update)(j, st.blocks, st.hhat, st.gates)
 
   def per_example_gradient(self, state, dl_ds):
     weighted = state.j * tf.cast(dl_ds, self.dtype)[:, None, None, :]          # [B, a, k, S]
@@ -552,6 +609,27 @@ class SnAp1(Estimator):
     dense = state.j[..., None] * self.unit_one_hot                          # [B, a, k, S, n]
     return tf.reshape(tf.transpose(dense, [0, 3, 1, 2, 4]),
                       [-1, self.state_size, self.hhat_size, self.columns])
+
+
+def snap1_update(j, blocks, hhat, gates):
+  """SnAp-1's recursion, elementwise: J_t = (H_t's unit blocks) J_{t−1} + ĥ_t d_tᵀ,
+
+      J_t[i, g, p·n + u] = Σ_q blocks[p, q, u] J_{t−1}[i, g, q·n + u] + ĥ_t[i] d_t[p·n + u, g]
+
+  for J_{t−1} ``j`` [B, a, k, S], ``blocks`` [B, m, m, n] (:class:`ok_tf.cells.UnitStep`),
+  ĥ_t ``hhat`` [B, a] and d_t ``gates`` [B, S, k]."""
+  m, n = blocks.shape[1], blocks.shape[3]
+  if m == 1:                                     # H_t's diagonal
+    carried = j * blocks[:, None, 0]                               # [B, a, k, S] · [B, 1, 1, n]
+  else:
+    a, k = j.shape[1], j.shape[2]
+    carried = tf.reshape(
+        tf.reduce_sum(blocks[:, None, None] * tf.reshape(j, [-1, a, k, 1, m, n]), axis=4),
+        tf.shape(j))
+  return carried + hhat[:, :, None, None] * tf.transpose(gates, [0, 2, 1])[:, None]
+
+
+_snap1_update_fused = tf.function(snap1_update, jit_compile=True)
 
 
 class TBPTT(Method):
@@ -571,6 +649,92 @@ class TBPTT(Method):
       raise ValueError(f"tbptt's cost needs the truncation length, got {truncation}")
     return Cost(6.0 * batch * dims.hhat * dims.columns,
                 batch * (int(truncation) + 1) * dims.state * _bytes(dtype))
+
+
+# ----------------------------------------------------------------------------- sequences
+
+
+class SequenceResult(NamedTuple):
+  """What :func:`run_sequence` returns.
+
+  Attributes:
+    state: the estimator's state after the last step.
+    grads: Σ_t ĝ_t, the estimate of d(Σ_t L_t)/dW with L_t = mean_b L_{t,b}; a list
+      matching ``cell.trainable_variables``.
+    readout_grads: Σ_t ∂L_t/∂v for each v of ``variables`` (exact), a list.
+    losses: ``[T, B]``, L_{t,b}.
+  """
+  state: object
+  grads: list
+  readout_grads: list
+  losses: tf.Tensor
+
+
+def run_sequence(est: Estimator, state, inputs, loss_fn, targets=None, rng=None,
+                 variables=()) -> SequenceResult:
+  """Runs ``est`` over a sequence in one compiled loop and sums its gradient estimates.
+
+  For t = 1..T, with each stream's loss L_{t,b} = ``loss_fn(s_t, target_t)[b]``::
+
+      state = est.step(state, inputs[t], rng)                 s_t = state.h
+      ∂L_{t,b}/∂s_t of every stream, and ∂L_t/∂v, from one tape through loss_fn
+      ĝ_t = est.gradient(state, ∂L_t/∂s)
+
+  Args:
+    est: an estimator (:func:`get`).
+    state: its state before the first step (``est.init(B)``, or a previous result's).
+    inputs: x_1..x_T, ``[T, B, input_dim]``.
+    loss_fn: ``(s_t [B, S], target_t) -> [B]`` per-stream losses, differentiable in s_t
+      (e.g. a readout of ``cell.output(s_t)`` and a cross-entropy); L_{t,b} must depend
+      on stream b's state alone.
+    targets: a tensor (or nest of tensors) with T leading; ``target_t`` is its slice at t
+      (None: ``loss_fn`` gets None).
+    rng: a ``tf.random.Generator`` (needed by the stochastic estimators).
+    variables: variables of ``loss_fn`` (a readout's weights) whose exact gradients to sum.
+
+  Returns:
+    :class:`SequenceResult` (the final state, Σ_t ĝ_t, Σ_t ∂L_t/∂v, the losses [T, B]).
+
+  The loop is one ``tf.function``: a call with the same ``est``, ``loss_fn``, ``rng``
+  and shapes reuses the compiled loop (pass the same ``loss_fn`` object, not a new
+  lambda per call); inside another ``tf.function`` it becomes part of that graph.  With
+  exact RTRL, ``grads`` is the gradient of Σ_t L_t that BPTT over the sequence gives.
+  """
+  if est.stochastic and rng is None:
+    raise ValueError(f"{est.name} draws random numbers: pass rng=tf.random.Generator"
+                     ".from_seed(0) (or any generator)")
+  # A bound method is a new object at every attribute access (and would be traced anew
+  # at every call): the compiled loop is keyed on its function and its object instead.
+  if inspect.ismethod(loss_fn):
+    loss_fn = (loss_fn.__func__, loss_fn.__self__)
+  return _sequence_loop(est, state, tf.convert_to_tensor(inputs), loss_fn, targets, rng,
+                        tuple(variables))
+
+
+@tf.function
+def _sequence_loop(est, state, inputs, loss_fn, targets, rng, variables) -> SequenceResult:
+  """:func:`run_sequence`'s compiled loop (``loss_fn`` a callable or (function, self))."""
+  if isinstance(loss_fn, tuple):
+    loss_fn = functools.partial(*loss_fn)
+  variables = list(variables)
+  grads = [tf.zeros(v.shape, est.dtype) for v in est.cell.trainable_variables]
+  readout_grads = [tf.zeros(v.shape, v.dtype) for v in variables]
+  losses = tf.TensorArray(est.dtype, size=tf.shape(inputs)[0])
+  for t in tf.range(tf.shape(inputs)[0]):
+    state = est.step(state, inputs[t], rng)
+    target = None if targets is None else tf.nest.map_structure(lambda y: y[t], targets)
+    with tf.GradientTape() as tape:
+      tape.watch(state.h)
+      loss = tf.cast(loss_fn(state.h, target), est.dtype)
+      total = tf.reduce_sum(loss)
+    dl_ds, *var_grads = tape.gradient(total, [state.h] + variables,
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    batch = tf.cast(tf.shape(loss)[0], est.dtype)
+    grads = [g + e for g, e in zip(grads, est.gradient(state, dl_ds))]
+    readout_grads = [g + tf.cast(tf.convert_to_tensor(v), g.dtype) / tf.cast(batch, g.dtype)
+                     for g, v in zip(readout_grads, var_grads)]
+    losses = losses.write(t, loss)
+  return SequenceResult(state, grads, readout_grads, losses.stack())
 
 
 # ----------------------------------------------------------------------------- registry

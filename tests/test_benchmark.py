@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from analysis import benchmark
 from analysis import common
+from analysis import estimator_steps
 from analysis import kernels
 from analysis import timing
 from ok_tf import estimators
@@ -127,3 +128,22 @@ def test_kernels_script_times_every_kernel(tmp_path, capsys):
                      "read_pass", "write_pass"}
   assert all(v > 0 for v in ms.values())
   assert capsys.readouterr().out.count("\n| ") == len(ms) + 1     # header + one row each
+
+
+def test_estimator_steps_script_times_every_estimator(tmp_path, capsys):
+  out = tmp_path / "steps.json"
+  result = common.run_script(estimator_steps, [
+      "--sizes=4", "--batches=2", "--seq_len=2", "--min_time=0.01", "--repeats=1",
+      f"--out={out}"])
+  printed = capsys.readouterr().out
+  data = json.loads(out.read_text())
+  assert data == json.loads(json.dumps(result))
+  rows = data["rows"]
+  assert [r["method"] for r in rows] == list(estimators.ESTIMATORS)
+  for r in rows:
+    assert r["step_ms"] > 0 and r["floor_ms"] > 0 and r["sequence_ms"] > 0
+    assert r["python_loop_ms"] > 0 and (r["n"], r["B"]) == (4, 2)
+    assert ("bound_ms" in r) == (r["method"] in ("ok", "kf_avg", "kf", "rtrl"))
+    assert f"| {r['label']} | 4 | 2 |" in printed
+  assert set(rows[list(estimators.ESTIMATORS).index("snap1")]["stages_ms"]) == {
+      "linearize_blocks", "update"}

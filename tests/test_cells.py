@@ -68,6 +68,29 @@ def test_state_jacobian_matches_autodiff(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_unit_blocks_are_those_of_the_jacobian(name):
+  """linearize_blocks: the same step, and blocks[p, q, j] = H_t[p·n + j, q·n + j] of the
+  dense H_t, without forming it (and the base class's default from the dense direct part
+  agrees with each cell's own)."""
+  cell = make_cell(name)
+  x, s = random_inputs(cell, seed=3)
+  full, local = cell.linearize(x, s), cell.linearize_blocks(x, s)
+  for a, b in zip((full.state, full.hhat, full.gates), local[:3]):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  m = cell.state_multiplier
+  h = full.jacobian.numpy().reshape(B, m, N, m, N)
+  want = np.einsum("bpjqj->bpqj", h)
+  assert local.blocks.shape == (B, m, m, N)
+  np.testing.assert_allclose(local.blocks.numpy(), want, rtol=0, atol=1e-15)
+  assert np.max(np.abs(want)) > 1e-2
+  z = tf.matmul(cell.hhat(x, s), cell.kernel)
+  new_state, aux = cell._gates_and_state(z, s)  # pylint: disable=protected-access
+  own = cell._direct_blocks(aux, s, new_state)  # pylint: disable=protected-access
+  default = cells.KroneckerCell._direct_blocks(cell, aux, s, new_state)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(0.0 if own is None else own.numpy(), default.numpy())
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_immediate_jacobian_is_hhat_kron_d(name):
   """∂s_t/∂W with s_{t-1} held fixed equals ĥ_t ⊗ D_t (parameter axis ordered like W)."""
   cell = make_cell(name)

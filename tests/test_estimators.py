@@ -85,6 +85,54 @@ def test_rtrl_equals_bptt(name):
   assert rel(total, bptt) < 1e-10, rel(total, bptt)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_rtrl_step_is_the_dense_recursion(name):
+  """G_t = H_t G_{t−1} + ĥ_t ⊗ D_t computed densely (numpy) from the cell's linearisation:
+  the step that adds ĥ_t ⊗ D_t on its diagonals only gives the same G_t and gradients."""
+  steps, batch = 6, 3
+  cell = make_cell(name, seed=11)
+  est = make_estimator("rtrl", cell)
+  rs = np.random.RandomState(11)
+  state = est.init(batch)
+  dense = np.zeros((batch, cell.state_size, cell.hhat_size, cell.kernel_columns))
+  for _ in range(steps):
+    x = tf.constant(rs.normal(size=(batch, cell.input_dim)))
+    dl = rs.normal(size=(batch, cell.state_size))
+    st = cell.linearize(x, state.h)
+    d = cell.dense_d(st.gates).numpy()
+    dense = (np.einsum("bst,btap->bsap", st.jacobian.numpy(), dense)
+             + st.hhat.numpy()[:, None, :, None] * d[:, :, None, :])
+    state = est.step(state, x)
+    np.testing.assert_array_equal(state.h.numpy(), st.state.numpy())
+    assert rel(est.influence(state).numpy(), dense) < 1e-12
+    rows = np.einsum("bs,bsap->bap", dl, dense)
+    assert rel(est.per_example_gradient(state, tf.constant(dl)).numpy(), rows) < 1e-12
+    assert rel(est.gradient(state, tf.constant(dl))[0].numpy(), rows.mean(0)) < 1e-12
+  assert np.max(np.abs(dense)) > 1e-2
+
+
+def test_rtrl_step_under_xla_is_the_step():
+  """Under ``jit_compile`` (the trainers' option) RTRL adds ĥ_t ⊗ D_t by XLA's scatter,
+  and with a batch size unknown when traced its rows are computed in the graph: the same
+  G_t as the step TensorFlow runs."""
+  cell = make_cell("lstm", seed=12)
+  est = make_estimator("rtrl", cell)
+  rs = np.random.RandomState(12)
+  step = tf.function(est.step)
+  step_xla = tf.function(est.step, jit_compile=True)
+  spec = tf.nest.map_structure(lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype),
+                               est.init(3))
+  step_any_batch = tf.function(lambda s, x: est.step(s, x)).get_concrete_function(
+      spec, tf.TensorSpec([None, cell.input_dim], tf.float64))
+  state = state_xla = state_any = est.init(3)
+  for _ in range(3):
+    x = tf.constant(rs.normal(size=(3, cell.input_dim)))
+    state, state_xla = step(state, x), step_xla(state_xla, x)
+    state_any = step_any_batch(state_any, x)
+  assert rel(est.influence(state_xla).numpy(), est.influence(state).numpy()) < 1e-12
+  assert rel(est.influence(state_any).numpy(), est.influence(state).numpy()) < 1e-12
+
+
 @pytest.mark.parametrize("name,units,input_dim", [("rhn", 3, 3), ("tanh", 3, 3), ("lstm", 3, 3),
                                                   ("tanh", 2, 8)])
 def test_full_rank_ok_equals_rtrl(name, units, input_dim):
@@ -106,7 +154,7 @@ def test_full_rank_ok_equals_rtrl(name, units, input_dim):
     assert s_ok.u.shape == (batch, rank, cell.hhat_size)
     assert s_ok.a.shape == (batch, rank, cell.state_size, cell.kernel_columns)
     np.testing.assert_array_equal(s_ok.h.numpy(), s_exact.h.numpy())
-    target = s_exact.g.numpy()
+    target = exact.influence(s_exact).numpy()
     err = rel(ok.influence(s_ok).numpy(), target)
     assert err < 1e-9, (t, err)
     ge, go = exact.gradient(s_exact, gs[t])[0], ok.gradient(s_ok, gs[t])[0]
@@ -126,7 +174,7 @@ def test_first_step_is_exact(name, rank):
   est = make_estimator(name, cell, rank)
   state = est.step(est.init(5), x, rng(7))
   got = est.influence(state).numpy()
-  assert rel(got, exact.g.numpy()) < 1e-12
+  assert rel(got, make_estimator("rtrl", cell).influence(exact).numpy()) < 1e-12
 
 
 @pytest.mark.parametrize("cell_name", NAMES)
@@ -504,13 +552,16 @@ def pattern(cell):
   return (c % cell.units == s % cell.units).astype(np.float64)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_snap1_is_the_projected_recursion(name):
+@pytest.mark.parametrize("name,fused", [(n, f) for n in NAMES for f in (False, True)])
+def test_snap1_is_the_projected_recursion(name, fused):
   """G'_t = P(H_t G'_{t−1} + ĥ_t ⊗ D_t), P the projection onto SnAp-1's pattern, computed
-  densely from the cell's linearisation."""
+  densely from the cell's linearisation; by TensorFlow's ops and by the XLA-fused update
+  (which large states take)."""
   steps, batch = 6, 3
   cell = make_cell(name, seed=90)
   est = make_estimator("snap1", cell)
+  if fused:
+    est.fuse_min_entries = 0
   rs = np.random.RandomState(90)
   state, dense = est.init(batch), np.zeros((batch, cell.state_size, cell.hhat_size,
                                             cell.kernel_columns))
@@ -540,10 +591,10 @@ def test_snap1_equals_rtrl_without_recurrent_weights(name):
     x = tf.constant(rs.normal(size=(batch, cell.input_dim)))
     dl = tf.constant(rs.normal(size=(batch, cell.state_size)))
     s_exact, s_snap = exact.step(s_exact, x), snap.step(s_snap, x)
-    assert rel(snap.influence(s_snap).numpy(), s_exact.g.numpy()) < 1e-12, t
+    assert rel(snap.influence(s_snap).numpy(), exact.influence(s_exact).numpy()) < 1e-12, t
     ge, gs = exact.gradient(s_exact, dl)[0].numpy(), snap.gradient(s_snap, dl)[0].numpy()
     assert rel(gs, ge) < 1e-12, t
-  assert np.max(np.abs(s_exact.g.numpy())) > 1e-2
+  assert np.max(np.abs(exact.influence(s_exact).numpy())) > 1e-2
 
 
 @pytest.mark.parametrize("name,stddev", [(n, s) for n in NAMES for s in (0.1, 0.5)])
@@ -559,3 +610,95 @@ def test_snap1_bias_against_rtrl(name, stddev):
   print(f"snap1 bias, {name}, W ~ N(0, {stddev}²): relative error {err:.3g}, "
         f"cosine {cos:.4f}")
   assert 1e-4 < err < 1.0 and cos > 0.5
+
+
+# ----------------------------------------------------------------------------- sequences
+def readout_problem(name="rhn", steps=7, batch=4, vocab=5, seed=100):
+  """A cell, a softmax readout W_out and its per-stream cross-entropy, inputs and targets."""
+  cell = make_cell(name, units=4, input_dim=3, seed=seed)
+  rs = np.random.RandomState(seed)
+  w_out = tf.Variable(rs.normal(size=(cell.units, vocab)))
+  xs = tf.constant(rs.normal(size=(steps, batch, cell.input_dim)))
+  ys = tf.constant(rs.randint(vocab, size=(steps, batch)))
+
+  def loss_fn(s, y):
+    logits = tf.matmul(cell.output(s), w_out)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
+
+  return cell, w_out, xs, ys, loss_fn
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_run_sequence_with_rtrl_is_bptt(name):
+  """Exact RTRL over a sequence in one call: Σ_t ĝ_t is BPTT's gradient of Σ_t mean_b L_t,
+  and the readout's summed gradient, the final state and the losses are autodiff's."""
+  cell, w_out, xs, ys, loss_fn = readout_problem(name)
+  est = make_estimator("rtrl", cell)
+  res = estimators.run_sequence(est, est.init(4), xs, loss_fn, ys, variables=[w_out])
+  with tf.GradientTape() as tape:
+    s, total, losses = cell.zero_state(4), 0.0, []
+    for t in range(xs.shape[0]):
+      s = cell.step(xs[t], s)
+      losses.append(loss_fn(s, ys[t]))
+      total += tf.reduce_mean(losses[-1])
+  bptt, readout = tape.gradient(total, [cell.kernel, w_out])
+  assert rel(res.grads[0].numpy(), bptt.numpy()) < 1e-12
+  assert rel(res.readout_grads[0].numpy(), readout.numpy()) < 1e-12
+  np.testing.assert_allclose(res.state.h.numpy(), s.numpy(), rtol=0, atol=1e-14)
+  np.testing.assert_allclose(res.losses.numpy(), np.stack(losses), rtol=1e-14)
+
+
+@pytest.mark.parametrize("name,rank", ALL)
+def test_run_sequence_is_the_loop_of_steps(name, rank):
+  """The compiled loop equals est.step / est.gradient called step by step with the same
+  generator state, and a second call with the same arguments is not traced again."""
+  cell, w_out, xs, ys, loss_fn = readout_problem(seed=101)
+  est = make_estimator(name, cell, rank)
+  traced = []
+
+  def counted(s, y):
+    traced.append(1)
+    return loss_fn(s, y)
+
+  rng_loop, rng_call = rng(102), rng(102)
+  state, total = est.init(4), np.zeros(cell.kernel.shape)
+  for t in range(xs.shape[0]):
+    state = est.step(state, xs[t], rng_loop)
+    with tf.GradientTape() as tape:
+      tape.watch(state.h)
+      loss = tf.reduce_sum(loss_fn(state.h, ys[t]))
+    total += est.gradient(state, tape.gradient(loss, state.h))[0].numpy()
+  res = estimators.run_sequence(est, est.init(4), xs, counted, ys, rng=rng_call)
+  assert rel(res.grads[0].numpy(), total) < 1e-10
+  for got, want in zip(res.state, state):
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-13)
+  assert res.readout_grads == []
+  calls = len(traced)
+  estimators.run_sequence(est, res.state, xs, counted, ys, rng=rng_call)
+  assert len(traced) == calls   # compiled once
+
+
+def test_run_sequence_needs_a_generator_for_stochastic_estimators():
+  cell, _, xs, ys, loss_fn = readout_problem(seed=103)
+  est = make_estimator("kf", cell)
+  with pytest.raises(ValueError, match="pass rng="):
+    estimators.run_sequence(est, est.init(4), xs, loss_fn, ys)
+
+
+def test_run_sequence_traces_a_bound_method_once():
+  """A readout's method as loss_fn (a new bound-method object at every access) does not
+  make every call trace the loop anew."""
+  cell, w_out, xs, ys, loss_fn = readout_problem(seed=104)
+  traced = []
+
+  class Readout:
+    def loss(self, s, y):
+      traced.append(1)
+      return loss_fn(s, y)
+
+  readout, est = Readout(), make_estimator("snap1", cell)
+  first = estimators.run_sequence(est, est.init(4), xs, readout.loss, ys, variables=[w_out])
+  calls = len(traced)
+  second = estimators.run_sequence(est, est.init(4), xs, readout.loss, ys, variables=[w_out])
+  assert len(traced) == calls
+  np.testing.assert_array_equal(first.grads[0].numpy(), second.grads[0].numpy())

@@ -1,8 +1,8 @@
 """The README's "API in a few lines" runs as written (small sizes substituted).
 
 The block is taken from README.md, the names it leaves to the reader (``input_dim``,
-``batch_size``, ``x``, ``rng``, ``dl_ds``, ``mask``, ``ids``, ``data_dir``, the run
-directory) are defined here, and only step counts and the run directory are replaced.
+``batch_size``, ``x``, ``rng``, ``dl_ds``, ``mask``, ``xs``, ``targets``, ``loss_fn``,
+``ids``, ``data_dir``, the run directory) are defined here, and only step counts and the run directory are replaced.
 """
 
 import os
@@ -41,18 +41,26 @@ def test_the_api_block_runs(tmp_path, monkeypatch):
     code = code.replace(old, new)
   input_dim, batch_size, units = 5, 4, 64
   rs = np.random.RandomState(0)
+  readout = tf.constant(rs.normal(size=(units, 3)), tf.float32)
   names = {
       "input_dim": input_dim, "batch_size": batch_size, "data_dir": data_dir,
       "x": tf.constant(rs.normal(size=(batch_size, input_dim)), tf.float32),
       "rng": tf.random.Generator.from_seed(0),
       "dl_ds": tf.constant(rs.normal(size=(batch_size, units)), tf.float32),
       "mask": tf.constant([True, False, False, True]),
+      "xs": tf.constant(rs.normal(size=(6, batch_size, input_dim)), tf.float32),
+      "targets": tf.constant(rs.randint(0, 3, size=(6, batch_size))),
+      "loss_fn": lambda s, y: tf.nn.sparse_softmax_cross_entropy_with_logits(y, s @ readout),
       "ids": rs.randint(0, 4, size=(2, 7)),
   }
   monkeypatch.chdir(tmp_path)   # the block saves copy.keras in the working directory
   exec(compile(code, "README.md", "exec"), names)  # pylint: disable=exec-used
   assert names["step"] == 200 and (tmp_path / "copy.keras").exists()
   # sanity bounds: measured rel_var ≈ 1e-9 and cosine ≈ 1 − 1e-9, also with other kernels
+  grads = names["seq"].grads     # the estimator ran over the 6 steps of xs in one call
+  assert grads[0].shape == (input_dim + units + 1, 2 * units)
+  assert names["seq"].losses.shape == (6, batch_size)
+  assert bool(tf.reduce_all(tf.math.is_finite(grads[0]))) and float(tf.norm(grads[0])) > 0
   assert 0.0 <= names["res"].rel_var < 1.0 and names["res"].cosine > 0.9
 
 
