@@ -91,6 +91,7 @@ from ok_tf import estimators as estimators_lib  # pylint: disable=g-import-not-a
 from ok_tf import kronecker  # pylint: disable=g-import-not-at-top
 from ok_tf import models  # pylint: disable=g-import-not-at-top
 from ok_tf import training  # pylint: disable=g-import-not-at-top
+from ok_tf.tasks import base as tasks_base  # pylint: disable=g-import-not-at-top
 
 # The two published configurations (docs/protocol.md, "The published configurations and
 # results"): RHN cells, one-hot inputs.
@@ -110,8 +111,8 @@ COLORS = {"ok": "C0", "kf_avg": "C1", "kf": "C5", "uoro": "C2", "rtrl": "C3", "t
 class RandomSymbols:
   """Synthetic task: B streams of uniform random symbols.
 
-  The protocol of :mod:`ok_tf.training` (``init``, ``next``, ``observe``,
-  ``metrics``); the data costs one small uniform draw per step.  All streams reset
+  The protocol of :mod:`ok_tf.tasks.base` (``init``, ``next``, ``observe``,
+  ``metrics``; the trainers need no more of it); the data costs one small uniform draw per step.  All streams reset
   every ``reset_every`` steps (0: never) as in the PTB protocol; the reset mask is
   computed from the step count, never a constant, so that TensorFlow cannot fold the
   trainer's per-step ``est.reset`` (a ``tf.where`` over the whole state) away, as it
@@ -133,7 +134,8 @@ class RandomSymbols:
       reset = tf.equal(state % self.reset_every, 0)
     else:
       reset = tf.equal(state, -1)
-    return state + 1, ids[0], ids[1], tf.fill([self.batch_size], reset)
+    return state + 1, tasks_base.Data(ids[0], ids[1], tf.fill([self.batch_size], reset),
+                                      tasks_base.full_weight(self.batch_size))
 
   def observe(self, state, loss_bits):
     del loss_bits
