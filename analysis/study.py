@@ -178,40 +178,33 @@ def _copy_cpu_tbptt_lr2() -> list[Run]:
 
 
 # The tasks study (results/tasks): every method on additive dependencies and Mackey-Glass,
-# tanh n 32, B 16 (the tasks' cpu preset), first a check of three rates (4000 steps), then
-# 20k steps at each method's best rate of the check with the gradient's cosine to exact RTRL.
+# tanh n 32, B 16 (the tasks' cpu preset), at three rates: a short check (4000 steps,
+# tasks_cpu_lr), then 20k steps each with the gradient's cosine to exact RTRL (tasks_cpu;
+# analysis.task_table --best_lr picks each method's best rate).
+TASKS_STUDIED = ("additive", "mackey_glass")
 TASK_METHODS = {
     "ok_r1": ("--method=ok", "--rank=1"), "ok_r2": ("--method=ok", "--rank=2"),
     "ok_r8": ("--method=ok", "--rank=8"), "kf_avg_r8": ("--method=kf_avg", "--rank=8"),
     "kf": ("--method=kf",), "uoro": ("--method=uoro",), "snap1": ("--method=snap1",),
     "rtrl": ("--method=rtrl",), "tbptt_T4": ("--method=tbptt", "--truncation=4"),
     "tbptt_T32": ("--method=tbptt", "--truncation=32")}
-TASK_CHECK_LRS = (-2, -2.5, -3)
-#: Each method's best rate of the check (analysis.task_table --best_lr), by task.
-TASK_BEST_LRS = {
-    "additive": {"ok_r1": -2.5, "ok_r2": -3, "ok_r8": -3, "kf_avg_r8": -3, "kf": -2.5,
-                 "uoro": -3, "snap1": -2.5, "rtrl": -3, "tbptt_T4": -2.5, "tbptt_T32": -2},
-    "mackey_glass": {"ok_r1": -3, "ok_r2": -2.5, "ok_r8": -2, "kf_avg_r8": -2, "kf": -3,
-                     "uoro": -3, "snap1": -2.5, "rtrl": -2, "tbptt_T4": -2, "tbptt_T32": -2},
-}
+TASK_LRS = (-2, -2.5, -3)
 
 
 def _tasks_cpu_lr() -> list[Run]:
   return [Run("tasks_cpu_lr", task, f"{task}/{name}_lr{e:g}", args + (f"--lr=10^{e:g}", "--seed=0",
-                                                                "--steps=4000"), 0.2)
-          for task in TASK_BEST_LRS for name, args in TASK_METHODS.items()
-          for e in TASK_CHECK_LRS]
+                                                                       "--steps=4000"), 0.2)
+          for task in TASKS_STUDIED for name, args in TASK_METHODS.items() for e in TASK_LRS]
 
 
 def _tasks_cpu() -> list[Run]:
   runs = []
-  for task, best in TASK_BEST_LRS.items():
+  for task in TASKS_STUDIED:
     for name, args in TASK_METHODS.items():
-      if name not in best:
-        continue
       shadow = () if name.startswith(("rtrl", "tbptt")) else ("--shadow_exact",)
-      runs.append(Run("tasks_cpu", task, f"{task}/{name}_seed0",
-                      args + (f"--lr=10^{best[name]:g}", "--seed=0") + shadow, 1.0))
+      for e in TASK_LRS:
+        runs.append(Run("tasks_cpu", task, f"{task}/{name}_lr{e:g}_seed0",
+                        args + (f"--lr=10^{e:g}", "--seed=0") + shadow, 1.0))
   return runs
 
 
