@@ -227,6 +227,7 @@ def _train_chunks(cfg, trainer, run: runs.RunDir, task, start: int,
   """
   stop_requested = stop_requested or (lambda late: (None, late))
   column, baseline = task.output_spec.loss_column, float(task.baseline)
+  unit = task.output_spec.unit
   progress = progress_lib.Progress(cfg.steps, start, wall_offset, column, baseline)
   step = start
   started = time.perf_counter()
@@ -244,7 +245,6 @@ def _train_chunks(cfg, trainer, run: runs.RunDir, task, start: int,
     run.log_metrics(row)
     run.scalars(step, {k: v for k, v in row.items() if k not in ("step",) and v is not None})
     bad_rows = bad_rows + 1 if diverged(row[column], baseline) else 0
-    unit = task.output_spec.unit
     if bad_rows:
       logging.warning("step %d: training loss %.4g (%s), above %g x the task's baseline %.3g "
                       "(%d such log rows in a row; %d stop the run)", step, row[column], unit,

@@ -27,19 +27,31 @@ LOG2E = 1.0 / math.log(2.0)
 
 
 @dataclasses.dataclass(frozen=True)
-class Symbols:
-  """Symbol inputs: ids ``[B]`` int32 in {0 … size−1}, fed one-hot (width ``size``)."""
+class _Spec:
+  """What every spec has: a positive integer ``size``, the width it gives x_t or o_t."""
 
   size: int
-  kind = "symbols"
 
   def __post_init__(self):
-    _check_size(self)
+    if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 1:
+      raise ValueError(f"{type(self).__name__} needs a positive integer size, got {self.size!r}")
 
   @property
   def width(self) -> int:
-    """The width of x_t."""
+    """The width of x_t (inputs) or of the readout's o_t (outputs)."""
     return self.size
+
+  @property
+  def loss_column(self) -> str:
+    """The metrics column of the reported loss (outputs only)."""
+    return f"loss_{self.unit}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Symbols(_Spec):
+  """Symbol inputs: ids ``[B]`` int32 in {0 … size−1}, fed one-hot (width ``size``)."""
+
+  kind = "symbols"
 
   def encode(self, inputs, dtype) -> tf.Tensor:
     """x_t ``[B, size]``: the one-hot rows of ``inputs`` [B]."""
@@ -50,21 +62,13 @@ class Symbols:
 
 
 @dataclasses.dataclass(frozen=True)
-class Reals:
+class Reals(_Spec):
   """Real vectors ``[B, size]``: inputs fed as they are, or a linear readout's targets
   with the mean squared error (1/m) Σ_j (ŷ_j − y_j)² as the loss."""
 
-  size: int
   kind = "reals"
   unit = "mse"
   report_scale = 1.0
-
-  def __post_init__(self):
-    _check_size(self)
-
-  @property
-  def width(self) -> int:
-    return self.size
 
   def encode(self, inputs, dtype) -> tf.Tensor:
     """x_t ``[B, size]``: ``inputs`` in the model's dtype."""
@@ -77,26 +81,14 @@ class Reals:
     """L_b = (1/m) Σ_j (ŷ_{b,j} − y_{b,j})², ``[B]``."""
     return tf.reduce_mean(tf.square(outputs - tf.cast(targets, outputs.dtype)), axis=-1)
 
-  @property
-  def loss_column(self) -> str:
-    return f"loss_{self.unit}"
-
 
 @dataclasses.dataclass(frozen=True)
-class Classes:
+class Classes(_Spec):
   """Class targets: ids ``[B]`` int32 in {0 … size−1}; softmax cross-entropy, in bits."""
 
-  size: int
   kind = "classes"
   unit = "bits"
   report_scale = LOG2E   # nats → bits
-
-  def __post_init__(self):
-    _check_size(self)
-
-  @property
-  def width(self) -> int:
-    return self.size
 
   def batch_spec(self, batch: int | None) -> tf.TensorSpec:
     return tf.TensorSpec([batch], tf.int32)
@@ -105,18 +97,9 @@ class Classes:
     """L_b = −log softmax(o_b)[y_b], nats, ``[B]``."""
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=outputs)
 
-  @property
-  def loss_column(self) -> str:
-    return f"loss_{self.unit}"
-
 
 INPUTS = {cls.kind: cls for cls in (Symbols, Reals)}
 OUTPUTS = {cls.kind: cls for cls in (Classes, Reals)}
-
-
-def _check_size(spec) -> None:
-  if not isinstance(spec.size, int) or isinstance(spec.size, bool) or spec.size < 1:
-    raise ValueError(f"{type(spec).__name__} needs a positive integer size, got {spec.size!r}")
 
 
 def to_json(spec) -> dict:

@@ -22,7 +22,6 @@ variables (``trackables()``: a checkpoint restores a run exactly).
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import keras
@@ -32,9 +31,6 @@ import tensorflow as tf
 from ok_tf import estimators as estimators_lib
 from ok_tf import models
 from ok_tf.tasks import base as tasks_base
-
-LOG2E = 1.0 / math.log(2.0)
-
 
 class NonFiniteLossError(FloatingPointError):
   """Raised when training produces a NaN or infinite loss."""
@@ -91,11 +87,6 @@ def make_optimizer(learning_rate: float, epsilon: float = 1e-8) -> keras.optimiz
 #: One step of a task: ``inputs``, ``targets``, ``reset`` [B] bool and ``weight`` [B]
 #: (:class:`ok_tf.tasks.base.Data`; ``weight`` None means 1 for every stream).
 Data = tasks_base.Data
-
-
-def to_bits(loss) -> tf.Tensor:
-  """A loss in nats as float32 bits, loss / ln 2, without gradient."""
-  return report(loss, LOG2E)
 
 
 def report(loss, scale: float) -> tf.Tensor:
