@@ -27,7 +27,7 @@ from ok_tf import distributed  # noqa: E402
 from ok_tf import estimators  # noqa: E402
 from ok_tf import models  # noqa: E402
 from ok_tf import training  # noqa: E402
-from ok_tf.tasks import ptb as ptb_task  # noqa: E402
+from ok_tf.tasks import text as text_task  # noqa: E402
 from ok_tf.tasks import copy as copy_task  # noqa: E402
 
 import toolkit  # noqa: E402
@@ -42,7 +42,7 @@ def make_task(name):
     return copy_task.CopyTask(batch_size=BATCH, max_length=16, threshold=3.0,
                               ema_decay=0.5), copy_task.VOCAB_SIZE
   ids = np.random.default_rng(3).integers(0, 7, size=500)
-  return ptb_task.PtbStreams(ids, BATCH, reset_every=5, vocab_size=7), 7
+  return text_task.TextStreams(ids, BATCH, reset_every=5, vocab_size=7), 7
 
 
 def build(method, task_name, strategy, clip):

@@ -11,7 +11,7 @@ from ok_tf import experiment
 from ok_tf import runs
 from ok_tf import validation as validation_lib
 from ok_tf.tasks import copy as copy_task
-from ok_tf.tasks import ptb as ptb_task
+from ok_tf.tasks import text as text_task
 
 import toolkit
 
@@ -30,7 +30,7 @@ def ptb_config(run_dir, steps, **kw):
 
 def train_ptb(run_dir, steps, resume=False, validation_cls=validation_lib.Validation):
   cfg = ptb_config(run_dir, steps)
-  task = ptb_task.PtbStreams(TRAIN, cfg.batch_size, cfg.reset_every, VOCAB)
+  task = text_task.TextStreams(TRAIN, cfg.batch_size, cfg.reset_every, VOCAB)
   validation = validation_cls(VALID, cfg.eval_every, cfg.steps, cfg.batch_size,
                               cfg.eval_streams)
 

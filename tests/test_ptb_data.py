@@ -14,7 +14,8 @@ import tensorflow_datasets as tfds
 
 from ok_tf.data import ptb
 from ok_tf.data import ptb_tfds  # registers the builder ptb_char
-from ok_tf.tasks import ptb as ptb_task
+from ok_tf.data import text as text_data
+from ok_tf.tasks import text as text_task
 
 EXPECTED_COUNTS = {
     "published": {"train": 5_101_618, "valid": 399_782, "test": 449_945},
@@ -46,7 +47,7 @@ def no_data_anywhere(tmp_path, monkeypatch) -> pathlib.Path:
 
 
 @pytest.fixture(scope="module")
-def loaded(data_dir) -> dict[str, ptb.PtbData]:
+def loaded(data_dir) -> dict[str, text_data.TextData]:
   return {tok: ptb.load_ptb(data_dir, tok) for tok in ptb.TOKENIZATIONS}
 
 
@@ -56,7 +57,8 @@ def loaded(data_dir) -> dict[str, ptb.PtbData]:
 @pytest.mark.parametrize("tokenization", ptb.TOKENIZATIONS)
 def test_counts_per_split(loaded, tokenization):
   data = loaded[tokenization]
-  assert data.tokenization == tokenization
+  assert isinstance(data, text_data.TextData)  # PTB is a text: the one container of texts
+  assert data.tokenization == tokenization and data.train_sha256 == ptb.SHA256["train"]
   for split, n in EXPECTED_COUNTS[tokenization].items():
     ids = data.split(split)
     assert ids.dtype == np.int32 and ids.ndim == 1
@@ -67,8 +69,8 @@ def test_counts_per_split(loaded, tokenization):
 @pytest.mark.parametrize("tokenization", ptb.TOKENIZATIONS)
 def test_vocab_first_appearance_order(loaded, data_dir, tokenization):
   data = loaded[tokenization]
-  assert data.vocab_size == 50 and len(set(data.vocab)) == 50
-  assert tuple(data.vocab) == ptb.VOCABS[tokenization]
+  assert data.vocab_size == 50 and len(set(data.vocabulary.symbols)) == 50
+  assert data.vocabulary.symbols == ptb.VOCABS[tokenization]
   # ids are assigned in order of first appearance in train: first occurrences are 0, 1, 2, ...
   _, first = np.unique(data.train, return_index=True)
   assert np.array_equal(data.train[np.sort(first)], np.arange(50))
@@ -81,15 +83,16 @@ def test_vocab_first_appearance_order(loaded, data_dir, tokenization):
     expected = "".join("_" + "".join(line.split()) + "_\n" for line in head)
   else:
     expected = [s for line in head for s in line.split() + [ptb.EOS]]
-  decoded = [data.vocab[i] for i in data.train[: len(expected)]]
+  decoded = [data.vocabulary.symbols[i] for i in data.train[: len(expected)]]
   assert decoded == list(expected)
-  assert data.vocab[:4] == (["_", "a", "e", "r"] if tokenization == "published" else ["a", "e", "r", "_"])
+  first_four = ("_", "a", "e", "r") if tokenization == "published" else ("a", "e", "r", "_")
+  assert data.vocabulary.symbols[:4] == first_four
 
 
 def test_published_stream_is_word_level_text(loaded):
   """The published stream decodes to word-level text (leading ' ', ' \\n' line ends) with ' ' -> '_'."""
   data = loaded["published"]
-  text = "".join(np.array(data.vocab)[data.valid[:2000]])
+  text = "".join(np.array(data.vocabulary.symbols)[data.valid[:2000]])
   lines = text.split("\n")[:-1]
   assert all(line.startswith("_") and line.endswith("_") and "__" not in line for line in lines)
   assert text.startswith("_consumers_may_want_to_move_their_telephones_a_little_closer_to_the_tv_set_\n")
@@ -218,11 +221,11 @@ def test_tfds_load_valid_matches_loader(data_dir, tmp_path, loaded):
   ids = examples[0]["ids"]
   assert ids.dtype == tf.int32
   assert np.array_equal(ids.numpy(), loaded["whitespace_eol"].valid)
-  assert list(info.metadata["vocab"]) == loaded["whitespace_eol"].vocab
+  assert list(info.metadata["vocab"]) == list(loaded["whitespace_eol"].vocabulary.symbols)
   assert info.features["ids"].shape == (None,)
   # The prepared dataset reloads with its metadata.
   builder = tfds.builder("ptb_char/whitespace_eol", data_dir=str(tmp_path / "tfds"))
-  assert list(builder.info.metadata["vocab"]) == loaded["whitespace_eol"].vocab
+  assert list(builder.info.metadata["vocab"]) == list(loaded["whitespace_eol"].vocabulary.symbols)
 
 
 def test_tfds_default_config_is_published():
@@ -312,7 +315,7 @@ def test_tfds_downloads_archive_when_manual_dir_is_empty(data_dir, tmp_path, mon
 def test_streams_on_real_text(loaded):
   """Published offsets and per-stream resets on the real training text, in a while loop."""
   data = loaded["published"]
-  streams = ptb_task.PtbStreams(data.train, batch_size=32, reset_every=100, vocab_size=data.vocab_size)
+  streams = text_task.TextStreams(data.train, batch_size=32, reset_every=100, vocab_size=data.vocab_size)
   n = data.train.size
   offsets = np.linspace(0, n - 1, 32, dtype=np.int32)  # the published code's expression
   np.testing.assert_array_equal(streams.offsets, offsets)

@@ -1,4 +1,4 @@
-"""The PTB training streams (ok_tf.tasks.ptb): published offsets and per-stream resets."""
+"""The PTB training streams (ok_tf.tasks.text on PTB): published offsets and per-stream resets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from ok_tf import distributed
 from ok_tf import estimators
-from ok_tf.tasks import ptb as ptb_task
+from ok_tf.tasks import text as text_task
 
 
 def run_steps(streams, steps):
@@ -33,7 +33,7 @@ def run_steps(streams, steps):
 
 def test_offsets_are_the_published_linspace():
   for n, b in [(10, 3), (5_101_618, 32), (399_782, 16), (7, 7), (100, 1)]:
-    got = ptb_task.stream_offsets(n, b)
+    got = text_task.stream_offsets(n, b)
     np.testing.assert_array_equal(got, np.linspace(0, n - 1, b, dtype=np.int32))
     assert got.dtype == np.int32 and got[0] == 0 and got[-1] == (n - 1 if b > 1 else 0)
 
@@ -41,7 +41,7 @@ def test_offsets_are_the_published_linspace():
 def test_small_text_positions_targets_and_resets_with_wraparound():
   """10 symbols, 3 streams, reset every 3: offsets 0, 4, 9; each stream resets at its own steps."""
   ids = np.arange(10, dtype=np.int32)  # symbol i at position i
-  streams = ptb_task.PtbStreams(ids, batch_size=3, reset_every=3, vocab_size=10)
+  streams = text_task.TextStreams(ids, batch_size=3, reset_every=3, vocab_size=10)
   assert streams.offsets.tolist() == [0, 4, 9]
   state, inputs, targets, resets = run_steps(streams, 12)
   positions = (np.array([0, 4, 9])[None, :] + np.arange(12)[:, None]) % 10
@@ -71,7 +71,7 @@ def test_small_text_positions_targets_and_resets_with_wraparound():
 
 
 def test_reset_only_at_start_when_zero():
-  streams = ptb_task.PtbStreams(np.array([2, 0, 1, 1, 0], np.int32), batch_size=2,
+  streams = text_task.TextStreams(np.array([2, 0, 1, 1, 0], np.int32), batch_size=2,
                                 reset_every=0, vocab_size=3)
   _, _, _, resets = run_steps(streams, 6)
   assert resets[0].all() and not resets[1:].any()
@@ -80,7 +80,7 @@ def test_reset_only_at_start_when_zero():
 def test_shards_keep_their_offsets():
   """The two devices' shards (ok_tf.distributed.shard_task: slices ``streams``) play the
   whole batch's streams: same offsets, inputs, targets, resets and epoch count."""
-  streams = ptb_task.PtbStreams(np.arange(100) % 7, batch_size=4, reset_every=10, vocab_size=7)
+  streams = text_task.TextStreams(np.arange(100) % 7, batch_size=4, reset_every=10, vocab_size=7)
   parts = [distributed.shard_task(streams, i, 2) for i in range(2)]
   assert [p.streams for p in parts] == [(0, 2), (2, 4)] and parts[0].batch_size == 4
   np.testing.assert_array_equal(np.concatenate([p.offsets for p in parts]), streams.offsets)
@@ -114,12 +114,12 @@ def test_estimator_reset_skips_the_pass_only_when_no_stream_resets():
 
 def test_validation():
   with pytest.raises(ValueError, match="too short"):
-    ptb_task.PtbStreams(np.arange(3), batch_size=4)
+    text_task.TextStreams(np.arange(3), batch_size=4)
   with pytest.raises(ValueError, match="vocab_size"):
-    ptb_task.PtbStreams(np.arange(5), batch_size=2, vocab_size=3)
+    text_task.TextStreams(np.arange(5), batch_size=2, vocab_size=3)
   with pytest.raises(ValueError, match="reset_every"):
-    ptb_task.PtbStreams(np.arange(5), batch_size=2, reset_every=-1)
+    text_task.TextStreams(np.arange(5), batch_size=2, reset_every=-1)
   for streams in [(1, 1), (0, 3), (-1, 1)]:
     with pytest.raises(ValueError, match="streams"):
-      ptb_task.PtbStreams(np.arange(5), batch_size=2, streams=streams)
-  assert ptb_task.PtbStreams(np.arange(5), batch_size=2).vocab_size == 5
+      text_task.TextStreams(np.arange(5), batch_size=2, streams=streams)
+  assert text_task.TextStreams(np.arange(5), batch_size=2).vocab_size == 5

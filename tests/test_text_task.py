@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from ok_tf import runs
+from ok_tf import tasks
 from ok_tf.data import ptb
 from ok_tf.data import text as text_data
 from ok_tf.data import vocabulary as vocabulary_lib
-from ok_tf.tasks import ptb as ptb_task
 from ok_tf.tasks import text as text_task
 
 from toolkit import PTB_SKIP_REASON, check_ok, ptb_data_dir, read_rows, run_script, without_timing
@@ -192,11 +192,13 @@ def test_generic_streams_on_a_text_and_on_token_ids():
     np.testing.assert_array_equal(a, b)
 
 
-def test_ptb_names_are_the_generic_task():
-  assert ptb_task.PtbStreams is text_task.TextStreams
-  assert ptb_task.PtbStreamState is text_task.TextStreamState
-  assert ptb_task.stream_offsets is text_task.stream_offsets
-  assert ptb_task.RESET_EVERY == text_task.RESET_EVERY == 100
+def test_ptb_is_the_text_task():
+  """Task ptb is the text task's entry on PTB's files: same options, presets, build."""
+  ptb_entry, text_entry = tasks.get("ptb"), tasks.get("text")
+  assert ptb_entry is text_task.PTB and ptb_entry.name == "ptb"
+  assert (ptb_entry.options, ptb_entry.presets, ptb_entry.build, ptb_entry.errors) == (
+      text_entry.options, text_entry.presets, text_entry.build, text_entry.errors)
+  assert text_task.RESET_EVERY == 100
 
 
 @pytest.mark.parametrize("kwargs,words", [
@@ -244,13 +246,13 @@ def test_ptb_is_the_generic_task_on_its_symbol_stream(tmp_path):
   if data_dir is None:
     pytest.skip(PTB_SKIP_REASON)
   data = ptb.load_ptb(data_dir)
-  stream = "".join(np.array(data.vocab)[data.train])
+  stream = "".join(np.array(data.vocabulary.symbols)[data.train])
   text = text_data.load_text(write(tmp_path / "ptb_train.txt", stream))
   assert text.vocabulary.symbols == ptb.VOCABS["published"] == data.vocabulary.symbols
   assert data.vocabulary == ptb.vocabulary("published")  # what a PTB run records
   np.testing.assert_array_equal(text.train, data.train)
   ours = text_task.TextStreams(text.train, 32, 100, text.vocab_size)
-  theirs = ptb_task.streams(data, 32)
+  theirs = text_task.TextStreams(data.train, 32, vocab_size=data.vocab_size)
   np.testing.assert_array_equal(ours.offsets,
                                 np.linspace(0, data.train.size - 1, 32, dtype=np.int32))
   for a, b in zip(decoded_steps(ours, 120), decoded_steps(theirs, 120)):
@@ -387,7 +389,7 @@ def test_ptb_run_and_the_same_text_run_are_the_same_run(tmp_path):
   if data_dir is None:
     pytest.skip(PTB_SKIP_REASON)
   data = ptb.load_ptb(data_dir)
-  files = {split: write(tmp_path / f"{split}.txt", "".join(np.array(data.vocab)[data.split(split)]))
+  files = {split: write(tmp_path / f"{split}.txt", "".join(np.array(data.vocabulary.symbols)[data.split(split)]))
            for split in ("train", "valid")}
   common = ["--units=8", "--rank=2", "--batch_size=4", "--steps=40", "--log_every=20",
             "--eval_every=40", "--checkpoint_every=40", "--eval_streams=2048"]

@@ -22,22 +22,23 @@ In both, symbol ids follow the order of first appearance in the *training* strea
 (the end-of-line symbol included, at its first appearance: the end of the first line).
 The vocabularies are therefore fixed by the checksummed training file; they are the
 constants :data:`VOCABS`. As a :class:`ok_tf.data.vocabulary.Vocabulary`
-(:func:`vocabulary`, ``PtbData.vocabulary``), ``'_'`` prints as the space between words
+(:func:`vocabulary`, ``TextData.vocabulary`` of :func:`load_ptb`), ``'_'`` prints as the space between words
 and ``'<eos>'`` as the end of a line (:data:`DISPLAY`), so decoded ids read as the
 word-level text.
 
-The loader of the training scripts is :func:`resolve_data_dir` and :func:`load_ptb`
-(a :class:`PtbData`). Where the files are found (:func:`resolve_data_dir`), in order:
+The loader of the training scripts is :func:`resolve_data_dir` and :func:`load_ptb`:
+PTB is a text corpus like any other, so it loads into the one container of texts,
+:class:`ok_tf.data.text.TextData`; this module holds only what is PTB's own (files,
+checksums, tokenisations, vocabularies). Where the files are found (:func:`resolve_data_dir`), in order:
 ``--data_dir``, the environment variable ``OK_TF_DATA``, TFDS's manual-download folder
 (:func:`tfds_manual_dir`, ``<TFDS data dir>/downloads/manual``). This module needs
 numpy only; the same files and tokenisations as a tensorflow-datasets dataset are the
 builder ``ptb_char`` (:mod:`ok_tf.data.ptb_tfds`), and the training streams over the
-loaded ids are :class:`ok_tf.tasks.ptb.PtbStreams`.
+loaded ids are :class:`ok_tf.tasks.text.TextStreams`, as for any text.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import pathlib
@@ -45,6 +46,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from ok_tf.data import text as text_lib
 from ok_tf.data import vocabulary as vocabulary_lib
 
 # ----------------------------------------------------------------------------- constants
@@ -239,12 +241,6 @@ def symbol_bytes(text: bytes, tokenization: str = DEFAULT_TOKENIZATION) -> np.nd
   return np.frombuffer(joined, dtype=np.uint8)
 
 
-def first_appearance_order(codes: np.ndarray) -> np.ndarray:
-  """The distinct values of ``codes`` in order of first appearance."""
-  values, first = np.unique(codes, return_index=True)
-  return values[np.argsort(first, kind="stable")]
-
-
 def _vocab_strings(order: np.ndarray, tokenization: str) -> list[str]:
   eol = "\n" if tokenization == "published" else EOS
   return [eol if c == ord("\n") else chr(c) for c in order.tolist()]
@@ -260,7 +256,7 @@ def tokenize(
   """
   _check_tokenization(tokenization)
   codes = {split: symbol_bytes(text, tokenization) for split, text in texts.items()}
-  order = first_appearance_order(codes["train"])
+  order = text_lib.first_appearance_order(codes["train"])
   table = np.full(256, -1, dtype=np.int32)
   table[order] = np.arange(order.size, dtype=np.int32)
   ids = {}
@@ -285,33 +281,6 @@ def vocabulary(tokenization: str = DEFAULT_TOKENIZATION) -> vocabulary_lib.Vocab
 
 
 # ----------------------------------------------------------------------------- plain loader
-
-
-@dataclasses.dataclass(frozen=True)
-class PtbData:
-  """Token ids of the three splits (int32 arrays), the vocabulary and the tokenisation used."""
-
-  train: np.ndarray
-  valid: np.ndarray
-  test: np.ndarray
-  vocab: list[str]
-  tokenization: str
-
-  @property
-  def vocab_size(self) -> int:
-    """Number of symbols (50 for both tokenisations)."""
-    return len(self.vocab)
-
-  @property
-  def vocabulary(self) -> vocabulary_lib.Vocabulary:
-    """``vocab`` as a :class:`ok_tf.data.vocabulary.Vocabulary`, printed as :data:`DISPLAY` says."""
-    return _printed_as_text(self.vocab)
-
-  def split(self, name: str) -> np.ndarray:
-    """The ids of split ``name`` (``"train"``, ``"valid"`` or ``"test"``)."""
-    if name not in SPLITS:
-      raise ValueError(f"Unknown split {name!r}; choose one of {SPLITS}.")
-    return getattr(self, name)
 
 
 def resolve_data_dir(flag_value: str | None) -> pathlib.Path:
@@ -348,8 +317,12 @@ def resolve_data_dir(flag_value: str | None) -> pathlib.Path:
   )
 
 
-def load_ptb(data_dir: str | os.PathLike, tokenization: str = DEFAULT_TOKENIZATION) -> PtbData:
-  """Read, checksum and tokenise the three character files in ``data_dir``.
+def load_ptb(data_dir: str | os.PathLike,
+             tokenization: str = DEFAULT_TOKENIZATION) -> text_lib.TextData:
+  """Read, checksum and tokenise the three character files in ``data_dir``: a
+  :class:`~ok_tf.data.text.TextData` of the three splits, the vocabulary printed as
+  :data:`DISPLAY` says, ``tokenization``, and ``train_sha256`` the training file's
+  (:data:`SHA256`).
 
   Raises :class:`PtbDataMissingError` if a file is missing and :class:`PtbChecksumError`
   if a file has been altered. Takes well under a second; caches nothing.
@@ -357,4 +330,5 @@ def load_ptb(data_dir: str | os.PathLike, tokenization: str = DEFAULT_TOKENIZATI
   _check_tokenization(tokenization)
   texts = read_verified(_require_files(data_dir))
   ids, vocab = tokenize(texts, tokenization)
-  return PtbData(train=ids["train"], valid=ids["valid"], test=ids["test"], vocab=vocab, tokenization=tokenization)
+  return text_lib.TextData(ids["train"], ids["valid"], ids["test"], _printed_as_text(vocab),
+                           tokenization, SHA256["train"])

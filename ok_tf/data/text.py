@@ -1,8 +1,10 @@
 """Any text as a character-level task: a training text, optional validation and test texts.
 
+The one container of texts, :class:`TextData`, for any text and for PTB
+(:func:`ok_tf.data.ptb.load_ptb`, which adds only PTB's files, checksums and tokenisations).
 Symbols (docs/protocol.md, "Any text"): the Unicode characters of the training text,
 read as UTF-8 and kept unchanged (case, spaces, line ends), numbered in order of first
-appearance in it, as PTB's are. The validation and test texts may use only those
+appearance in it (:func:`first_appearance_order`), as PTB's are. The validation and test texts may use only those
 characters. Instead of text, token ids: a ``.npy`` file holding a 1-D array of
 non-negative integers (``numpy.save``), or integer arrays through :func:`from_ids`; their
 symbols are the ids 0 … V−1, V = 1 + the largest id of the training array (at most
@@ -37,7 +39,6 @@ from typing import Optional
 
 import numpy as np
 
-from ok_tf.data import ptb
 from ok_tf.data import vocabulary as vocabulary_lib
 
 #: Suffix of a file of token ids; any other file is read as text.
@@ -60,10 +61,12 @@ class TextDataError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class TextData:
   """Token ids of the splits (int32; ``valid``, ``test`` None when not given), the
-  vocabulary, the tokenisation (``"characters"`` or ``"ids"``) and ``train_sha256``, the
-  fingerprint of the training text that a run records (config ``train_sha256``): the
-  SHA-256 (hex) of the text's UTF-8 bytes, which are its file's bytes (``sha256sum FILE``);
-  for token ids, of the ids as little-endian int32 (whatever integer type the file holds).
+  vocabulary, the tokenisation (``"characters"`` or ``"ids"``; PTB's,
+  :func:`ok_tf.data.ptb.load_ptb`, one of :data:`ok_tf.data.ptb.TOKENIZATIONS`) and
+  ``train_sha256``, the fingerprint of the training text that a run records (config
+  ``train_sha256``): the SHA-256 (hex) of the text's UTF-8 bytes, which are its file's
+  bytes (``sha256sum FILE``; PTB: its training file's); for token ids, of the ids as
+  little-endian int32 (whatever integer type the file holds).
   """
 
   train: np.ndarray
@@ -77,6 +80,16 @@ class TextData:
   def vocab_size(self) -> int:
     """V, the number of symbols."""
     return self.vocabulary.size
+
+  def split(self, name: str) -> np.ndarray:
+    """The ids of split ``name`` (``"train"``, ``"valid"`` or ``"test"``);
+    :class:`TextDataError` if it is not one or was not given."""
+    if name not in FLAGS:
+      raise TextDataError(f"unknown split {name!r}: choose one of {', '.join(FLAGS)}")
+    ids = getattr(self, name)
+    if ids is None:
+      raise TextDataError(f"this text has no {name} split: give {FLAGS[name]}")
+    return ids
 
   def check_batch_size(self, batch_size: int) -> None:
     """Raise :class:`TextDataError` unless the training text can feed ``batch_size``
@@ -166,9 +179,16 @@ def check_ids(ids, name: str) -> np.ndarray:
   return ids.astype(np.int32)
 
 
+def first_appearance_order(codes: np.ndarray) -> np.ndarray:
+  """The distinct values of ``codes`` in order of first appearance (how a text's
+  symbols, and PTB's, are numbered)."""
+  values, first = np.unique(codes, return_index=True)
+  return values[np.argsort(first, kind="stable")]
+
+
 def character_vocabulary(text: str) -> vocabulary_lib.Vocabulary:
   """The characters of ``text`` in order of first appearance."""
-  order = ptb.first_appearance_order(vocabulary_lib.code_points(text))
+  order = first_appearance_order(vocabulary_lib.code_points(text))
   return vocabulary_lib.Vocabulary(tuple(map(chr, order.tolist())))
 
 

@@ -12,7 +12,7 @@ import importlib
 
 TASKS = {
     "copy": "ok_tf.tasks.copy:ENTRY",
-    "ptb": "ok_tf.tasks.ptb:ENTRY",
+    "ptb": "ok_tf.tasks.text:PTB",
     "text": "ok_tf.tasks.text:ENTRY",
     "additive": "ok_tf.tasks.additive:ENTRY",
     "mackey_glass": "ok_tf.tasks.chaotic:MACKEY_GLASS",

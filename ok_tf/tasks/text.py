@@ -1,7 +1,7 @@
 """Next-symbol prediction on ``B`` streams through one text of token ids, in pure TensorFlow.
 
-The online task of any text (docs/protocol.md, "Any text"); Penn Treebank's
-(:mod:`ok_tf.tasks.ptb`) is this task on PTB's training ids with the published values:
+The online task of any text (docs/protocol.md, "Any text"); Penn Treebank's (the entry
+:data:`PTB`, task ``ptb``) is this task on PTB's training ids with the published values:
 
 * Stream ``b`` starts at offset ``o_b = floor(linspace(0, N - 1, B))[b]`` of the text
   of ``N`` symbols and advances by one symbol per step, wrapping around at the end.
@@ -244,8 +244,8 @@ PRESETS = {
 
 
 def load_data(cfg):
-  """PTB (a :class:`~ok_tf.data.ptb.PtbData`) or, with ``train_file``, the text (a
-  :class:`~ok_tf.data.text.TextData`): token ids, ``vocabulary``, ``vocab_size``."""
+  """PTB's splits or, with ``train_file``, the text, as a :class:`~ok_tf.data.text.TextData`
+  (token ids, ``vocabulary``, ``vocab_size``)."""
   if not cfg.train_file:
     return ptb.load_ptb(ptb.resolve_data_dir(cfg.data_dir or None), cfg.tokenization)
   data = text_data.load_text(cfg.train_file, cfg.valid_file or None, cfg.test_file or None)
@@ -331,3 +331,13 @@ ENTRY = base.Entry(
     "streams, validation BPC with --valid_file (--train_file; docs/protocol.md)",
     options=TextOptions, presets=PRESETS, build=build, errors=DATA_ERRORS,
     check=check_text)
+
+
+# Character-level Penn Treebank (docs/protocol.md): the text task on PTB's files, as in the
+# published runs (offsets floor(linspace(0, N − 1, B)), resets every RESET_EVERY = 100
+# symbols, validation BPC every eval_every steps, test BPC at the best checkpoint).
+PTB = base.Entry(
+    name="ptb", help="character-level Penn Treebank (the paper's; docs/protocol.md); "
+    "--train_file trains on any text instead (task text)",
+    options=TextOptions, presets=PRESETS, build=build, errors=DATA_ERRORS,
+    check=check)
