@@ -385,12 +385,6 @@ def _balance_scale(sq_left: tf.Tensor, sq_right: tf.Tensor) -> tf.Tensor:
                   1.0)
 
 
-def balance_norms(left: tf.Tensor, right: tf.Tensor):
-  """Rescale pairs (u, A) → (γu, A/γ) with γ = √(‖A‖/‖u‖), so ‖u‖ = ‖A‖; zero-safe."""
-  gamma = _balance_scale(tf.reduce_sum(tf.square(left), -1), tf.reduce_sum(tf.square(right), -1))
-  return left * gamma[..., None], right / gamma[..., None]
-
-
 def kf_reduce(u: tf.Tensor, a: tf.Tensor, hhat: tf.Tensor, d: tf.Tensor,
               rng: tf.random.Generator):
   """KF-RTRL's unbiased reduction of u ⊗ (H A) + ĥ ⊗ D to one term (Mujika et al. 2018).
