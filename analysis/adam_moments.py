@@ -32,7 +32,6 @@ are built from its config.json and restored from the checkpoint.
 
 from __future__ import annotations
 
-import csv
 import math
 
 from absl import app
@@ -41,6 +40,7 @@ from absl import logging
 import numpy as np
 
 from analysis import common
+from analysis import tables
 from ok_tf import runs as runs_lib
 from ok_tf import training
 
@@ -114,14 +114,12 @@ def adam_moments(paths, which: str = "all") -> list[dict]:
 
 
 def to_markdown(rows) -> str:
-  lines = ["| run | step | grad_scale | clip c / s | RMS ‖clip(s·g, c)‖ / s "
-           "| ε's effect on the step | ε share, 99.9 % | entries with v = 0 |",
-           "|---|---:|---|---:|---:|---:|---:|---:|"]
-  for r in rows:
-    lines.append(f"| {r['run']} | {r['step']} | {r['grad_scale']} | {r['clip_g']:g} "
-                 f"| {r['rms_clipped_norm']:.3g} | {r['eps_effect']:.2g} | {r['eps_share_p999']:.2g} "
-                 f"| {r['zero_v']:.2%} |")
-  return "\n".join(lines)
+  header = ["run", "step", "grad_scale", "clip c / s", "RMS ‖clip(s·g, c)‖ / s",
+            "ε's effect on the step", "ε share, 99.9 %", "entries with v = 0"]
+  cells = ([r["run"], r["step"], r["grad_scale"], f"{r['clip_g']:g}",
+            f"{r['rms_clipped_norm']:.3g}", f"{r['eps_effect']:.2g}",
+            f"{r['eps_share_p999']:.2g}", f"{r['zero_v']:.2%}"] for r in rows)
+  return tables.markdown(cells, header, "lrlrrrrr")
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -142,10 +140,7 @@ def run(flag_values: flags.FlagValues, paths) -> tuple[str, list[dict]]:
   text = to_markdown(rows)
   print(text)
   if flag_values.csv:
-    with open(flag_values.csv, "w", newline="", encoding="utf-8") as f:
-      writer = csv.DictWriter(f, fieldnames=COLUMNS)
-      writer.writeheader()
-      writer.writerows(rows)
+    tables.write_csv(flag_values.csv, rows, COLUMNS)
   return text, rows
 
 

@@ -86,6 +86,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from analysis import common  # pylint: disable=g-import-not-at-top
+from analysis import tables  # pylint: disable=g-import-not-at-top
 from analysis import timing  # pylint: disable=g-import-not-at-top
 from ok_tf import estimators as estimators_lib  # pylint: disable=g-import-not-at-top
 from ok_tf import kronecker  # pylint: disable=g-import-not-at-top
@@ -500,22 +501,18 @@ def _mb(x):
 
 def table(rows) -> str:
   """Markdown table of the rows."""
-  head = ("| shape | method | n | r | B | ms/step | steps/s | est.step ms | rest ms | bound ms "
-          "| ratio to bound | est.step / bound | TF peak MB (above baseline) | RSS MB | state MB "
-          "| load 1m |")
-  lines = [head, "|" + "---|" * (head.count("|") - 1)]
-  for r in rows:
-    lines.append(
-        f"| {'+'.join(r['labels'])} | {estimators_lib.label(r['method'], r['r'], r['T'])} "
-        f"| {r['n']} | {_fmt(r['r'], 'd') if r['r'] else '—'} | {r['B']} "
-        f"| {r['ms_per_step']:.2f} | {r['steps_per_s']:.1f} | {_fmt(r.get('estimator_ms'))} "
-        f"| {_fmt(r.get('rest_ms'))} | {_fmt(r.get('bound_ms'))} "
-        f"| {_fmt(r.get('ratio_to_bound'))} | {_fmt(r.get('estimator_ratio_to_bound'))} "
-        f"| {_mb(r.get('peak_mem_bytes'))} "
-        f"({_mb(r.get('peak_mem_above_baseline_bytes'))}) "
-        f"| {_mb(r.get('peak_rss_bytes'))} "
-        f"| {r['state_mb']:.2f} | {r['loadavg_1m']} |")
-  return "\n".join(lines)
+  header = ["shape", "method", "n", "r", "B", "ms/step", "steps/s", "est.step ms", "rest ms",
+            "bound ms", "ratio to bound", "est.step / bound", "TF peak MB (above baseline)",
+            "RSS MB", "state MB", "load 1m"]
+  cells = ([
+      "+".join(r["labels"]), estimators_lib.label(r["method"], r["r"], r["T"]), r["n"],
+      _fmt(r["r"], "d") if r["r"] else "—", r["B"], f"{r['ms_per_step']:.2f}",
+      f"{r['steps_per_s']:.1f}", _fmt(r.get("estimator_ms")), _fmt(r.get("rest_ms")),
+      _fmt(r.get("bound_ms")), _fmt(r.get("ratio_to_bound")),
+      _fmt(r.get("estimator_ratio_to_bound")),
+      f"{_mb(r.get('peak_mem_bytes'))} ({_mb(r.get('peak_mem_above_baseline_bytes'))})",
+      _mb(r.get("peak_rss_bytes")), f"{r['state_mb']:.2f}", r["loadavg_1m"]] for r in rows)
+  return tables.markdown(cells, header)
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:

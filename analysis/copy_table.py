@@ -16,9 +16,6 @@ published runs' at the same steps. Markdown to stdout, the rows to CSV.
 
 from __future__ import annotations
 
-import csv
-import pathlib
-
 from absl import app
 from absl import flags
 import numpy as np
@@ -26,6 +23,7 @@ import numpy as np
 from analysis import common
 from analysis import published as published_lib
 from analysis import ptb_table
+from analysis import tables
 
 
 def level_at(rows, chars: float) -> int:
@@ -74,23 +72,22 @@ def to_markdown(rows, fractions, published: bool = False) -> str:
   end = ptb_table.fmt_chars(min(r["chars"] for r in rows)) if rows else "n/a"
   header = (["method", "lr", "seeds"] + [f"level at {f:g}×" for f in fractions] +
             ["highest level", "steps/s", "training time"])
-  lines = [f"Levels at fractions of {end} characters (mean over seeds, per seed in "
-           "brackets):", "", "| " + " | ".join(header) + " |",
-           "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+  body = []
   for r in rows:
     cells = [r["method"], common.lr_str(r["lr"]), str(r["seeds"])]
     cells += [_levels(r[f"level@{f:g}"]) for f in fractions]
     wall = r["wall_time"]
     cells += [_levels(r["max_level"]), f"{r['steps_per_sec']:.0f}",
               f"{wall:.0f} s" if wall < 120 else f"{wall / 60:.0f} min"]
-    lines.append("| " + " | ".join(cells) + " |")
+    body.append(cells)
   if published and rows:
     end_chars = min(r["chars"] for r in rows)
     cells = ["published OK r=16, n=128: mean (range of 5)", common.lr_str(10 ** -3.5), "5"]
     cells += [published_lib.band_text(published_at_chars(f * end_chars)) for f in fractions]
     cells += ["–", "–", "–"]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    body.append(cells)
+  return (f"Levels at fractions of {end} characters (mean over seeds, per seed in brackets):"
+          "\n\n" + tables.markdown(body, header, "l" + "r" * (len(header) - 1)))
 
 
 ANCHOR_STEPS = (10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 1_500_000, 2_000_000)
@@ -99,19 +96,19 @@ ANCHOR_STEPS = (10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 1_500_000,
 def published_markdown() -> str:
   """The published runs' levels at anchor steps (mean, per run)."""
   p = published_lib.copy_levels()
-  lines = [f"{p['label']}, level T:", "",
-           "| steps | characters | mean | per run |", "|---:|---:|---:|---|"]
+  body = []
   for step in ANCHOR_STEPS:
     i = int(np.searchsorted(p["step"], step))
-    lines.append(f"| {step / 1e6:g}M | {ptb_table.fmt_chars(float(p['chars'][i]))} | "
-                 f"{p['mean'][i]:.1f} | {', '.join(str(int(v)) for v in p['per_run'][i])} |")
-  return "\n".join(lines)
+    body.append([f"{step / 1e6:g}M", ptb_table.fmt_chars(float(p["chars"][i])),
+                 f"{p['mean'][i]:.1f}", ", ".join(str(int(v)) for v in p["per_run"][i])])
+  return (f"{p['label']}, level T:\n\n"
+          + tables.markdown(body, ["steps", "characters", "mean", "per run"], "rrrl"))
 
 
 def steps_markdown(runs, steps) -> str:
   """The level of every method at ``steps`` (mean over seeds) beside the published runs'."""
   header = ["method", "lr"] + [f"{s // 1000}k" if s % 1000 == 0 else str(s) for s in steps]
-  lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+  body = []
   for label, members in common.group_runs(runs).items():
     members = [m for m in members if m.metrics]
     if not members:
@@ -121,25 +118,24 @@ def steps_markdown(runs, steps) -> str:
       levels = [level_at(m.metrics, s * m.config["batch_size"]) for m in members
                 if m.metrics[-1]["step"] >= s]
       cells.append(_levels(levels) if levels else "–")
-    lines.append("| " + " | ".join(cells) + " |")
+    body.append(cells)
   p = published_lib.copy_levels()
   cells = ["published OK r=16, n=128: mean (range of 5)", common.lr_str(p["lr"])]
   cells += [published_lib.band_text(published_lib.at_step(p, s)) for s in steps]
-  lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+  body.append(cells)
+  return tables.markdown(body, header)
 
 
-def write_csv(rows, path, fractions) -> None:
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fields = (["method", "lr", "seeds", "chars"] + [f"level@{f:g}" for f in fractions] +
-            ["max_level", "steps_per_sec", "wall_time", "run_dirs"])
-  with open(path, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-      w.writerow({k: (";".join(map(str, v)) if isinstance(v, list) else v)
-                  for k, v in r.items()})
+def csv_columns(fractions) -> list[str]:
+  """The columns of the CSV of the rows."""
+  return (["method", "lr", "seeds", "chars"] + [f"level@{f:g}" for f in fractions] +
+          ["max_level", "steps_per_sec", "wall_time", "run_dirs"])
+
+
+def csv_rows(rows) -> list[dict]:
+  """The rows as the CSV holds them: a list (levels per seed, run folders) joined by ";"."""
+  return [{k: (";".join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()}
+          for r in rows]
 
 
 def copy_table(paths, csv_path: str | None = None, published: bool = False,
@@ -153,7 +149,7 @@ def copy_table(paths, csv_path: str | None = None, published: bool = False,
   if published:
     text += "\n\n" + published_markdown()
   if csv_path:
-    write_csv(rows, csv_path, fractions)
+    tables.write_csv(csv_path, csv_rows(rows), csv_columns(fractions))
   return text, rows
 
 

@@ -49,6 +49,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from analysis import benchmark  # pylint: disable=g-import-not-at-top
 from analysis import common  # pylint: disable=g-import-not-at-top
+from analysis import tables  # pylint: disable=g-import-not-at-top
 from analysis import timing  # pylint: disable=g-import-not-at-top
 from ok_tf import cells  # pylint: disable=g-import-not-at-top
 from ok_tf import estimators  # pylint: disable=g-import-not-at-top
@@ -208,18 +209,16 @@ def _fmt(x, spec=".2f"):
 
 def table(rows) -> str:
   """Markdown table of the rows."""
-  head = ("| method | n | B | step ms | bound | bound ms | step / bound | floor ms "
-          "| step / floor | run_sequence ms/step | Python loop ms/step | loop / sequence "
-          "| state MB | load 1m |")
-  lines = [head, "|" + "---|" * (head.count("|") - 1)]
-  for r in rows:
-    lines.append(
-        f"| {r['label']} | {r['n']} | {r['B']} | {r['step_ms']:.3f} | {r.get('bound', '—')} "
-        f"| {_fmt(r.get('bound_ms'), '.3f')} | {_fmt(r.get('step_over_bound'))} "
-        f"| {r['floor_ms']:.3f} | {r['step_over_floor']:.2f} "
-        f"| {_fmt(r.get('sequence_ms'), '.3f')} | {_fmt(r.get('python_loop_ms'), '.3f')} "
-        f"| {_fmt(r.get('loop_over_sequence'))} | {r['state_mb']:.2f} | {r['loadavg_1m']} |")
-  return "\n".join(lines)
+  header = ["method", "n", "B", "step ms", "bound", "bound ms", "step / bound", "floor ms",
+            "step / floor", "run_sequence ms/step", "Python loop ms/step", "loop / sequence",
+            "state MB", "load 1m"]
+  cells = ([
+      r["label"], r["n"], r["B"], f"{r['step_ms']:.3f}", r.get("bound", "—"),
+      _fmt(r.get("bound_ms"), ".3f"), _fmt(r.get("step_over_bound")), f"{r['floor_ms']:.3f}",
+      f"{r['step_over_floor']:.2f}", _fmt(r.get("sequence_ms"), ".3f"),
+      _fmt(r.get("python_loop_ms"), ".3f"), _fmt(r.get("loop_over_sequence")),
+      f"{r['state_mb']:.2f}", r["loadavg_1m"]] for r in rows)
+  return tables.markdown(cells, header)
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:

@@ -40,6 +40,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 from analysis import benchmark  # pylint: disable=g-import-not-at-top
 from analysis import common  # pylint: disable=g-import-not-at-top
+from analysis import tables  # pylint: disable=g-import-not-at-top
 from analysis import timing  # pylint: disable=g-import-not-at-top
 from ok_tf import estimators  # pylint: disable=g-import-not-at-top
 from ok_tf import kronecker  # pylint: disable=g-import-not-at-top
@@ -152,9 +153,8 @@ def run(flag_values: flags.FlagValues, argv=()) -> dict:
                             "ms": rows, "what": {k: v[0] for k, v in runs.items()}}
     print(f"\n{spec}: n {n}, r {rank}, B {batch}; family [B, r, N] = {family_mb:.1f} MB "
           f"(float32); 1-minute load {os.getloadavg()[0]:.2f}\n")
-    print("| kernel | ms | what |\n|---|---:|---|")
-    for k, ms in rows.items():
-      print(f"| {k} | {ms:.2f} | {runs[k][0]} |")
+    print(tables.markdown(([k, f"{ms:.2f}", runs[k][0]] for k, ms in rows.items()),
+                          ["kernel", "ms", "what"], "lrl"))
   out["loadavg_end"] = list(os.getloadavg())
   pathlib.Path(args.out).write_text(json.dumps(out, indent=1))
   print(f"\n{args.out}")

@@ -34,7 +34,6 @@ Prints the tables; the progress goes to the log.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -52,6 +51,7 @@ import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from analysis import common  # pylint: disable=g-import-not-at-top
+from analysis import tables as tables_lib  # pylint: disable=g-import-not-at-top
 from ok_tf import estimators  # pylint: disable=g-import-not-at-top
 from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
 
@@ -280,12 +280,10 @@ class Study:
 # ----------------------------------------------------------------------------- output
 
 
-def write_csv(path, rows, columns):
-  with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-      writer.writerow({k: _fmt(row.get(k)) for k in columns})
+def csv_rows(rows, columns) -> list[dict]:
+  """The rows as noise.csv and noise_steps.csv hold them: floats to 6 significant
+  digits, None and NaN empty."""
+  return [{k: _fmt(row.get(k)) for k in columns} for row in rows]
 
 
 def _fmt(v):
@@ -312,8 +310,7 @@ def tables(rows, methods, ranks) -> str:
   conditions = list(dict.fromkeys(r["condition"] for r in size_rows))
   labels = [estimators.label(m, r) for m, r in methods]
   lines.append("Relative variance E‖ĝ − g‖²/‖g‖² (mean ± s.e.) vs network size\n")
-  lines.append("| network | n | " + " | ".join(labels) + " | OK kept m | OK mixed share |")
-  lines.append("|---|---|" + "---|" * (len(labels) + 2))
+  body = []
   for cond in conditions:
     for units in sorted({r["units"] for r in size_rows if r["condition"] == cond}):
       cells, kept, share = [], "", ""
@@ -328,12 +325,12 @@ def tables(rows, methods, ranks) -> str:
           cells.append(_pm(row))
           if m == "ok" and not kept:
             kept, share = f"{row['ok_kept']:.2f}", f"{row['ok_mixed_share']:.2g}"
-      lines.append(f"| {cond} | {units} | " + " | ".join(cells) + f" | {kept} | {share} |")
+      body.append([cond, units, *cells, kept, share])
+  lines.append(tables_lib.markdown(body, ["network", "n", *labels, "OK kept m", "OK mixed share"]))
   rank_rows = [r for r in rows if r["sweep"] == "rank"]
   if rank_rows:
     lines.append("\nRelative variance vs rank r\n")
-    lines.append("| network | n | method | " + " | ".join(f"r={r}" for r in ranks) + " |")
-    lines.append("|---|---|---|" + "---|" * len(ranks))
+    body = []
     for cond in dict.fromkeys(r["condition"] for r in rank_rows):
       for m in rank_methods():
         sel = [r for r in rank_rows if r["condition"] == cond and r["method"] == m]
@@ -344,12 +341,12 @@ def tables(rows, methods, ranks) -> str:
           row = next((r for r in sel if r["rank"] == rk), None)
           cells.append("" if row is None else
                        ("skipped" if row["status"] != "measured" else _pm(row)))
-        lines.append(f"| {cond} | {sel[0]['units']} | {m} | " + " | ".join(cells) + " |")
+        body.append([cond, sel[0]["units"], m, *cells])
+    lines.append(tables_lib.markdown(body, ["network", "n", "method", *(f"r={r}" for r in ranks)]))
   train_rows = [r for r in rows if r["sweep"] == "training" and r["status"] == "measured"]
   if train_rows:
     lines.append("\nOver training (every checkpoint of the --training_run runs)\n")
-    lines.append("| n | step | " + " | ".join(labels) + " | OK kept m | OK mixed share |")
-    lines.append("|---|---|" + "---|" * (len(labels) + 2))
+    body = []
     for units, step in sorted({(r["units"], r["checkpoint_step"]) for r in train_rows}):
       sel = [r for r in train_rows if (r["units"], r["checkpoint_step"]) == (units, step)]
       cells, kept, share = [], "", ""
@@ -358,7 +355,8 @@ def tables(rows, methods, ranks) -> str:
         cells.append("" if row is None else _pm(row))
         if row is not None and m == "ok" and not kept:
           kept, share = f"{row['ok_kept']:.2f}", f"{row['ok_mixed_share']:.2g}"
-      lines.append(f"| {units} | {step} | " + " | ".join(cells) + f" | {kept} | {share} |")
+      body.append([units, step, *cells, kept, share])
+    lines.append(tables_lib.markdown(body, ["n", "step", *labels, "OK kept m", "OK mixed share"]))
   measured = [r for r in rows if r["status"] == "measured" and r["method"] != "rtrl"
               and isinstance(r.get("bias_z"), (int, float)) and not math.isnan(r["bias_z"])]
   if measured:
@@ -558,11 +556,6 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        "(pass the --methods / --ranks / --burn_in of the run)", flag_values=fv)
 
 
-def read_rows(path) -> list[dict]:
-  """Rows of noise.csv / noise_steps.csv with numbers parsed (empty cells → None)."""
-  return runs_lib.read_csv(path)
-
-
 def outputs(rows, steps_rows, methods, ranks, args, out, header) -> tuple[str, list[str]]:
   """Writes noise_table.md and the figures from the rows; returns (table, figure paths)."""
   table = header + tables(rows, methods, ranks)
@@ -583,7 +576,9 @@ def run(flag_values: flags.FlagValues, argv=()) -> dict:
   start = time.perf_counter()
   out = pathlib.Path(args.out_dir)
   if args.replot:
-    rows, steps_rows = read_rows(out / "noise.csv"), read_rows(out / "noise_steps.csv")
+    # the rows with numbers parsed (empty cells → None)
+    rows = runs_lib.read_csv(out / "noise.csv")
+    steps_rows = runs_lib.read_csv(out / "noise_steps.csv")
     if not rows:
       raise SystemExit(f"--replot: no {out / 'noise.csv'}")
     old = (out / "noise_table.md").read_text().split("\n\n", 1)[0] if (
@@ -603,8 +598,9 @@ def run(flag_values: flags.FlagValues, argv=()) -> dict:
   study.checkpoint_sweeps()
   study.training_sweeps()
   out.mkdir(parents=True, exist_ok=True)
-  write_csv(out / "noise.csv", study.rows, CSV_COLUMNS)
-  write_csv(out / "noise_steps.csv", study.steps_rows, STEP_COLUMNS)
+  tables_lib.write_csv(out / "noise.csv", csv_rows(study.rows, CSV_COLUMNS), CSV_COLUMNS)
+  tables_lib.write_csv(out / "noise_steps.csv", csv_rows(study.steps_rows, STEP_COLUMNS),
+                       STEP_COLUMNS)
   seconds = time.perf_counter() - start
   header = (f"analysis/noise.py: cell {args.cell}, {args.dtype}, {args.sequences} PTB "
             f"{args.split} windows of {args.steps} steps (burn-in {args.burn_in}), "

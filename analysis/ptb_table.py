@@ -21,9 +21,7 @@ or not) beside the published runs' at the same steps. Runs without results.json
 
 from __future__ import annotations
 
-import csv
 import math
-import pathlib
 
 from absl import app
 from absl import flags
@@ -31,6 +29,7 @@ from absl import logging
 
 from analysis import common
 from analysis import published as published_lib
+from analysis import tables
 
 CSV_FIELDS = [
     "method", "lr", "valid_bpc_mean", "valid_bpc_std", "test_bpc_mean",
@@ -109,18 +108,18 @@ def valid_at(run, step: int) -> float | None:
 def steps_markdown(runs, steps, digits: int = 3) -> str:
   """Validation BPC of every method at ``steps`` beside the published runs'."""
   header = ["method", "lr"] + [f"{s // 1000}k" if s % 1000 == 0 else str(s) for s in steps]
-  lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+  body = []
   for label, members in common.group_runs(runs, split_lr=True).items():
     cells = [label, common.lr_str(members[0].config.get("lr"))]
     for s in steps:
       values = [v for v in (valid_at(m, s) for m in members) if v is not None]
       cells.append(f"{sum(values) / len(values):.{digits}f}" if values else "–")
-    lines.append("| " + " | ".join(cells) + " |")
+    body.append(cells)
   p = published_lib.ptb_valid()
   cells = [f"{PUBLISHED_LABEL}: mean (range of 5)", common.lr_str(p["lr"])]
   cells += [published_lib.band_text(published_lib.at_step(p, s), digits) for s in steps]
-  lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+  body.append(cells)
+  return tables.markdown(body, header)
 
 
 def finished_runs(runs):
@@ -176,8 +175,7 @@ def to_markdown(rows, digits: int = 3, mark_best: bool = False,
   header = ["method", "lr", "valid BPC", "test BPC", "seeds", "characters trained"]
   if published:
     header.append("published OK valid BPC at these characters")
-  lines = ["| " + " | ".join(header) + " |",
-           "|" + "|".join(["---"] * len(header)) + "|"]
+  body = []
   for r in rows:
     if r["chars_min"] != r["chars_max"]:
       chars = f"{fmt_chars(r['chars_min'])}–{fmt_chars(r['chars_max'])}"
@@ -193,26 +191,17 @@ def to_markdown(rows, digits: int = 3, mark_best: bool = False,
     if published:
       at = None if r["method"] == PUBLISHED_LABEL else published_at_chars(r["chars_max"])
       cells.append(published_lib.band_text(at, digits))
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    body.append(cells)
+  return tables.markdown(body, header)
 
 
-def write_csv(rows, path) -> None:
-  path = pathlib.Path(path)
-  if path.parent != pathlib.Path(""):
-    path.parent.mkdir(parents=True, exist_ok=True)
-  with open(path, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-      out = {}
-      for k, v in r.items():
-        if isinstance(v, float) and math.isnan(v):
-          v = ""
-        elif k in ("chars", "best_step_mean") and isinstance(v, float) and v.is_integer():
-          v = int(v)
-        out[k] = v
-      w.writerow(out)
+def csv_value(column: str, value):
+  """A value as the CSV holds it: NaN empty, whole counts (chars, best_step_mean) as integers."""
+  if isinstance(value, float) and math.isnan(value):
+    return ""
+  if column in ("chars", "best_step_mean") and isinstance(value, float) and value.is_integer():
+    return int(value)
+  return value
 
 
 def ptb_table(paths, csv_path: str | None = None,
@@ -239,7 +228,8 @@ def ptb_table(paths, csv_path: str | None = None,
     text += ("\n\nAll learning rates (* = best mean valid BPC):\n\n" +
              to_markdown(table_rows(done, all_lrs=True), digits, mark_best=True))
   if csv_path:
-    write_csv(rows, csv_path)
+    tables.write_csv(csv_path, ({k: csv_value(k, v) for k, v in r.items()} for r in rows),
+                     CSV_FIELDS)
   return text, rows
 
 

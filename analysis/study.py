@@ -47,6 +47,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from analysis import tables
 from ok_tf import runs as runs_lib
 
 # The repository: the training scripts' folder, the working directory of their runs.
@@ -289,9 +290,9 @@ def collect(runs: list[Run], runs_root: pathlib.Path, results: pathlib.Path, thr
     for path in src.log_files():
       shutil.copy2(path, dst / path.name)
     res = src.results
-    by_task.setdefault(run.folder, []).append(
-        f"| {dst.relative_to(results / run.folder)} | `{shown_command(run)}` | {res.get('wall_time', 0):.0f} s | "
-        f"{res.get('steps_per_sec') or 0:.1f} |")
+    by_task.setdefault(run.folder, []).append(tables.line([
+        dst.relative_to(results / run.folder), f"`{shown_command(run)}`",
+        f"{res.get('wall_time', 0):.0f} s", f"{res.get('steps_per_sec') or 0:.1f}"]))
   for task, rows in by_task.items():
     path = results / task / "runs.md"
     studies = {r.study for r in runs if r.folder == task}
@@ -303,7 +304,7 @@ def collect(runs: list[Run], runs_root: pathlib.Path, results: pathlib.Path, thr
     head = ["# Runs", "", f"Machine: {machine()}; each run {each} "
             f"(TF_NUM_INTRAOP_THREADS={threads}), {workers} at "
             f"a time. Made with `python -m analysis.study {' '.join(sorted(studies))}`.", "",
-            "| run | command | training wall time | steps/s |", "|---|---|---:|---:|"]
+            tables.markdown([], ["run", "command", "training wall time", "steps/s"], "llrr")]
     path.write_text("\n".join(head + rows) + "\n")
     logging.info("collected %d runs into %s", len(rows), results / task)
 

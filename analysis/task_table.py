@@ -17,7 +17,6 @@ The task's baselines (task.json) close the table. Prints Markdown.
 from __future__ import annotations
 
 import collections
-import csv
 import math
 
 from absl import app
@@ -25,6 +24,7 @@ from absl import flags
 import numpy as np
 
 from analysis import common
+from analysis import tables
 from ok_tf import specs
 
 
@@ -93,12 +93,11 @@ def fmt(value, digits: int = 4) -> str:
 
 
 def to_markdown(rows, baselines: dict, unit: str, tail: float) -> str:
-  lines = [f"| method | lr | seeds | steps | loss ({unit}, last {tail:.0%} of rows) | "
-           "/ baseline | cosine to RTRL | rel. error |", "|---|---|---|---|---|---|---|---|"]
-  for r in rows:
-    lines.append(f"| {r['method']} | {r['lr']} | {r['seeds']} | {r['steps']} | "
-                 f"{fmt(r['loss'])} | {fmt(r['ratio'], 3)} | {fmt(r['cosine'], 3)} | "
-                 f"{fmt(r['rel_error'], 3)} |")
+  header = ["method", "lr", "seeds", "steps", f"loss ({unit}, last {tail:.0%} of rows)",
+            "/ baseline", "cosine to RTRL", "rel. error"]
+  lines = [tables.markdown(([r["method"], r["lr"], r["seeds"], r["steps"], fmt(r["loss"]),
+                             fmt(r["ratio"], 3), fmt(r["cosine"], 3), fmt(r["rel_error"], 3)]
+                            for r in rows), header)]
   if baselines:
     lines.append("")
     lines.append("Baselines (" + unit + "): " + ", ".join(
@@ -118,10 +117,7 @@ def task_table(paths, task: str | None = None, csv_path: str | None = None,
   text = to_markdown(rows, described.get("baselines", {}), rows[0]["unit"] if rows else "",
                      tail)
   if csv_path:
-    with open(csv_path, "w", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-      writer.writeheader()
-      writer.writerows(rows)
+    tables.write_csv(csv_path, rows, list(rows[0]))
   return text, rows
 
 
