@@ -56,6 +56,8 @@ import tensorflow as tf
 
 from ok_tf import estimators as estimators_lib
 from ok_tf import models
+from ok_tf import philox
+from ok_tf import specs
 from ok_tf import training
 
 # ----------------------------------------------------------------------------- costs
@@ -412,7 +414,7 @@ def summarize(raw: Sequence[dict], refs: Sequence[Reference], *, method: str, ra
       rel_var_se=rel_var_se, rel_var_pooled=pooled, cosine=cos_mean, cosine_se=cos_se,
       bias_z=float(bias_z), bias_z_rms=float(math.sqrt(z_sq / z_count)) if z_count else 0.0,
       bias_z_max=z_max, grad_norm=float(np.sqrt(g_sq[:, sl]).mean()),
-      loss_bits=float(loss[:, sl].mean() / math.log(2.0)), seconds=seconds,
+      loss_bits=float(specs.nats_to_bits(loss[:, sl].mean())), seconds=seconds,
       per_step=per_step, **ok)
 
 
@@ -444,7 +446,7 @@ def measure(model: models.RecurrentModel, est: estimators_lib.Estimator, sequenc
   if refs is None:
     refs = exact_reference(model, sequences)
   start = time.perf_counter()
-  rng = tf.random.Generator.from_key_counter(key=int(seed), counter=[0, 0], alg="philox")
+  rng = philox.generator(seed)
   run = _estimator_fn(model, est, int(samples), rng)
   raw = []
   for seq, ref in zip(sequences, refs):

@@ -12,12 +12,11 @@ stream carries its state from its first character to its last, with no resets, a
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
 from ok_tf import models
+from ok_tf import specs
 
 
 def contiguous_streams(ids: np.ndarray, num_streams: int):
@@ -65,7 +64,7 @@ class Evaluator:
 
   def bpc(self) -> float:
     """Bits per character over the whole text."""
-    return float(self._compiled().numpy()) / self.num_predictions / math.log(2.0)
+    return specs.nats_to_bits(float(self._compiled().numpy()) / self.num_predictions)
 
 
 def evaluate_bpc(model: models.RecurrentModel, ids: np.ndarray, num_streams: int = 8) -> float:

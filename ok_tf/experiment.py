@@ -18,7 +18,6 @@ import time
 from typing import Callable, Optional
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -32,6 +31,7 @@ from ok_tf import multi_worker
 from ok_tf import preemption
 from ok_tf import progress as progress_lib
 from ok_tf import provenance
+from ok_tf import python_values
 from ok_tf import runs
 from ok_tf import tasks
 from ok_tf import training
@@ -237,7 +237,8 @@ def _train_chunks(cfg, trainer, run: runs.RunDir, task, start: int,
     out = trainer.run(n)
     step += n
     row = {"step": step, "chars": step * cfg.batch_size}
-    row.update({k: _scalar(v) for k, v in out.items() if k not in (column, "weight")})
+    row.update({k: python_values.to_python(v) for k, v in out.items()
+                if k not in (column, "weight")})
     row[column] = training.mean_loss(out[column], out["weight"])
     if validation is not None:
       row.update(validation(step, trainer, run) or {})
@@ -317,8 +318,3 @@ def run_all(configs, resume: bool, run_one) -> None:
   if failed:
     raise GridDivergedError(f"{len(failed)} of {len(configs)} runs diverged, the others "
                             f"finished: {'; '.join(failed)}")
-
-
-def _scalar(v):
-  v = np.asarray(v)
-  return v.item() if v.size == 1 else v.tolist()

@@ -18,19 +18,12 @@ from typing import Any
 
 from absl import logging
 
-
-def _python(value: Any) -> Any:
-  """A tensor or numpy scalar as a plain Python value; anything else unchanged."""
-  if hasattr(value, "numpy"):
-    value = value.numpy()
-  if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-    return value.item()
-  return value
+from ok_tf import python_values
 
 
 def format_metric(value: Any) -> str:
   """A metric as shown in the progress line: integers plain, other floats to 4 digits."""
-  value = _python(value)
+  value = python_values.to_python(value)
   if isinstance(value, bool) or value is None:
     return str(value)
   if isinstance(value, int):
@@ -86,7 +79,8 @@ class Progress:
       if k not in self.SKIP:
         parts.append(f"{k} {format_metric(v)}")
         if k == self.loss_column and self.baseline and v is not None:
-          parts[-1] += f" ({format_metric(float(_python(v)) / self.baseline)} of baseline)"
+          ratio = float(python_values.to_python(v)) / self.baseline
+          parts[-1] += f" ({format_metric(ratio)} of baseline)"
     parts.append(f"{rate:.1f} steps/s")
     remaining = max(self.total_steps - step, 0)
     if rate > 0:

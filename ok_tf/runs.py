@@ -42,6 +42,8 @@ from typing import Any, Iterable
 
 from absl import logging
 
+from ok_tf import python_values
+
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 EVAL_FILE = "eval.csv"
@@ -75,32 +77,15 @@ class RunDirError(RuntimeError):
 # Small helpers
 
 
-def _plain(value: Any) -> Any:
-  """Converts tensors / numpy scalars / paths to plain Python values."""
-  if hasattr(value, "numpy"):
-    value = value.numpy()
-  if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-    return value.item()
-  if hasattr(value, "tolist"):
-    return value.tolist()
-  if isinstance(value, pathlib.PurePath):
-    return str(value)
-  if isinstance(value, dict):
-    return {str(k): _plain(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_plain(v) for v in value]
-  return value
-
-
 def _normalise(config: dict) -> dict:
   """What the config looks like after a round trip through config.json."""
-  return json.loads(json.dumps(_plain(dict(config)), sort_keys=True))
+  return json.loads(json.dumps(python_values.to_python(dict(config)), sort_keys=True))
 
 
 def _write_json(path: pathlib.Path, obj: Any) -> None:
   tmp = path.with_name(path.name + ".tmp")
   with open(tmp, "w") as f:
-    json.dump(_plain(obj), f, indent=2, sort_keys=True)
+    json.dump(python_values.to_python(obj), f, indent=2, sort_keys=True)
     f.write("\n")
   os.replace(tmp, path)
 
@@ -159,7 +144,7 @@ class _CsvLog:
       self._writer.writeheader()
 
   def write(self, row: dict) -> None:
-    row = {str(k): _plain(v) for k, v in row.items()}
+    row = {str(k): python_values.to_python(v) for k, v in row.items()}
     if self._file is None:
       self._open(row)
     extra = set(row) - set(self._fields) - self._warned
@@ -332,7 +317,7 @@ class RunDir:
     metadata = _scalar_metadata()
     with self._tb_writer.as_default():
       for name, value in values.items():
-        value = _plain(value)
+        value = python_values.to_python(value)
         if value is None:
           continue
         tag = f"{prefix}/{name}" if prefix else str(name)

@@ -23,7 +23,15 @@ import math
 
 import tensorflow as tf
 
-LOG2E = 1.0 / math.log(2.0)
+#: ln 2: a loss in nats over ln 2 is in bits.
+LN2 = math.log(2.0)
+#: log2 e = 1 / ln 2: the factor from nats to bits inside the compiled steps (``report_scale``).
+LOG2E = 1.0 / LN2
+
+
+def nats_to_bits(nats):
+  """A loss in nats (a float, numpy value or tensor) in bits: nats / ln 2."""
+  return nats / LN2
 
 
 @dataclasses.dataclass(frozen=True)

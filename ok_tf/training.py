@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from ok_tf import estimators as estimators_lib
 from ok_tf import models
+from ok_tf import philox
 from ok_tf.tasks import base as tasks_base
 
 class NonFiniteLossError(FloatingPointError):
@@ -56,8 +57,7 @@ class StateVariables(tf.Module):
 
 def make_generator(seed: int, stream: int) -> tf.random.Generator:
   """An independent Philox generator per (seed, stream): distinct keys, not counters."""
-  return tf.random.Generator.from_key_counter(key=2 * int(seed) + int(stream),
-                                              counter=[0, 0], alg="philox")
+  return philox.generator(2 * int(seed) + int(stream))
 
 
 #: The names of the gradient scales (--grad_scale) that grad_scale_factor knows.

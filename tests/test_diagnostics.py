@@ -19,6 +19,7 @@ from ok_tf import diagnostics
 from ok_tf import estimators
 from ok_tf import kronecker
 from ok_tf import models
+from ok_tf import philox
 
 UNITS, VOCAB = 4, 5
 FULL_RANK = min(VOCAB + UNITS + 1, UNITS * 2 * UNITS)   # min(a, S·k·n) = 10
@@ -123,7 +124,7 @@ def test_deterministic_bias_is_reported(setup):
 def test_ok_step_diagnostics_match_svd(setup):
   """m, ★, ‖C‖² and s_m/Σσ read from OK's state equal those of the SVD of C."""
   model, seqs, _ = setup
-  rng = tf.random.Generator.from_key_counter(key=12, counter=[0, 0], alg="philox")
+  rng = philox.generator(12)
   ids = np.random.default_rng(1).integers(0, VOCAB, size=(8, 16))
   for rank in (1, 3):
     est = estimators.get("ok", model.cell, rank=rank)

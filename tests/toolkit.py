@@ -21,15 +21,17 @@ import tensorflow as tf
 
 from ok_tf import cells
 from ok_tf import evaluation
+from ok_tf import philox as philox_lib
+from ok_tf import specs
 
 #: One generator that traced draws close over: :func:`split_streams` loads the states of
 #: the split streams into it in turn (a tf.function retraces for every new Generator).
-SHARED = tf.random.Generator.from_key_counter(key=0, counter=[0, 0], alg="philox")
+SHARED = philox_lib.generator(0)
 
 
 def philox(key: int) -> tf.random.Generator:
   """A fresh Philox generator with key ``key`` and counter 0."""
-  return tf.random.Generator.from_key_counter(key=key, counter=[0, 0], alg="philox")
+  return philox_lib.generator(key)
 
 
 def split_streams(key: int, count: int):
@@ -71,7 +73,7 @@ def keras_bpc(model, ids, num_streams):
   logits -= logits.max(-1, keepdims=True)
   log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   nats = -np.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
-  return float((nats * mask).sum() / mask.sum() / np.log(2.0))
+  return float(specs.nats_to_bits((nats * mask).sum() / mask.sum()))
 
 
 # ----------------------------------------------------------------------------- the scripts
