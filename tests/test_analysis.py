@@ -19,6 +19,7 @@ from analysis import plot_copy
 from analysis import plot_ptb
 from analysis import published
 from analysis import ptb_table
+from analysis import tables
 from ok_tf import runs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -440,3 +441,26 @@ def test_task_table_and_figure(tmp_path):
   _copy_run(tmp_path / "copy_run", "ok", 0, 200, 1e-3)
   with pytest.raises(app.UsageError, match="2 tasks"):
     task_table.task_table([base, tmp_path / "copy_run"])
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def test_markdown_table_format():
+  """Header, separator by alignment, cells as given (an empty one leaves two spaces);
+  rows as sequences or as mappings column → text."""
+  text = tables.markdown([["ok", "1.50", ""], {"method": "kf", "ms": "2", "note": "x"}],
+                         ["method", "ms", "note"], "lrl")
+  assert text == ("| method | ms | note |\n|---|---:|---|\n| ok | 1.50 |  |\n| kf | 2 | x |")
+  assert tables.markdown([], ["a", "b"]) == "| a | b |\n|---|---|"
+  with pytest.raises(ValueError, match="align"):
+    tables.markdown([], ["a", "b"], "l")
+  with pytest.raises(ValueError, match="2 columns"):
+    tables.markdown([["only one"]], ["a", "b"])
+
+
+def test_write_csv_header_order_extra_and_missing_keys(tmp_path):
+  """The header is ``columns``; other keys are left out, missing ones empty; the folder is made."""
+  path = tmp_path / "new" / "t.csv"
+  tables.write_csv(path, [{"b": 2, "a": "é", "extra": 9}, {"a": 1.5}], ["a", "b"])
+  assert path.read_bytes() == "a,b\r\né,2\r\n1.5,\r\n".encode("utf-8")

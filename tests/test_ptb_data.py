@@ -315,7 +315,8 @@ def test_tfds_downloads_archive_when_manual_dir_is_empty(data_dir, tmp_path, mon
 def test_streams_on_real_text(loaded):
   """Published offsets and per-stream resets on the real training text, in a while loop."""
   data = loaded["published"]
-  streams = text_task.TextStreams(data.train, batch_size=32, reset_every=100, vocab_size=data.vocab_size)
+  streams = text_task.TextStreams(data.train, batch_size=32, reset_every=100,
+                                  vocab_size=data.vocab_size)
   n = data.train.size
   offsets = np.linspace(0, n - 1, 32, dtype=np.int32)  # the published code's expression
   np.testing.assert_array_equal(streams.offsets, offsets)

@@ -221,6 +221,16 @@ def test_stream_errors_say_what_to_do(kwargs, words):
     assert word in message, (word, message)
 
 
+def test_split_by_name():
+  """TextData.split (PTB's too): a given split's ids; one line for a split not given or unknown."""
+  data = text_data.from_text(TRAIN)
+  np.testing.assert_array_equal(data.split("train"), data.train)
+  with pytest.raises(text_data.TextDataError, match="no valid split: give --valid_file"):
+    data.split("valid")
+  with pytest.raises(text_data.TextDataError, match="unknown split 'dev'"):
+    data.split("dev")
+
+
 def test_one_length_rule_for_the_loader_and_the_streams():
   """max(2, B) symbols for B streams, 2 for an evaluated text: the loader and the streams
   refuse exactly the texts that text_data.min_train_symbols and MIN_SYMBOLS refuse."""
@@ -389,7 +399,8 @@ def test_ptb_run_and_the_same_text_run_are_the_same_run(tmp_path):
   if data_dir is None:
     pytest.skip(PTB_SKIP_REASON)
   data = ptb.load_ptb(data_dir)
-  files = {split: write(tmp_path / f"{split}.txt", "".join(np.array(data.vocabulary.symbols)[data.split(split)]))
+  symbols = np.array(data.vocabulary.symbols)
+  files = {split: write(tmp_path / f"{split}.txt", "".join(symbols[data.split(split)]))
            for split in ("train", "valid")}
   common = ["--units=8", "--rank=2", "--batch_size=4", "--steps=40", "--log_every=20",
             "--eval_every=40", "--checkpoint_every=40", "--eval_streams=2048"]

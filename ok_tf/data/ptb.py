@@ -22,16 +22,17 @@ In both, symbol ids follow the order of first appearance in the *training* strea
 (the end-of-line symbol included, at its first appearance: the end of the first line).
 The vocabularies are therefore fixed by the checksummed training file; they are the
 constants :data:`VOCABS`. As a :class:`ok_tf.data.vocabulary.Vocabulary`
-(:func:`vocabulary`, ``TextData.vocabulary`` of :func:`load_ptb`), ``'_'`` prints as the space between words
-and ``'<eos>'`` as the end of a line (:data:`DISPLAY`), so decoded ids read as the
-word-level text.
+(:func:`vocabulary`, ``TextData.vocabulary`` of :func:`load_ptb`), ``'_'`` prints as the
+space between words and ``'<eos>'`` as the end of a line (:data:`DISPLAY`), so decoded
+ids read as the word-level text.
 
 The loader of the training scripts is :func:`resolve_data_dir` and :func:`load_ptb`:
 PTB is a text corpus like any other, so it loads into the one container of texts,
 :class:`ok_tf.data.text.TextData`; this module holds only what is PTB's own (files,
-checksums, tokenisations, vocabularies). Where the files are found (:func:`resolve_data_dir`), in order:
-``--data_dir``, the environment variable ``OK_TF_DATA``, TFDS's manual-download folder
-(:func:`tfds_manual_dir`, ``<TFDS data dir>/downloads/manual``). This module needs
+checksums, tokenisations, vocabularies). Where the files are found
+(:func:`resolve_data_dir`), in order: ``--data_dir``, the environment variable
+``OK_TF_DATA``, TFDS's manual-download folder (:func:`tfds_manual_dir`,
+``<TFDS data dir>/downloads/manual``). This module needs
 numpy only; the same files and tokenisations as a tensorflow-datasets dataset are the
 builder ``ptb_char`` (:mod:`ok_tf.data.ptb_tfds`), and the training streams over the
 loaded ids are :class:`ok_tf.tasks.text.TextStreams`, as for any text.

@@ -4,8 +4,8 @@ The one container of texts, :class:`TextData`, for any text and for PTB
 (:func:`ok_tf.data.ptb.load_ptb`, which adds only PTB's files, checksums and tokenisations).
 Symbols (docs/protocol.md, "Any text"): the Unicode characters of the training text,
 read as UTF-8 and kept unchanged (case, spaces, line ends), numbered in order of first
-appearance in it (:func:`first_appearance_order`), as PTB's are. The validation and test texts may use only those
-characters. Instead of text, token ids: a ``.npy`` file holding a 1-D array of
+appearance in it (:func:`first_appearance_order`), as PTB's are. The validation and test
+texts may use only those characters. Instead of text, token ids: a ``.npy`` file holding a 1-D array of
 non-negative integers (``numpy.save``), or integer arrays through :func:`from_ids`; their
 symbols are the ids 0 … V−1, V = 1 + the largest id of the training array (at most
 :data:`MAX_VOCAB_SIZE`), printed as decimal numbers separated by spaces. All files of a
