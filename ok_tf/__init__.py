@@ -96,9 +96,9 @@ _EXPORTS = {
     "agreement": ("diagnostics", "agreement"),
 }
 _SUBMODULES = ("cells", "config", "data", "diagnostics", "distributed", "estimators",
-               "evaluation", "experiment", "kronecker", "lock", "models", "multi_worker",
-               "preemption", "progress", "provenance", "runs", "sample", "specs", "tasks",
-               "train", "training", "validation")
+               "evaluation", "experiment", "hyperparameters", "kronecker", "lock", "models",
+               "multi_worker", "preemption", "progress", "provenance", "registry", "runs",
+               "sample", "specs", "tasks", "train", "training", "validation")
 
 __all__ = ["__version__", *_EXPORTS]
 

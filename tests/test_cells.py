@@ -14,7 +14,7 @@ from ok_tf import kronecker
 
 import toolkit
 
-NAMES = ("rhn", "tanh", "lstm")
+NAMES = tuple(cells.CELLS)       # every registered cell
 V = 3  # input size
 N = 4  # units
 B = 5  # batch

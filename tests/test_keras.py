@@ -20,7 +20,7 @@ from ok_tf import specs
 
 import toolkit
 
-NAMES = ("rhn", "tanh", "lstm")
+NAMES = tuple(cells.CELLS)       # every registered cell
 
 
 def as_json(config):
