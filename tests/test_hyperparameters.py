@@ -5,6 +5,7 @@ the estimator (``--method=uoro --uoro_eps=…``, ``--method=ok --ok_balance=fals
 import dataclasses
 import json
 
+import keras
 import pytest
 
 from ok_tf import cells
@@ -66,10 +67,24 @@ def test_command_line_reaches_the_estimator(method, flag, field, attribute, valu
   assert getattr(trainer_of(cfg).estimator, attribute) == value
 
 
+def test_command_line_sets_the_leaky_cells_alpha(tmp_path):
+  """``--cell=leaky --leaky_alpha=…`` trains that cell, and its model file keeps α."""
+  run_dir = tmp_path / "run"
+  proc, _ = toolkit.run_script("-m", "ok_tf.train", "--task=copy", "--method=kf", "--cell=leaky",
+                               "--leaky_alpha=0.25", "--units=4", "--steps=10", "--log_every=5",
+                               "--checkpoint_every=10", f"--run_dir={run_dir}", timeout=300)
+  toolkit.check_ok(proc)
+  assert json.loads((run_dir / "config.json").read_text())["leaky_alpha"] == 0.25
+  model = keras.models.load_model(run_dir / "model.keras")
+  assert model.cell_name == "leaky" and model.cell.alpha == 0.25
+
+
 @pytest.mark.parametrize("args,words", [
     (["--method=uoro", "--ok_balance=false"], ["--ok_balance is a flag of method ok",
                                                 "not of method uoro"]),
     (["--method=uoro", "--uoro_eps=-1"], ["--uoro_eps must be positive"]),
+    (["--cell=leaky", "--leaky_alpha=2"], ["--leaky_alpha must be in (0, 1]"]),
+    (["--cell=tanh", "--leaky_alpha=0.5"], ["--leaky_alpha is a flag of cell leaky"]),
 ])
 def test_command_line_errors_are_one_line(args, words, tmp_path):
   proc, _ = toolkit.run_script("-m", "ok_tf.train", "--task=copy", *args, "--steps=10",
