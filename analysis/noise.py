@@ -56,7 +56,10 @@ from ok_tf import cells  # pylint: disable=g-import-not-at-top
 from ok_tf import estimators  # pylint: disable=g-import-not-at-top
 from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
 
-DEFAULT_METHODS = "ok:8,kf_avg:8,kf,uoro"
+# Every stochastic estimator of the registry, r = 8 where it takes a rank
+# ("ok:8,kf_avg:8,kf,uoro").
+DEFAULT_METHODS = ",".join(f"{name}:8" if m.takes_rank else name
+                           for name, m in estimators.ESTIMATORS.items() if m.stochastic)
 # Config keys of a training run that do not change its trajectory.
 BOOKKEEPING = ("steps", "run_dir", "log_every", "checkpoint_every", "eval_every", "resume")
 CSV_COLUMNS = [

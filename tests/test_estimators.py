@@ -137,8 +137,7 @@ def test_rtrl_step_under_xla_is_the_step():
   assert rel(est.influence(state_any).numpy(), est.influence(state).numpy()) < 1e-12
 
 
-@pytest.mark.parametrize("name,units,input_dim", [("rhn", 3, 3), ("tanh", 3, 3), ("lstm", 3, 3),
-                                                  ("tanh", 2, 8)])
+@pytest.mark.parametrize("name,units,input_dim", [(n, 3, 3) for n in NAMES] + [("tanh", 2, 8)])
 def test_full_rank_ok_equals_rtrl(name, units, input_dim):
   """r ≥ min(a, S·k·n): σ_{r+1} = 0, Opt is exact and OK is exact RTRL at every step."""
   steps, batch = 8, 4
