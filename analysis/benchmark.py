@@ -88,6 +88,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from analysis import common  # pylint: disable=g-import-not-at-top
 from analysis import tables  # pylint: disable=g-import-not-at-top
 from analysis import timing  # pylint: disable=g-import-not-at-top
+from ok_tf import cells  # pylint: disable=g-import-not-at-top
 from ok_tf import estimators as estimators_lib  # pylint: disable=g-import-not-at-top
 from ok_tf import kronecker  # pylint: disable=g-import-not-at-top
 from ok_tf import models  # pylint: disable=g-import-not-at-top
@@ -102,8 +103,7 @@ CONFIGS = {
 }
 DEFAULT_METHODS = ("ok", "uoro", "rtrl", "tbptt")     # of the registry estimators.METHODS
 DEFAULT_SIZES = (32, 64, 128, 256)
-COLORS = {"ok": "C0", "kf_avg": "C1", "kf": "C5", "uoro": "C2", "rtrl": "C3", "tbptt": "C4",
-          "bound": "k"}
+BOUND_COLOR = "k"        # the methods' colours are estimators.color's
 
 
 # ----------------------------------------------------------------------------- task
@@ -291,12 +291,9 @@ def expected_slope(method: str, cell: str, rank: int, vocab: int, truncation: in
 
 
 def bound_kind(method: str) -> str | None:
-  """The dominant product of ``method``: "ha" (H·A_i) for the Kronecker sums, "hg" (H·G)
-  for exact RTRL, None for the others."""
-  spec = estimators_lib.method(method)
-  if issubclass(spec, estimators_lib.KroneckerSum):
-    return "ha"
-  return "hg" if spec is estimators_lib.RTRL else None
+  """The dominant product of ``method`` (its ``dominant_product``): "ha" (H·A_i) for the
+  Kronecker sums, "hg" (H·G) for exact RTRL, None for the others."""
+  return estimators_lib.method(method).dominant_product
 
 
 def bound_flops(kind: str, cell, rank: int, batch: int) -> float:
@@ -366,7 +363,7 @@ def benchmark_shape(method, shape, args, memory, bounds):
   bound_key = (kind, n, rank, shape["B"], shape["V"])
   if kind is not None and args.bound and bound_key not in bounds:
     runners["bound"] = bound_runner(kind, cell, rank, shape["B"])
-  breakdown = method == "ok" and args.breakdown and named
+  breakdown = est is not None and est.has_stages and args.breakdown and named
   if breakdown:
     runners.update(breakdown_runners(est, model, shape["B"], fine=args.fine_breakdown))
   main_runners = {k: v for k, v in runners.items() if k in ("full", "estimator", "bound")}
@@ -436,7 +433,7 @@ def _breakdown(row, parts) -> dict:
   return out
 
 
-def fit_slopes(rows, bounds, sizes, sweep_key, cell: str = "rhn", truncation: int = 25
+def fit_slopes(rows, bounds, sizes, sweep_key, cell: str = cells.default(), truncation: int = 25
                ) -> dict:
   """Least-squares slope of log(ms/step) against log(n) over the sweep, per method, with
   the slope its cost model expects (:func:`expected_slope`)."""
@@ -468,7 +465,7 @@ def fit_slopes(rows, bounds, sizes, sweep_key, cell: str = "rhn", truncation: in
 def plot(slopes, path, title):
   fig, ax = plt.subplots(figsize=(6.4, 4.6))
   for name, entry in slopes.items():
-    color = COLORS.get(name, COLORS["bound"] if name.startswith("bound") else None)
+    color = BOUND_COLOR if name.startswith("bound") else estimators_lib.color(name)
     style = "--" if name.startswith("bound") else "-"
     label = name
     if entry["slope"] is not None:
@@ -536,7 +533,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_integer("reset_every", 100,
                        "the synthetic streams reset every this many steps (0: never)",
                        flag_values=fv)
-  flags.DEFINE_enum("cell", "rhn", ["rhn", "tanh", "lstm"], "the cell", flag_values=fv)
+  flags.DEFINE_enum("cell", cells.default(), list(cells.CELLS), "the cell", flag_values=fv)
   flags.DEFINE_integer("rtrl_max_n", 64, "exact RTRL only up to this n (its step is O(n^4))",
                        flag_values=fv)
   flags.DEFINE_string("out_dir", "benchmark_out/", "output folder", flag_values=fv)
@@ -624,8 +621,9 @@ def run(flag_values: flags.FlagValues, argv=()) -> dict:
       logging.info("n=%d r=%d B=%d V=%d [%s]", shape["n"], shape["r"], shape["B"], shape["V"],
                    "+".join(shape["labels"]))
       for method in args.methods:
-        if method == "rtrl" and shape["n"] > args.rtrl_max_n:
-          gb = estimators_lib.RTRL.cost(
+        spec = estimators_lib.method(method)
+        if spec.exact and shape["n"] > args.rtrl_max_n:
+          gb = spec.cost(
               estimators_lib.Dims.of_config(args.cell, shape["n"], shape["V"]),
               batch=shape["B"]).state_bytes / 1e9
           skipped.append(dict(method=method, n=shape["n"], labels=shape["labels"],

@@ -97,10 +97,11 @@ def method_label(config: dict) -> str:
 
   The registry's label (:func:`ok_tf.estimators.label`) of the config's method, rank and
   truncation: the rank shown for a method that takes one, the truncation length for one
-  that takes one.
+  that takes one, and its hyperparameters that differ from their defaults
+  ("ok (r=16, balance=False)").
   """
   return estimators.label(str(config.get("method", "?")), config.get("rank"),
-                          config.get("truncation"))
+                          config.get("truncation"), config)
 
 
 def method_sort_key(config: dict) -> tuple:

@@ -52,13 +52,16 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 from analysis import common  # pylint: disable=g-import-not-at-top
 from analysis import tables as tables_lib  # pylint: disable=g-import-not-at-top
+from ok_tf import cells  # pylint: disable=g-import-not-at-top
 from ok_tf import estimators  # pylint: disable=g-import-not-at-top
 from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
 
-DEFAULT_METHODS = "ok:8,kf_avg:8,kf,uoro"
+# Every stochastic estimator of the registry, r = 8 where it takes a rank
+# ("ok:8,kf_avg:8,kf,uoro").
+DEFAULT_METHODS = ",".join(f"{name}:8" if m.takes_rank else name
+                           for name, m in estimators.ESTIMATORS.items() if m.stochastic)
 # Config keys of a training run that do not change its trajectory.
 BOOKKEEPING = ("steps", "run_dir", "log_every", "checkpoint_every", "eval_every", "resume")
-COLORS = {"ok": "C0", "kf_avg": "C1", "kf": "C2", "uoro": "C3", "rtrl": "C7"}
 CSV_COLUMNS = [
     "sweep", "condition", "run", "checkpoint_step", "method", "rank", "units", "cell",
     "dtype", "status", "note", "rel_var", "rel_var_se", "rel_var_pooled", "cosine",
@@ -323,7 +326,7 @@ def tables(rows, methods, ranks) -> str:
           cells.append("skipped")
         else:
           cells.append(_pm(row))
-          if m == "ok" and not kept:
+          if row.get("ok_kept") is not None and not kept:
             kept, share = f"{row['ok_kept']:.2f}", f"{row['ok_mixed_share']:.2g}"
       body.append([cond, units, *cells, kept, share])
   lines.append(tables_lib.markdown(body, ["network", "n", *labels, "OK kept m", "OK mixed share"]))
@@ -353,11 +356,12 @@ def tables(rows, methods, ranks) -> str:
       for m, rk in methods:
         row = next((r for r in sel if r["method"] == m and r["rank"] == rk), None)
         cells.append("" if row is None else _pm(row))
-        if row is not None and m == "ok" and not kept:
+        if row is not None and row.get("ok_kept") is not None and not kept:
           kept, share = f"{row['ok_kept']:.2f}", f"{row['ok_mixed_share']:.2g}"
       body.append([units, step, *cells, kept, share])
     lines.append(tables_lib.markdown(body, ["n", "step", *labels, "OK kept m", "OK mixed share"]))
-  measured = [r for r in rows if r["status"] == "measured" and r["method"] != "rtrl"
+  measured = [r for r in rows if r["status"] == "measured"
+              and not estimators.method(r["method"]).exact
               and isinstance(r.get("bias_z"), (int, float)) and not math.isnan(r["bias_z"])]
   if measured:
     z = np.array([r["bias_z"] for r in measured], float)
@@ -393,7 +397,7 @@ def _variance_series(ax, rows, x_key, method, condition, label):
   """Relative variance ± SE against ``x_key``: solid circles untrained, dashed squares trained."""
   untrained = condition.startswith("untrained")
   ax.errorbar([r[x_key] for r in rows], [r["rel_var"] for r in rows],
-              yerr=[r["rel_var_se"] for r in rows], color=COLORS.get(method), capsize=2,
+              yerr=[r["rel_var_se"] for r in rows], color=estimators.color(method), capsize=2,
               marker="o" if untrained else "s", linestyle="-" if untrained else "--",
               markersize=4, label=label)
 
@@ -443,12 +447,14 @@ def plot_rank(rows, out) -> list[str]:
 
 def plot_ok(rows, steps_rows, methods, burn_in, out) -> list[str]:
   """OK's kept singular values and mixed share over a sequence (and over training)."""
-  ok = next(((m, r) for m, r in methods if m == "ok"), None)
+  # the method that reports OK's reduction diagnostics (its ``diagnostics`` hook)
+  ok = next(((m, r) for m, r in methods
+             if any("kept" in s for s in steps_rows if s["method"] == m)), None)
   training = [r for r in _measured(rows, "training")]
   ncols = 3 if training else 2
   fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.8))
   if ok is not None:
-    series = [s for s in steps_rows if s["sweep"] == "size" and s["method"] == "ok"
+    series = [s for s in steps_rows if s["sweep"] == "size" and s["method"] == ok[0]
               and s["rank"] == ok[1]]
     keys = list(dict.fromkeys((s["condition"], s["units"]) for s in series))
     for i, (cond, units) in enumerate(keys):
@@ -464,7 +470,7 @@ def plot_ok(rows, steps_rows, methods, burn_in, out) -> list[str]:
       ax.axvline(burn_in + 0.5, color="k", linewidth=0.6, alpha=0.4)
       ax.set_xlabel("step t of the sequence")
       ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel(f"singular values kept exactly (OK r={ok[1]})")
+    axes[0].set_ylabel(f"singular values kept exactly ({estimators.label(*ok)})")
     axes[0].set_ylim(-0.2, ok[1] - 0.8)
     axes[1].set_ylabel("mixed share of singular-value mass s_m/Σσ")
     axes[1].set_yscale("log")
@@ -473,7 +479,7 @@ def plot_ok(rows, steps_rows, methods, burn_in, out) -> list[str]:
   if training:
     ax = axes[2]
     ax2 = ax.twinx()
-    okrows = [r for r in training if ok and r["method"] == "ok" and r["rank"] == ok[1]]
+    okrows = [r for r in training if ok and r["method"] == ok[0] and r["rank"] == ok[1]]
     for i, units in enumerate(sorted({r["units"] for r in okrows})):
       pts = sorted((r for r in okrows if r["units"] == units),
                    key=lambda r: r["checkpoint_step"])
@@ -521,7 +527,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        flag_values=fv)
   flags.DEFINE_integer("burn_in", 20, "first steps of each sequence left out of the summaries",
                        flag_values=fv)
-  flags.DEFINE_enum("cell", "rhn", ["rhn", "tanh", "lstm"], "the cell", flag_values=fv)
+  flags.DEFINE_enum("cell", cells.default(), list(cells.CELLS), "the cell", flag_values=fv)
   flags.DEFINE_float("init_stddev", 0.01, "σ of the untrained networks' N(0, σ²) weights",
                      flag_values=fv)
   flags.DEFINE_enum("dtype", "float64", ["float32", "float64"],

@@ -7,7 +7,7 @@ the protocols in docs/protocol.md. What a user calls, by topic:
 Cells (Keras RNN cells, one weight matrix W; ``keras.layers.RNN(RHNCell(n))`` works)
   RHNCell, TanhRNNCell, LSTMCell    the paper's RHN, a tanh RNN, an LSTM
   KroneckerCell                     their base class (``linearize``: ĥ_t, d_t, H_t)
-  get_cell(name, units)             a cell by name: "rhn", "tanh", "lstm"
+  get_cell(name, units)             a cell by name (the registry ``ok_tf.cells.CELLS``)
 
 Model
   RecurrentModel                    cell + readout for any specs; a Keras model
@@ -16,7 +16,7 @@ Model
                                     in; softmax classes (bits) or reals (squared error) out
 
 Gradient estimators (``est.init/reset/step/gradient``, batched over streams)
-  get_estimator(name, cell, rank)   "ok", "kf", "kf_avg", "uoro", "snap1", "rtrl"
+  get_estimator(name, cell, rank)   an estimator by name (``ESTIMATORS``)
   METHODS, ESTIMATORS               the registry: name → class (label, rank rule, cost)
   OK, KF, KFAvg, UORO, SnAp1, RTRL  the classes
   run_sequence(est, state, xs, loss_fn, targets)   T steps in one compiled loop: the
@@ -96,8 +96,9 @@ _EXPORTS = {
     "agreement": ("diagnostics", "agreement"),
 }
 _SUBMODULES = ("cells", "config", "data", "diagnostics", "distributed", "estimators",
-               "evaluation", "experiment", "kronecker", "lock", "models", "multi_worker",
-               "philox", "preemption", "progress", "provenance", "python_values", "runs",
+               "evaluation", "experiment", "hyperparameters", "kronecker", "lock", "models",
+               "multi_worker", "philox", "preemption", "progress", "provenance",
+               "python_values", "registry", "runs",
                "sample", "specs", "tasks", "train", "training", "validation")
 
 __all__ = ["__version__", *_EXPORTS]

@@ -24,14 +24,16 @@ from typing import Optional
 
 from absl import flags
 
+from ok_tf import cells
 from ok_tf import estimators
+from ok_tf import hyperparameters
 from ok_tf import runs
 from ok_tf import tasks
 from ok_tf import training
 from ok_tf.data import text as text_data
 
-CELLS = ("rhn", "tanh", "lstm")
-# The methods (names, rank rule, truncation) are those of the registry estimators.METHODS.
+# The cells are those of the registry cells.CELLS, the methods (names, rank rule,
+# truncation, hyperparameters) those of estimators.METHODS.
 STRATEGIES = ("none", "mirrored", "multi_worker")
 #: The task of train_ptb.py given --train_file: any text (docs/protocol.md, "Any text").
 TEXT_TASK = "text"
@@ -46,10 +48,10 @@ class TrainConfig:
   """Fields shared by both scripts (one run: one learning rate, one seed)."""
   task: str = ""
   preset: str = "quick"
-  method: str = "ok"
+  method: str = estimators.default()
   rank: Optional[int] = None          # methods that take a rank (estimators.Method.rank_for)
   truncation: Optional[int] = None    # methods that take a truncation length (tbptt)
-  cell: str = "rhn"
+  cell: str = cells.default()
   units: int = 32
   batch_size: int = 16
   lr: float = 10 ** -2.5
@@ -71,13 +73,26 @@ class TrainConfig:
   run_dir: str = ""
 
 
+def model_options() -> list[tuple[str, type, dataclasses.Field]]:
+  """The config fields of the methods' and cells' declared hyperparameters
+  (:mod:`ok_tf.hyperparameters`): ``ok_balance``, ``uoro_eps``, ``leaky_alpha``…"""
+  return (hyperparameters.config_fields(estimators.METHODS, "method")
+          + hyperparameters.config_fields(cells.CELLS, "cell"))
+
+
+# A run stored before a hyperparameter was declared ran with its default.
+runs.ABSENT_MEANS.update({name: field.default for name, _, field in model_options()})
+
+
 @functools.cache
 def config_class(task: str) -> type:
-  """The config dataclass of ``task``'s runs: :class:`TrainConfig`'s fields, then the
-  task's own (its entry's ``options``), with ``task`` defaulting to its name."""
+  """The config dataclass of ``task``'s runs: :class:`TrainConfig`'s fields, the methods'
+  and cells' hyperparameters (:func:`model_options`), then the task's own (its entry's
+  ``options``), with ``task`` defaulting to its name."""
   entry = tasks.get(task)
   own = [(f.name, f.type, dataclasses.field(default=f.default, metadata=f.metadata))
          for f in dataclasses.fields(entry.options)]
+  own = model_options() + own
   name = "".join(part.capitalize() for part in task.split("_")) + "Config"
   return dataclasses.make_dataclass(
       name, [("task", str, dataclasses.field(default=task))] + own, bases=(TrainConfig,),
@@ -127,10 +142,11 @@ def task_options(task_names) -> dict[str, tuple[dataclasses.Field, list[str]]]:
 
 
 def _define_option(field: dataclasses.Field, owners: list[str]) -> None:
-  """The flag of a task's own field (default None: the config's, from the preset)."""
+  """The flag of a task's own field, or of a method's or cell's hyperparameter (default
+  None: the config's, from the preset or the declaration)."""
   help_text = field.metadata.get("help", "")
   shown = f" Default {field.default!r}." if field.default not in ("", None) else ""
-  help_text = f"{help_text}{shown} [task {', '.join(owners)}]"
+  help_text = f"{help_text}{shown} [{field.metadata.get('owner') or 'task ' + ', '.join(owners)}]"
   choices = field.metadata.get("choices")
   kind = field.type if isinstance(field.type, str) else field.type.__name__
   if choices:
@@ -171,11 +187,11 @@ def define_flags(task: str | None = None) -> None:
                     "Named configuration; other flags override it.")
   ranked = " / ".join(n for n, m in estimators.METHODS.items() if m.takes_rank)
   truncated = " / ".join(n for n, m in estimators.METHODS.items() if m.takes_truncation)
-  flags.DEFINE_string("method", "ok", f"One of {', '.join(estimators.METHODS)}.")
+  flags.DEFINE_string("method", estimators.default(), f"One of {', '.join(estimators.METHODS)}.")
   flags.DEFINE_integer("rank", None, f"Rank r of {ranked}." + preset("rank"))
   flags.DEFINE_integer("truncation", None,
                        f"Truncation length T of {truncated}." + preset("truncation"))
-  flags.DEFINE_string("cell", None, f"One of {', '.join(CELLS)}." + preset("cell"))
+  flags.DEFINE_string("cell", None, f"One of {', '.join(cells.CELLS)}." + preset("cell"))
   flags.DEFINE_integer("units", None, "Hidden units n." + preset("units"))
   flags.DEFINE_integer("batch_size", None, "Streams B." + preset("batch_size"))
   flags.DEFINE_list("lr", None, "Learning rate(s), e.g. 10^-3.5 or 1e-3,3e-4 (a list runs a grid)."
@@ -214,6 +230,8 @@ def define_flags(task: str | None = None) -> None:
                        f"--{', --'.join(sorted(runs.RESUME_MAY_CHANGE - {'resume'}))}).")
   for field, owners in task_options(names).values():
     _define_option(field, owners)
+  for field in dataclasses.fields(dataclasses.make_dataclass("ModelOptions", model_options())):
+    _define_option(field, [])
 
 
 def choose_task(task: str | None, fv) -> str:
@@ -261,9 +279,10 @@ def from_flags(task: str | None = None, flag_values=None) -> tuple[list[TrainCon
     if name in fv and fv[name].value is not None:
       explicit[name] = fv[name].value
   values.update(explicit)
+  _check_model_options(cls, values, explicit)
   if task == TEXT_TASK and values.get("train_file"):
     values["tokenization"] = text_data.tokenization_of(values["train_file"])
-  method = values.get("method", "ok")
+  method = values.get("method", estimators.default())
   spec = estimators.METHODS.get(method)      # None: unknown, which validate reports
   # rank / truncation: flags must fit the method; the preset fills in defaults.
   if spec is not None:
@@ -305,6 +324,19 @@ def from_flags(task: str | None = None, flag_values=None) -> tuple[list[TrainCon
   return configs, bool(fv.resume)
 
 
+def _check_model_options(cls, values: dict, explicit: dict) -> None:
+  """A method's or cell's hyperparameter flag must belong to the run's method or cell."""
+  chosen = {"method": values.get("method", estimators.default()),
+            "cell": values.get("cell", cells.default())}
+  for field in dataclasses.fields(cls):
+    owner = field.metadata.get("owner")
+    if owner and field.name in explicit:
+      kind, name = owner.split(" ", 1)
+      if chosen.get(kind) != name:
+        raise ConfigError(f"--{field.name} is a flag of {owner}, not of {kind} "
+                          f"{chosen.get(kind)}: drop it or add --{kind}={name}")
+
+
 # Config fields that describe one invocation, not the run: a resume does not inherit them.
 PER_PROCESS = ("run_dir", "max_minutes")
 
@@ -343,8 +375,12 @@ def validate(cfg: TrainConfig) -> None:
 
   need(cfg.method in estimators.METHODS,
        f"unknown --method {cfg.method!r}; choose one of {', '.join(estimators.METHODS)}")
-  need(cfg.cell in CELLS, f"unknown --cell {cfg.cell!r}; choose one of {', '.join(CELLS)}")
+  need(cfg.cell in cells.CELLS,
+       f"unknown --cell {cfg.cell!r}; choose one of {', '.join(cells.CELLS)}")
   spec = estimators.METHODS[cfg.method]
+  for owner, cls in ((cfg.method, spec), (cfg.cell, cells.CELLS[cfg.cell])):
+    problem = hyperparameters.check(owner, cls, cfg)
+    need(problem is None, problem)
   try:
     spec.rank_for(cfg.rank, "--rank")
   except ValueError as e:

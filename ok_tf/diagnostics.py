@@ -54,6 +54,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import tensorflow as tf
 
+from ok_tf import cells
 from ok_tf import estimators as estimators_lib
 from ok_tf import models
 from ok_tf import philox
@@ -63,12 +64,12 @@ from ok_tf import training
 # ----------------------------------------------------------------------------- costs
 
 
-def exact_cost(units: int, vocab_size: int, cell: str = "rhn", dtype="float32",
+def exact_cost(units: int, vocab_size: int, cell: str = cells.default(), dtype="float32",
                steps: int = 1) -> dict:
   """Memory and arithmetic of exact RTRL for one stream (what bounds the noise analysis).
 
   G_t has S·a·k·n entries (S = state size, a = V + n + 1, k·n columns of W); one step
-  multiplies it by H_t (2·S²·a·k·n flops, ``estimators.RTRL.cost``).  The step holds
+  multiplies it by H_t (2·S²·a·k·n flops, the exact method's ``cost``).  The step holds
   about three copies of G.
 
   Returns:
@@ -76,13 +77,13 @@ def exact_cost(units: int, vocab_size: int, cell: str = "rhn", dtype="float32",
   """
   dims = estimators_lib.Dims.of_config(cell, units, vocab_size)
   entries = dims.state * dims.hhat * dims.columns
-  gflop = estimators_lib.RTRL.cost(dims).flops / 1e9
+  gflop = estimators_lib.method(estimators_lib.EXACT).cost(dims).flops / 1e9
   return {"entries": entries, "bytes": 3 * entries * tf.as_dtype(dtype).size,
           "gflop_per_step": gflop, "gflop": gflop * steps}
 
 
 def estimator_cost(method: str, units: int, vocab_size: int, rank: int | None = None,
-                   samples: int = 1, cell: str = "rhn") -> float:
+                   samples: int = 1, cell: str = cells.default()) -> float:
   """GFLOP per step of an estimator on ``samples`` rows: the registry's cost model
   (``estimators.METHODS[method].cost``)."""
   dims = estimators_lib.Dims.of_config(cell, units, vocab_size)
@@ -106,42 +107,6 @@ def ptb_sequences(ids: np.ndarray, num: int, length: int, seed: int = 0) -> np.n
 
 
 # ----------------------------------------------------------------------------- pieces
-
-
-class OKStep(NamedTuple):
-  """OK's choice at one step, per row (all ``[B]``).
-
-  kept: m, singular values of C kept exactly.  variance: (★) = s_m²/k − Σ_{i>m} σ_i².
-  c_norm_sq: ‖C‖²_F = Σ σ_i².  mixed_share: s_m / Σ σ_i (0 when C = 0).
-  """
-  kept: tf.Tensor
-  variance: tf.Tensor
-  c_norm_sq: tf.Tensor
-  mixed_share: tf.Tensor
-
-
-def ok_step_diagnostics(state: estimators_lib.OKState) -> OKStep:
-  """OK's diagnostics of its last step, from its state after the step.
-
-  Opt puts the m kept triples first, as pairs with ‖u_j‖·‖A_j‖ = σ_j, and the k = r − m
-  mixed ones after them, each with ‖u_j‖·‖A_j‖ = s_m/k (the mixed columns are unit
-  vectors in the orthonormal bases, scaled by √(s_m/k); rescaling a pair keeps the
-  product).  Hence Σσ = Σ_j ‖u_j‖‖A_j‖, s_m = Σ_{j>m} ‖u_j‖‖A_j‖ and, with the step
-  variance (★) in the state, Σ_{i>m} σ_i² = s_m²/k − ★.  No second SVD is needed.
-  """
-  dtype = state.variance.dtype
-  rank = state.u.shape[1]
-  products = tf.norm(state.u, axis=-1) * tf.norm(
-      tf.reshape(state.a, tf.concat([tf.shape(state.a)[:2], [-1]], 0)), axis=-1)
-  mixed = tf.range(rank)[None, :] >= state.kept[:, None]
-  tail = tf.reduce_sum(tf.where(mixed, products, 0.0), axis=-1)
-  total = tf.reduce_sum(products, axis=-1)
-  kept_sq = tf.reduce_sum(tf.where(mixed, tf.zeros_like(products), tf.square(products)),
-                          axis=-1)
-  k = tf.cast(rank - state.kept, dtype)
-  c_norm_sq = kept_sq + tf.maximum(tf.square(tail) / k - state.variance, 0.0)
-  share = tf.where(total > 0.0, tail / tf.where(total > 0.0, total, 1.0), 0.0)
-  return OKStep(state.kept, state.variance, c_norm_sq, share)
 
 
 class Agreement(NamedTuple):
@@ -207,7 +172,7 @@ class Shadow:
 
   def __init__(self, model: models.RecurrentModel):
     self.model = model
-    self.exact = estimators_lib.RTRL(model.cell)
+    self.exact = estimators_lib.get(estimators_lib.EXACT, model.cell)
 
   def init(self, batch_size: int):
     return self.exact.init(batch_size)
@@ -233,7 +198,7 @@ class Reference(NamedTuple):
 
 
 def _exact_fn(model: models.RecurrentModel):
-  exact = estimators_lib.RTRL(model.cell)
+  exact = estimators_lib.get(estimators_lib.EXACT, model.cell)
 
   @tf.function
   def run(ids, targets):
@@ -262,7 +227,6 @@ def exact_reference(model: models.RecurrentModel, sequences) -> list[Reference]:
 
 def _estimator_fn(model: models.RecurrentModel, est: estimators_lib.Estimator,
                   samples: int, rng: tf.random.Generator):
-  is_ok = isinstance(est, estimators_lib.OK)
   dtype = est.dtype
 
   @tf.function
@@ -270,8 +234,8 @@ def _estimator_fn(model: models.RecurrentModel, est: estimators_lib.Estimator,
     steps = tf.shape(ids)[0]
     state = est.init(samples)
     names = ["sq_err", "cosine", "proj", "g_sq", "z_sq_sum", "z_count", "z_max"]
-    if is_ok:
-      names += ["kept", "variance", "c_norm_sq", "mixed_share"]
+    own = list(est.diagnostics(state))     # the method's own (OK: its reduction's)
+    names += own
     arrays = {k: tf.TensorArray(dtype, size=steps) for k in names}
     for t in tf.range(steps):
       data = training.Data(tf.fill([samples], ids[t]), tf.fill([samples], targets[t]),
@@ -282,10 +246,7 @@ def _estimator_fn(model: models.RecurrentModel, est: estimators_lib.Estimator,
       rows = est.per_example_gradient(state, tf.tile(tf.cast(dl_ds[t][None], dtype),
                                                      [samples, 1]))
       stats = compare_rows(rows, tf.cast(grads[t], dtype))
-      if is_ok:
-        ok = ok_step_diagnostics(state)
-        stats.update(kept=tf.cast(ok.kept, dtype), variance=ok.variance,
-                     c_norm_sq=ok.c_norm_sq, mixed_share=ok.mixed_share)
+      stats.update({k: tf.cast(v, dtype) for k, v in est.diagnostics(state).items()})
       arrays = {k: arrays[k].write(t, stats[k]) for k in names}
     return {k: v.stack() for k, v in arrays.items()}
 

@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from ok_tf import cells
 from ok_tf import config as config_lib
 from ok_tf import diagnostics
 from ok_tf import distributed
@@ -72,7 +73,8 @@ def build_model(cfg: config_lib.TrainConfig, task,
   """The run's model for ``task``'s input and output specs."""
   with distributed.scope(strategy):
     return models.RecurrentModel(cfg.cell, cfg.units, inputs=task.input_spec,
-                                 outputs=task.output_spec, dtype=cfg.dtype)
+                                 outputs=task.output_spec, dtype=cfg.dtype,
+                                 cell_args=cells.hyperparameters(cfg.cell, cfg))
 
 
 def build_trainer(cfg: config_lib.TrainConfig, model, task,
@@ -88,8 +90,9 @@ def build_trainer(cfg: config_lib.TrainConfig, model, task,
     if strategy is not None:
       return distributed.MirroredTBPTTTrainer(*args, strategy=strategy, **kwargs)
     return training.TBPTTTrainer(*args, **kwargs)
-  args = (model, estimators.get(cfg.method, model.cell, rank=cfg.rank), task, optimizer,
-          cfg.batch_size)
+  estimator = estimators.get(cfg.method, model.cell, rank=cfg.rank,
+                             **estimators.hyperparameters(cfg.method, cfg))
+  args = (model, estimator, task, optimizer, cfg.batch_size)
   if strategy is not None:
     return distributed.MirroredOnlineTrainer(*args, strategy=strategy, **kwargs)
   shadow = diagnostics.Shadow(model) if cfg.shadow_exact else None

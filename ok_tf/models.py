@@ -39,7 +39,7 @@ class RecurrentModel(keras.Model):
   round-trips whatever cell and task it has.
 
   Args:
-    cell: ``"rhn"``, ``"tanh"``, ``"lstm"``, a :class:`ok_tf.cells.KroneckerCell` or a
+    cell: a name of :data:`ok_tf.cells.CELLS`, a :class:`ok_tf.cells.KroneckerCell` or a
       cell's serialised Keras config.
     units: n (when ``cell`` is a name; a layer or a config brings its own).
     vocab_size: V, a language model's: symbols in and classes out, both of size V (the
@@ -47,6 +47,7 @@ class RecurrentModel(keras.Model):
     init_stddev: standard deviation of the N(0, σ²) initialisation of W_out and its bias,
       and of W when ``cell`` is a name (a layer or a config brings its own initialiser).
     dtype: ``"float32"`` (default) or ``"float64"``; a cell layer must have the same.
+    cell_args: the named cell's hyperparameters (e.g. ``{"alpha": 0.5}``), if any.
     inputs: the input spec (:class:`ok_tf.specs.Symbols` or :class:`~ok_tf.specs.Reals`,
       or its JSON dict), instead of ``vocab_size``.
     outputs: the output spec (:class:`ok_tf.specs.Classes` or :class:`~ok_tf.specs.Reals`,
@@ -57,9 +58,9 @@ class RecurrentModel(keras.Model):
       and ``vocab_size`` both given, or one spec without the other.
   """
 
-  def __init__(self, cell="rhn", units: int = 128, vocab_size: int | None = None,
+  def __init__(self, cell=cells.default(), units: int = 128, vocab_size: int | None = None,
                init_stddev: float = 0.01, dtype="float32", inputs=None, outputs=None,
-               **kwargs):
+               cell_args: dict | None = None, **kwargs):
     super().__init__(dtype=dtype, **kwargs)
     # x_spec: the spec of the inputs x_t; y_spec: of the outputs and targets (ok_tf.specs).
     self.x_spec, self.y_spec = model_specs(vocab_size, inputs, outputs)
@@ -70,7 +71,8 @@ class RecurrentModel(keras.Model):
     # numbers for every weight, and the order fixes the weights under a global seed.
     if isinstance(cell, str):
       cell = cells.get(cell, int(units), dtype=dtype,
-                       kernel_initializer=keras.initializers.RandomNormal(stddev=self.init_stddev))
+                       kernel_initializer=keras.initializers.RandomNormal(stddev=self.init_stddev),
+                       **(cell_args or {}))
     elif isinstance(cell, dict):
       cell = keras.saving.deserialize_keras_object(cell)
     if not isinstance(cell, cells.KroneckerCell):
@@ -104,7 +106,7 @@ class RecurrentModel(keras.Model):
 
   @property
   def cell_name(self) -> str:
-    """The cell's short name (``"rhn"``, ``"tanh"``, ``"lstm"``), else its class name."""
+    """The cell's registry name (``cell_name``), else its class name."""
     names = {cls: name for name, cls in cells.CELLS.items()}
     return names.get(type(self.cell), type(self.cell).__name__)
 

@@ -749,18 +749,22 @@ class Run:
     Raises:
       ValueError: the specs are neither given nor known.
     """
+    from ok_tf import cells  # pylint: disable=g-import-not-at-top
     from ok_tf import models  # pylint: disable=g-import-not-at-top
     config = self.config
     dtype = dtype or config.get("dtype", "float32")
-    cell, units = config.get("cell", "rhn"), int(config["units"])
+    cell, units = config.get("cell", cells.default()), int(config["units"])
+    cell_args = cells.hyperparameters(cell, config)    # the cell's own, e.g. leaky_alpha
     if vocab_size:
-      return models.RecurrentModel(cell, units, int(vocab_size), dtype=dtype)
+      return models.RecurrentModel(cell, units, int(vocab_size), dtype=dtype,
+                                   cell_args=cell_args)
     found = self.specs()
     if found is None:
       raise ValueError(f"{self.path}: the model's inputs and outputs are unknown (no "
                        "task.json or vocab.json, and the config's task is "
                        f"{config.get('task')!r}): pass vocab_size")
-    return models.RecurrentModel(cell, units, inputs=found[0], outputs=found[1], dtype=dtype)
+    return models.RecurrentModel(cell, units, inputs=found[0], outputs=found[1], dtype=dtype,
+                                 cell_args=cell_args)
 
   def load_model(self, which: str | int | None = None, dtype: str | None = None,
                  vocab_size: int | None = None):

@@ -14,7 +14,7 @@ from ok_tf import kronecker
 
 import toolkit
 
-NAMES = ("rhn", "tanh", "lstm")
+NAMES = tuple(cells.CELLS)       # every registered cell
 V = 3  # input size
 N = 4  # units
 B = 5  # batch
@@ -201,8 +201,55 @@ def test_tanh_and_lstm_equations_against_numpy():
   np.testing.assert_allclose(lstm.output(s).numpy(), h_prev)
 
 
+def leaky_cell(alpha, seed=8):
+  cell = cells.get("leaky", N, alpha=alpha, dtype="float64",
+                   kernel_initializer=keras.initializers.RandomNormal(stddev=0.5, seed=seed))
+  cell.build((None, V))
+  return cell
+
+
+@pytest.mark.parametrize("alpha", [0.3, 1.0])
+def test_leaky_equations_against_numpy(alpha):
+  """docs/algorithms.md §1: h_t = (1 − α) h_{t−1} + α tanh(z), D_t = diag(α (1 − tanh² z)),
+  H_t = (1 − α) I + D_t W_hᵀ."""
+  cell = leaky_cell(alpha)
+  x, s = random_inputs(cell, seed=8)
+  w, h = cell.kernel.numpy(), s.numpy()
+  z = np.concatenate([x.numpy(), h, np.ones((B, 1))], -1) @ w
+  d = alpha * (1.0 - np.tanh(z) ** 2)
+  big_h = np.stack([(1.0 - alpha) * np.eye(N) + np.diag(d[b]) @ w[V:V + N].T for b in range(B)])
+  step = cell.linearize(x, s)
+  np.testing.assert_allclose(step.state.numpy(), (1.0 - alpha) * h + alpha * np.tanh(z),
+                             rtol=0, atol=1e-14)
+  np.testing.assert_allclose(step.gates.numpy()[:, :, 0], d, rtol=0, atol=1e-14)
+  np.testing.assert_allclose(step.jacobian.numpy(), big_h, rtol=0, atol=1e-14)
+  blocks = cell.linearize_blocks(x, s).blocks.numpy()[:, 0, 0]
+  np.testing.assert_allclose(blocks, np.diagonal(big_h, axis1=1, axis2=2), rtol=0, atol=1e-14)
+
+
+def test_leaky_cell_at_alpha_one_is_the_tanh_cell():
+  leaky, tanh = leaky_cell(1.0, seed=9), make_cell("tanh", seed=9)
+  tanh.kernel.assign(leaky.kernel)
+  x, s = random_inputs(leaky, seed=9)
+  one, other = leaky.linearize(x, s), tanh.linearize(x, s)
+  for a, b in zip(one, other):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-15)
+
+
+def test_leaky_alpha_is_checked_and_kept():
+  for bad in (0.0, -0.5, 1.5):
+    with pytest.raises(ValueError, match="alpha must be in"):
+      cells.get("leaky", 4, alpha=bad)
+  cell = cells.get("leaky", 4, alpha=0.25)
+  clone = keras.layers.deserialize(keras.layers.serialize(cell))
+  assert type(clone) is type(cell) and clone.alpha == 0.25
+  assert cells.get("leaky", 4).alpha == 0.5              # the documented default
+  assert cells.hyperparameters("leaky", {"leaky_alpha": 0.25}) == {"alpha": 0.25}
+
+
 # ----------------------------------------------------------------------------- structure
-@pytest.mark.parametrize("name,k,mult", [("rhn", 2, 1), ("tanh", 1, 1), ("lstm", 4, 2)])
+@pytest.mark.parametrize("name,k,mult", [("rhn", 2, 1), ("tanh", 1, 1), ("lstm", 4, 2),
+                                         ("leaky", 1, 1)])
 def test_shapes(name, k, mult):
   n, v = 5, 7
   cell = make_cell(name, units=n, input_dim=v)

@@ -17,13 +17,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ok_tf import cells
 from ok_tf import estimators
 from ok_tf import kronecker
 
 import toolkit
 
-STOCHASTIC = (("ok", 1), ("ok", 2), ("kf", None), ("kf_avg", 2), ("uoro", None))
-CELLS = ("rhn", "tanh", "lstm")
+# every stochastic estimator of the registry, at ranks 1 and 2 where it takes a rank
+STOCHASTIC = tuple((name, r) for name, m in estimators.ESTIMATORS.items() if m.stochastic
+                   for r in ((1, 2) if m.takes_rank else (None,)))
+CELLS = tuple(cells.CELLS)       # every registered cell
 UNITS, INPUT_DIM, STEPS = 2, 2, 3
 MAX_SIGNS = 14      # at most 2^14 streams
 

@@ -9,6 +9,8 @@ draw), K = 32 batches from independent generator streams, z-scores of the mean o
 batch means against exact RTRL with the standard error across batch means.
 """
 
+import inspect
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -20,9 +22,11 @@ import toolkit
 
 SHARED = toolkit.SHARED
 
-NAMES = ("rhn", "tanh", "lstm")
-STOCHASTIC = (("ok", 2), ("kf", None), ("kf_avg", 2), ("uoro", None))
-DETERMINISTIC = (("rtrl", None), ("snap1", None))
+NAMES = tuple(cells.CELLS)       # every registered cell
+# every estimator of the registry, with rank 2 where it takes a rank
+STOCHASTIC = tuple((n, 2 if m.takes_rank else None) for n, m in estimators.ESTIMATORS.items()
+                   if m.stochastic)
+DETERMINISTIC = tuple((n, None) for n, m in estimators.ESTIMATORS.items() if not m.stochastic)
 K = 32          # independent batches in statistical tests
 Z_MAX = 5.0     # max |z| over all entries of W (≤ ~100 entries, t(31) tails)
 
@@ -133,8 +137,7 @@ def test_rtrl_step_under_xla_is_the_step():
   assert rel(est.influence(state_any).numpy(), est.influence(state).numpy()) < 1e-12
 
 
-@pytest.mark.parametrize("name,units,input_dim", [("rhn", 3, 3), ("tanh", 3, 3), ("lstm", 3, 3),
-                                                  ("tanh", 2, 8)])
+@pytest.mark.parametrize("name,units,input_dim", [(n, 3, 3) for n in NAMES] + [("tanh", 2, 8)])
 def test_full_rank_ok_equals_rtrl(name, units, input_dim):
   """r ≥ min(a, S·k·n): σ_{r+1} = 0, Opt is exact and OK is exact RTRL at every step."""
   steps, batch = 8, 4
@@ -270,7 +273,7 @@ def test_unbiased_rhn(name, rank):
   check_unbiased(problem, name, rank, rows=2048, key=1000 + len(name))
 
 
-@pytest.mark.parametrize("cell_name", ("tanh", "lstm"))
+@pytest.mark.parametrize("cell_name", [n for n in NAMES if n != "rhn"])
 @pytest.mark.parametrize("name,rank", STOCHASTIC)
 def test_unbiased_other_cells(cell_name, name, rank):
   problem = PROBLEMS.get(cell_name) or PROBLEMS.setdefault(
@@ -443,9 +446,10 @@ def test_get_errors():
     estimators.get("ok", cell)
   with pytest.raises(ValueError, match="rank"):
     estimators.get("kf_avg", cell)
-  for name in ("uoro", "rtrl", "snap1"):
-    with pytest.raises(ValueError, match="rank"):
-      estimators.get(name, cell, rank=2)
+  for name, method in estimators.ESTIMATORS.items():
+    if not method.takes_rank and method.fixed_rank is None:
+      with pytest.raises(ValueError, match="rank"):
+        estimators.get(name, cell, rank=2)
   with pytest.raises(ValueError, match="rank"):
     estimators.get("kf", cell, rank=2)
   for name in ("ok", "kf_avg"):
@@ -494,13 +498,37 @@ def test_ok_diagnostics():
 
 # ----------------------------------------------------------------------------- registry
 def test_registry_lists_every_method_once():
-  assert list(estimators.METHODS) == ["ok", "kf_avg", "kf", "uoro", "snap1", "rtrl", "tbptt"]
-  assert list(estimators.ESTIMATORS) == [n for n in estimators.METHODS if n != "tbptt"]
+  """Every module's method, once, ordered by ``order``; the estimators are the methods that
+  are Estimators; labels, orders and colours follow the registry."""
+  methods = list(estimators.METHODS.values())
+  assert [m.order for m in methods] == sorted(m.order for m in methods)
+  assert len({m.order for m in methods}) == len(methods)
   for name, method in estimators.METHODS.items():
     assert method.name == name and issubclass(method, estimators.Method)
-  assert [n for n, m in estimators.METHODS.items() if m.takes_rank] == ["ok", "kf_avg"]
-  assert [n for n, m in estimators.METHODS.items() if m.takes_truncation] == ["tbptt"]
-  assert [estimators.order(n) for n in ("ok", "tbptt", "bptt")] == [0, 6, 7]
+    assert method.__module__ == f"ok_tf.estimators.{method.__module__.split('.')[-1]}"
+    assert getattr(estimators, method.__name__) is method
+  assert list(estimators.ESTIMATORS) == [n for n, m in estimators.METHODS.items()
+                                         if issubclass(m, estimators.Estimator)]
+  assert estimators.default() == next(iter(estimators.METHODS))
+  names = list(estimators.METHODS)
+  assert [estimators.order(n) for n in names + ["bptt"]] == list(range(len(names) + 1))
+  colours = [estimators.color(n) for n in names]
+  assert len(set(colours)) == len(colours) and estimators.color("bptt") == "C7"
+  for name, method in estimators.ESTIMATORS.items():    # hyperparameters reach __init__
+    for hp in method.hyperparameters:
+      assert isinstance(hp.default, hp.type)
+      assert hp.name in inspect.signature(method.__init__).parameters
+      assert estimators.hyperparameters(name, {f"{name}_{hp.name}": hp.default}) == {
+          **{h.name: h.default for h in method.hyperparameters}}
+
+
+def test_hyperparameters_reach_the_estimator():
+  cell = make_cell("rhn")
+  assert estimators.get("ok", cell, rank=2, balance=False).balance is False
+  assert estimators.get("uoro", cell, eps=1e-5).eps == 1e-5
+  assert estimators.hyperparameters("uoro", {"uoro_eps": 1e-3}) == {"eps": 1e-3}
+  with pytest.raises(TypeError, match="no argument"):
+    estimators.get("uoro", cell, balance=False)
 
 
 def test_labels_and_rank_rule():

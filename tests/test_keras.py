@@ -20,7 +20,7 @@ from ok_tf import specs
 
 import toolkit
 
-NAMES = ("rhn", "tanh", "lstm")
+NAMES = tuple(cells.CELLS)       # every registered cell
 
 
 def as_json(config):
@@ -111,6 +111,17 @@ def test_recurrent_model_round_trips(name, tmp_path):
   # a model made from the saved config alone has the cell's initialiser (stddev 0.4)
   fresh = models.RecurrentModel.from_config(model.get_config())
   assert 0.3 < float(np.std(fresh.cell.kernel.numpy())) < 0.5
+
+
+def test_leaky_alpha_survives_a_keras_file(tmp_path):
+  keras.utils.set_random_seed(7)
+  model = models.RecurrentModel("leaky", 5, 11, init_stddev=0.4, cell_args={"alpha": 0.3})
+  ids = np.random.RandomState(3).randint(0, 11, size=(3, 8))
+  logits = model.predict(ids, verbose=0)
+  model.save(tmp_path / "m.keras")
+  loaded = keras.models.load_model(tmp_path / "m.keras")
+  assert loaded.cell_name == "leaky" and loaded.cell.alpha == 0.3
+  np.testing.assert_array_equal(loaded.predict(ids, verbose=0), logits)
 
 
 SPECS = [(specs.Reals(3), specs.Reals(2)), (specs.Reals(5), specs.Classes(7)),

@@ -1,4 +1,4 @@
-"""Recurrent cells whose weights are one matrix W, with the pieces RTRL needs.
+"""The base class of the recurrent cells: one weight matrix W, and the pieces RTRL needs.
 
 Every cell here belongs to the class of docs/algorithms.md §1: all trainable parameters sit
 in one matrix ``W ∈ R^{a × k·n}`` (``kernel``) that multiplies the row vector
@@ -74,7 +74,7 @@ class UnitStep(NamedTuple):
   blocks: tf.Tensor
 
 
-def _sigmoid_prime(sig):
+def sigmoid_prime(sig):
   """σ'(z) written in terms of σ(z)."""
   return sig * (1.0 - sig)
 
@@ -83,8 +83,9 @@ def _sigmoid_prime(sig):
 class KroneckerCell(keras.layers.Layer):
   """Base class: one weight matrix ``kernel`` (W, bias as last row) of shape [a, k·n].
 
-  Subclasses set ``num_gates`` (k) and ``state_multiplier`` (S = state_multiplier · n)
-  and implement :meth:`_gates_and_state` and :meth:`_direct_jacobian`.
+  Subclasses set ``cell_name`` (the registry's key), ``num_gates`` (k) and
+  ``state_multiplier`` (S = state_multiplier · n), and implement :meth:`_gates_and_state`,
+  :meth:`_gates` and :meth:`_direct_jacobian`; one module of :mod:`ok_tf.cells` each.
 
   Args:
     units: n, the number of hidden units.
@@ -92,6 +93,14 @@ class KroneckerCell(keras.layers.Layer):
     **kwargs: Keras layer arguments (``dtype="float64"`` for exactness tests).
   """
 
+  #: The cell's name in the registry (``--cell``); empty for the base.  (Not ``name``:
+  #: that is the Keras layer's own.)
+  cell_name = ""
+  #: Position in the registry's listings (help texts, tables).
+  order = 100
+  #: The cell's own arguments beyond ``units``: :class:`ok_tf.hyperparameters.Hyperparameter`
+  #: s, each a keyword of ``__init__`` and a config field and flag ``--{cell_name}_{name}``.
+  hyperparameters: tuple = ()
   num_gates = 1
   state_multiplier = 1
 
@@ -291,128 +300,3 @@ class KroneckerCell(keras.layers.Layer):
   def _direct_jacobian(self, aux, state, new_state):
     """∂s_t/∂s_{t-1} with z held fixed, ``[B, S, S]``."""
     raise NotImplementedError
-
-
-@keras.saving.register_keras_serializable(package="ok_tf")
-class RHNCell(KroneckerCell):
-  """The paper's recurrent highway network, depth 1, coupled carry gate.
-
-      z_c, z_f = split(ĥ_t W)
-      c = 2σ(z_c) − 1,   f = σ(z_f)
-      h_t = f ⊙ h_{t−1} + (1 − f) ⊙ c
-
-  with  d_c = (1 − f) ⊙ 2σ'(z_c),  d_f = (h_{t−1} − c) ⊙ σ'(z_f),
-        D_t = [diag(d_c) | diag(d_f)],
-        H_t = diag(f) + diag(d_c) W_hc^T + diag(d_f) W_hf^T.
-  """
-
-  num_gates = 2
-
-  def _gates_and_state(self, z, state):
-    z_c, z_f = tf.split(z, 2, axis=-1)
-    sig_c = tf.sigmoid(z_c)
-    f = tf.sigmoid(z_f)
-    c = 2.0 * sig_c - 1.0
-    new_state = f * state + (1.0 - f) * c
-    return new_state, (sig_c, c, f)
-
-  def _gates(self, aux, state, new_state):
-    sig_c, c, f = aux
-    d_c = (1.0 - f) * 2.0 * _sigmoid_prime(sig_c)
-    d_f = (state - c) * _sigmoid_prime(f)
-    return tf.stack([d_c, d_f], axis=-1)
-
-  def _direct_jacobian(self, aux, state, new_state):
-    _, _, f = aux
-    return tf.linalg.diag(f)
-
-  def _add_direct_jacobian(self, recurrent, aux, state, new_state):
-    _, _, f = aux      # diag(f) + recurrent, writing only the diagonal
-    return tf.linalg.set_diag(recurrent, tf.linalg.diag_part(recurrent) + f)
-
-  def _direct_blocks(self, aux, state, new_state):
-    _, _, f = aux
-    return f[:, None, None, :]
-
-
-@keras.saving.register_keras_serializable(package="ok_tf")
-class TanhRNNCell(KroneckerCell):
-  """Vanilla RNN: h_t = tanh(ĥ_t W);  D_t = diag(1 − h_t²),  H_t = D_t W_h^T."""
-
-  num_gates = 1
-
-  def _gates_and_state(self, z, state):
-    return tf.tanh(z), ()
-
-  def _gates(self, aux, state, new_state):
-    return (1.0 - tf.square(new_state))[:, :, None]
-
-  def _direct_jacobian(self, aux, state, new_state):
-    return tf.zeros_like(new_state)[:, :, None] * tf.zeros_like(new_state)[:, None, :]
-
-  def _add_direct_jacobian(self, recurrent, aux, state, new_state):
-    return recurrent   # no direct path: H_t = D_t W_h^T
-
-  def _direct_blocks(self, aux, state, new_state):
-    return None
-
-
-@keras.saving.register_keras_serializable(package="ok_tf")
-class LSTMCell(KroneckerCell):
-  """LSTM without peepholes; state s = [c, h] (S = 2n), gates (i, f, o, g) (k = 4).
-
-      i, f, o = σ(z_i), σ(z_f), σ(z_o),   g = tanh(z_g)
-      c_t = f ⊙ c_{t−1} + i ⊙ g,          h_t = o ⊙ tanh(c_t)
-
-  Gate derivatives (τ = tanh(c_t), τ' = 1 − τ²):
-      rows of c:  [g σ'_i,  c_{t−1} σ'_f,  0,        i (1 − g²)]
-      rows of h:  o τ' × (rows of c), except the o column: τ σ'_o
-  H_t = [[diag(f), 0], [diag(o τ' f), 0]] + D_t W_h^T in the columns of h.
-  """
-
-  num_gates = 4
-  state_multiplier = 2
-
-  def _gates_and_state(self, z, state):
-    n = self.units
-    c_prev = state[:, :n]
-    z_i, z_f, z_o, z_g = tf.split(z, 4, axis=-1)
-    i, f, o = tf.sigmoid(z_i), tf.sigmoid(z_f), tf.sigmoid(z_o)
-    g = tf.tanh(z_g)
-    c = f * c_prev + i * g
-    tau = tf.tanh(c)
-    h = o * tau
-    return tf.concat([c, h], axis=-1), (i, f, o, g, c_prev, tau)
-
-  def _gates(self, aux, state, new_state):
-    i, f, o, g, c_prev, tau = aux
-    dc = tf.stack([g * _sigmoid_prime(i), c_prev * _sigmoid_prime(f),
-                   tf.zeros_like(o), i * (1.0 - tf.square(g))], axis=-1)
-    otau = (o * (1.0 - tf.square(tau)))[:, :, None]
-    o_column = tf.one_hot(2, 4, dtype=dc.dtype)
-    dh = otau * dc + (tau * _sigmoid_prime(o))[:, :, None] * o_column
-    return tf.concat([dc, dh], axis=1)
-
-  def _direct_jacobian(self, aux, state, new_state):
-    i, f, o, g, c_prev, tau = aux
-    dc_dc = tf.linalg.diag(f)
-    dh_dc = tf.linalg.diag(o * (1.0 - tf.square(tau)) * f)
-    left = tf.concat([dc_dc, dh_dc], axis=1)                    # [B, 2n, n]
-    return tf.concat([left, tf.zeros_like(left)], axis=-1)
-
-  def _direct_blocks(self, aux, state, new_state):
-    """[[f, 0], [o τ' f, 0]] per unit: (c, c), (c, h); (h, c), (h, h)."""
-    i, f, o, g, c_prev, tau = aux
-    zero = tf.zeros_like(f)
-    return tf.stack([tf.stack([f, zero], axis=1),
-                     tf.stack([o * (1.0 - tf.square(tau)) * f, zero], axis=1)], axis=1)
-
-
-CELLS = {"rhn": RHNCell, "tanh": TanhRNNCell, "lstm": LSTMCell}
-
-
-def get(name: str, units: int, **kwargs) -> KroneckerCell:
-  """A cell by name: ``"rhn"``, ``"tanh"`` or ``"lstm"``."""
-  if name not in CELLS:
-    raise ValueError(f"unknown cell {name!r}; choose one of {sorted(CELLS)}")
-  return CELLS[name](units, **kwargs)
