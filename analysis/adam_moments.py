@@ -41,6 +41,7 @@ from absl import logging
 import numpy as np
 
 from analysis import common
+from ok_tf import config as config_lib
 from ok_tf import runs as runs_lib
 from ok_tf import training
 
@@ -61,7 +62,7 @@ def slot(optimizer, variable, name: str):
 def moments(run: runs_lib.Run, which) -> dict:
   """The row of ``run`` at checkpoint ``which`` ("latest", "best" or a step)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  config = dict(runs_lib.ABSENT_MEANS, **run.config)
+  config = dict(config_lib.absent_values(), **run.config)
   model = run.build_model()
   optimizer = training.make_optimizer(float(config["lr"]), float(config.get("adam_epsilon", 1e-8)))
   optimizer.build(model.recurrent_variables + model.readout_variables)

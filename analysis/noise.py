@@ -52,12 +52,11 @@ import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from analysis import common  # pylint: disable=g-import-not-at-top
+from ok_tf import config as config_lib  # pylint: disable=g-import-not-at-top
 from ok_tf import estimators  # pylint: disable=g-import-not-at-top
 from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
 
 DEFAULT_METHODS = "ok:8,kf_avg:8,kf,uoro"
-# Config keys of a training run that do not change its trajectory.
-BOOKKEEPING = ("steps", "run_dir", "log_every", "checkpoint_every", "eval_every", "resume")
 COLORS = {"ok": "C0", "kf_avg": "C1", "kf": "C2", "uoro": "C3", "rtrl": "C7"}
 CSV_COLUMNS = [
     "sweep", "condition", "run", "checkpoint_step", "method", "rank", "units", "cell",
@@ -260,10 +259,12 @@ class Study:
     """
     a = self.args
     seen = set()
+    # the keys a resume may change (length, logging, budget) leave the trajectory alone
+    bookkeeping = config_lib.may_change_on_resume() | {"resume"}
     for run_dir in _list(a.training_run):
       run = runs_lib.Run(run_dir)
       name = run.path.name
-      trajectory = json.dumps({k: v for k, v in run.config.items() if k not in BOOKKEEPING},
+      trajectory = json.dumps({k: v for k, v in run.config.items() if k not in bookkeeping},
                               sort_keys=True)
       points = [("init", 0)] + [(step, step) for step in run.checkpoints]
       for which, step in points:

@@ -56,17 +56,6 @@ PROVENANCE_FILE = "provenance.json"
 # The small files of a run (what a study collects; checkpoints and TensorBoard excluded).
 LOG_FILES = (CONFIG_FILE, TASK_FILE, METRICS_FILE, EVAL_FILE, RESULTS_FILE, PROVENANCE_FILE)
 
-# Config keys that may differ between a run and its resumption.
-RESUME_MAY_CHANGE = frozenset(
-    {"steps", "log_every", "checkpoint_every", "eval_every", "resume", "max_minutes",
-     "run_dir"})
-
-# The value a config field has in a stored config that lacks it (such runs resume).
-ABSENT_MEANS = {"strategy": "none", "devices": "", "cpu_devices": 0, "max_minutes": 0.0,
-                "grad_scale": "mean", "train_file": "", "valid_file": "", "test_file": "",
-                "train_sha256": ""}
-
-
 class RunDirError(RuntimeError):
   """A run directory cannot be used as asked (would overwrite, config mismatch)."""
 
@@ -257,21 +246,8 @@ class RunDir:
             f"continue it or choose another --run_dir")
       with open(config_path) as f:
         stored = json.load(f)
-      keys = (set(stored) | set(new)) - RESUME_MAY_CHANGE
-      missing = object()
-      diff = sorted(k for k in keys
-                    if stored.get(k, ABSENT_MEANS.get(k, missing)) != new.get(k, missing))
-      if diff:
-        details = ", ".join(
-            f"{k} (stored {stored.get(k, '<absent>')!r}, "
-            f"new {new.get(k, '<absent>')!r})" for k in diff)
-        raise RunDirError(
-            f"cannot resume the run in {self.path}: its config differs in "
-            f"{details}; only {sorted(RESUME_MAY_CHANGE)} may change on resume: "
-            f"drop the other flags (the stored values are used) or choose another --run_dir")
-      merged = dict(stored)
-      merged.update(new)
-      new = merged
+      from ok_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+      new = config_lib.merge_resumed(stored, new, self.path)
     _write_json(config_path, new)
     self.config = new
     self.resumed = existed  # True when continuing a run already in `path`

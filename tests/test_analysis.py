@@ -167,7 +167,7 @@ def test_groups_never_pool_different_settings(tmp_path):
       "tbptt (T=25)": 1}
   pooled = common.group_runs(common.load_runs([tmp_path]), split_lr=False)
   assert len(pooled["ok (r=16), grad_scale mean, clip 16"]) == 2
-  # a config without grad_scale means "mean" (runs.ABSENT_MEANS); clip 1 and 1.0 are one
+  # a config without grad_scale means "mean" (its absent rule); clip 1 and 1.0 are one
   _copy_run(tmp_path / "old", "tbptt", 1, 200, 1e-3, clip=1)
   _copy_run(tmp_path / "t2", "tbptt", 2, 200, 1e-3, grad_scale="mean", clip=1.0)
   groups = common.group_runs(common.load_runs([tmp_path]))
