@@ -54,6 +54,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from analysis import common  # pylint: disable=g-import-not-at-top
 from ok_tf import config as config_lib  # pylint: disable=g-import-not-at-top
 from ok_tf import estimators  # pylint: disable=g-import-not-at-top
+from ok_tf import models  # pylint: disable=g-import-not-at-top
 from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
 
 DEFAULT_METHODS = "ok:8,kf_avg:8,kf,uoro"
@@ -242,7 +243,7 @@ class Study:
     a = self.args
     for run_dir in _list(a.checkpoint):
       run = runs_lib.Run(run_dir)
-      model, step = run.load_model(a.which, a.dtype, self.vocab_size)
+      model, step = models.load_run_model(run, a.which, a.dtype, self.vocab_size)
       name = run.path.name
       condition = f"trained ({name}, step {step})"
       logging.info("checkpoint %s: n=%d, %s, step %s", run_dir, model.units,
@@ -273,7 +274,7 @@ class Study:
                        "trajectory", name, step)
           continue
         seen.add((trajectory, step))
-        model, _ = run.load_model(which, a.dtype, self.vocab_size)
+        model, _ = models.load_run_model(run, which, a.dtype, self.vocab_size)
         self.network("training", f"training (n={model.units})", name, step, model,
                      self.methods)
 

@@ -415,7 +415,8 @@ def from_flags(task: str | None = None, flag_values=None) -> tuple[list[TrainCon
   runs_of = grid(values, fv)
   if fv.resume and not fv.run_dir:
     raise ConfigError("--resume needs --run_dir (the run to continue)")
-  base_dir = fv.run_dir or f"runs/{task}/{values.get('method', 'ok')}_{time.strftime('%Y%m%d-%H%M%S')}"
+  started = time.strftime("%Y%m%d-%H%M%S")
+  base_dir = fv.run_dir or f"runs/{task}/{values.get('method', 'ok')}_{started}"
   cls = config_class(task)
   names = {f.name for f in dataclasses.fields(cls)}
   configs = []
@@ -463,7 +464,8 @@ def resumed(cfg: TrainConfig, flag_values=None) -> TrainConfig:
   stored = runs.Run(cfg.run_dir).config
   values = {}
   for f in dataclasses.fields(cfg):
-    if f.metadata.get("resume") == PER_PROCESS or (flag_name(f) in fv and fv[flag_name(f)].present):
+    given_now = flag_name(f) in fv and fv[flag_name(f)].present
+    if f.metadata.get("resume") == PER_PROCESS or given_now:
       continue
     if f.name in stored:
       values[f.name] = stored[f.name]

@@ -37,7 +37,7 @@ def error(task, *args) -> str:
 
 def write_run(path, config: dict) -> None:
   """A run directory holding ``config`` (as training writes it)."""
-  runs.RunDir(path, config).close()
+  runs.RunDir.create(path, config).close()
 
 
 def test_every_field_has_a_flag_with_its_help_and_default():

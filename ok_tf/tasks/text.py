@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from ok_tf import estimators
 from ok_tf import evaluation
+from ok_tf import models
 from ok_tf import runs
 from ok_tf import specs
 from ok_tf import validation as validation_lib
@@ -293,7 +294,8 @@ def build(cfg, resume: bool) -> base.Setup:
     final_step = int(run.metrics[-1]["step"])
     test_bpc = None
     if data.test is not None:
-      model, _ = run.load_model("best" if validation else "latest", vocab_size=data.vocab_size)
+      model, _ = models.load_run_model(run, "best" if validation else "latest",
+                                       vocab_size=data.vocab_size)
       test_bpc = evaluation.Evaluator(model, data.test, cfg.eval_streams).bpc()
     wall = float(run.metrics[-1]["wall_time"])
     return {
