@@ -442,12 +442,6 @@ def absent_values() -> dict:
           if "absent" in f.metadata}
 
 
-def absent_means(name: str, default=None):
-  """The value config key ``name`` has in a config.json that lacks it (its ``absent``
-  rule), else ``default``."""
-  return absent_values().get(name, default)
-
-
 def resumed(cfg: TrainConfig, flag_values=None) -> TrainConfig:
   """The config that continues the run in ``cfg.run_dir``: its stored config.json, with
   the values of the flags given on this command line.
@@ -482,9 +476,9 @@ def merge_resumed(stored: dict, new: dict, run_dir="the run directory") -> dict:
       the stored config lacks counts as its ``absent`` value); one line naming them.
   """
   may_change = may_change_on_resume() | {"resume"}   # early runs recorded the flag
-  missing = object()
+  absent, missing = absent_values(), object()
   diff = sorted(k for k in (set(stored) | set(new)) - may_change
-                if stored.get(k, absent_means(k, missing)) != new.get(k, missing))
+                if stored.get(k, absent.get(k, missing)) != new.get(k, missing))
   if diff:
     details = ", ".join(f"{k} (stored {stored.get(k, '<absent>')!r}, "
                         f"new {new.get(k, '<absent>')!r})" for k in diff)

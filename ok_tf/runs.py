@@ -11,7 +11,6 @@ directory".
 from __future__ import annotations
 
 # pylint: disable=unused-import
-from ok_tf.rundir.checkpoints import read_every_tensor
 from ok_tf.rundir.checkpoints import restore_newest_readable
 from ok_tf.rundir.checkpoints import step_of
 from ok_tf.rundir.checkpoints import UNREADABLE_DIR
@@ -30,7 +29,6 @@ from ok_tf.rundir.layout import RunDirError
 from ok_tf.rundir.layout import TASK_FILE
 from ok_tf.rundir.layout import TB_DIR
 from ok_tf.rundir.layout import VOCAB_FILE
-from ok_tf.rundir.log import parse_value
 from ok_tf.rundir.log import read_csv
 from ok_tf.rundir.reader import Run
 from ok_tf.rundir.writer import RunDir

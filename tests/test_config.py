@@ -158,4 +158,3 @@ def test_rules_read_from_the_fields():
   assert absent == {"strategy": "none", "devices": "", "cpu_devices": 0, "max_minutes": 0.0,
                     "grad_scale": "mean", "train_file": "", "valid_file": "", "test_file": "",
                     "train_sha256": ""}
-  assert config_lib.absent_means("units", "x") == "x"
