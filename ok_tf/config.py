@@ -254,10 +254,11 @@ def _define(f: dataclasses.Field, default, help_text: str, fv) -> None:
     flags.DEFINE_string(name, default, help_text, flag_values=fv)
 
 
-def _define_option(f: dataclasses.Field, owners: list[str], fv) -> None:
-  """The flag of a task's own field (default None: the config's, from the preset)."""
+def _define_option(f: dataclasses.Field, owner: str, fv) -> None:
+  """The flag of a field of ``owner``'s own (e.g. "task ptb, text"): default None (the
+  config's value, from the preset), the field's default and its owner in the help."""
   shown = f" Default {f.default!r}." if f.default not in ("", None) else ""
-  _define(f, None, f"{help_of(f)}{shown} [task {', '.join(owners)}]", fv)
+  _define(f, None, f"{help_of(f)}{shown} [{owner}]", fv)
 
 
 def _preset_help(task: str | None, f: dataclasses.Field, preset_names) -> str:
@@ -314,7 +315,7 @@ def define_flags(task: str | None = None, flag_values=None) -> None:
                        "it, except --" + ", --".join(sorted(may_change_on_resume())) + ").",
                        flag_values=fv)
   for f, owners in task_options(names).values():
-    _define_option(f, owners, fv)
+    _define_option(f, f"task {', '.join(owners)}", fv)
 
 
 # ----------------------------------------------------------------------------
