@@ -1,2 +1,2 @@
-"""Analysis scripts: plots and tables from run directories (see ok_tf/runs.py), the noise
+"""Analysis scripts: plots and tables from run directories (see ok_tf/rundir/), the noise
 study, the speed benchmark; run from the repository root as ``python -m analysis.<name>``."""

@@ -41,6 +41,8 @@ import numpy as np
 
 from analysis import common
 from analysis import tables
+from ok_tf import config as config_lib
+from ok_tf import models
 from ok_tf import runs as runs_lib
 from ok_tf import training
 
@@ -61,8 +63,8 @@ def slot(optimizer, variable, name: str):
 def moments(run: runs_lib.Run, which) -> dict:
   """The row of ``run`` at checkpoint ``which`` ("latest", "best" or a step)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  config = dict(runs_lib.ABSENT_MEANS, **run.config)
-  model = run.build_model()
+  config = dict(config_lib.absent_values(), **run.config)
+  model = models.run_model(run)
   optimizer = training.make_optimizer(float(config["lr"]), float(config.get("adam_epsilon", 1e-8)))
   optimizer.build(model.recurrent_variables + model.readout_variables)
   prefix, step = run.checkpoint(which)

@@ -25,6 +25,7 @@ import matplotlib  # pylint: disable=g-import-not-at-top
 matplotlib.use("Agg")
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from ok_tf import config as config_lib  # pylint: disable=g-import-not-at-top
 from ok_tf import estimators  # pylint: disable=g-import-not-at-top
 from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
 
@@ -150,13 +151,6 @@ def lr_str(lr) -> str:
   return f"{lr:.3g}"
 
 
-#: Config fields that make two runs of one method different experiments (the seed, the
-#: run directory and the run's length do not): :func:`group_runs` never pools runs that
-#: differ in one of them. A field a config lacks takes its ``runs.ABSENT_MEANS`` value.
-SETTING_KEYS = ("cell", "units", "batch_size", "dtype", "grad_scale", "clip", "adam_epsilon",
-                "tokenization", "reset_every", "train_sha256")
-
-
 def setting_str(key: str, value) -> str:
   """One setting as shown in a label: "grad_scale mean", "clip 16", "adam_epsilon 1.6e-07"."""
   if isinstance(value, float):
@@ -174,8 +168,9 @@ def group_runs(runs: Sequence[runs_lib.Run], split_lr: bool = True
                ) -> "collections.OrderedDict[str, list[runs_lib.Run]]":
   """Groups runs by :func:`method_label`, in the registry's method order.
 
-  Runs of one method that differ in a setting of :data:`SETTING_KEYS` (e.g. two
-  ``--grad_scale`` values) are never pooled: each setting becomes its own group, its
+  Runs of one method that differ in a setting (a config field marked ``distinguishes``,
+  :func:`ok_tf.config.distinguishing_keys`, e.g. two ``--grad_scale`` values; a config
+  that lacks one has its ``absent`` value) are never pooled: each setting becomes its own group, its
   label naming the settings in which the method's runs differ, e.g.
   "ok (r=16), grad_scale mean". With split_lr, a group whose runs use several learning
   rates is split into one group per lr as well, labelled e.g. "ok (r=16), lr 10^-3.5".
@@ -190,18 +185,19 @@ def group_runs(runs: Sequence[runs_lib.Run], split_lr: bool = True
     assert label not in groups, f"two groups of runs would share the label {label!r}"
     groups[label] = members
 
+  keys, absent = config_lib.distinguishing_keys(), config_lib.absent_values()
   for label in order:
     members = by_label[label]
-    setting = {id(m): tuple(m.config.get(k, runs_lib.ABSENT_MEANS.get(k)) for k in SETTING_KEYS)
+    setting = {id(m): tuple(m.config.get(k, absent.get(k)) for k in keys)
                for m in members}
-    differing = [i for i, _ in enumerate(SETTING_KEYS)
+    differing = [i for i, _ in enumerate(keys)
                  if len({setting[id(m)][i] for m in members}) > 1]
     by_setting = collections.defaultdict(list)
     for m in members:
       by_setting[tuple(setting[id(m)][i] for i in differing)].append(m)
     for key in sorted(by_setting, key=_setting_order):
       same = by_setting[key]
-      setting_label = ", ".join([label] + [setting_str(SETTING_KEYS[i], v)
+      setting_label = ", ".join([label] + [setting_str(keys[i], v)
                                            for i, v in zip(differing, key)])
       lrs = sorted({m.config.get("lr") for m in same},
                    key=lambda v: (v is None, v if v is not None else 0))

@@ -53,15 +53,15 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from analysis import common  # pylint: disable=g-import-not-at-top
 from analysis import tables as tables_lib  # pylint: disable=g-import-not-at-top
 from ok_tf import cells  # pylint: disable=g-import-not-at-top
+from ok_tf import config as config_lib  # pylint: disable=g-import-not-at-top
 from ok_tf import estimators  # pylint: disable=g-import-not-at-top
+from ok_tf import models  # pylint: disable=g-import-not-at-top
 from ok_tf import runs as runs_lib  # pylint: disable=g-import-not-at-top
 
 # Every stochastic estimator of the registry, r = 8 where it takes a rank
 # ("ok:8,kf_avg:8,kf,uoro").
 DEFAULT_METHODS = ",".join(f"{name}:8" if m.takes_rank else name
                            for name, m in estimators.ESTIMATORS.items() if m.stochastic)
-# Config keys of a training run that do not change its trajectory.
-BOOKKEEPING = ("steps", "run_dir", "log_every", "checkpoint_every", "eval_every", "resume")
 CSV_COLUMNS = [
     "sweep", "condition", "run", "checkpoint_step", "method", "rank", "units", "cell",
     "dtype", "status", "note", "rel_var", "rel_var_se", "rel_var_pooled", "cosine",
@@ -246,7 +246,7 @@ class Study:
     a = self.args
     for run_dir in _list(a.checkpoint):
       run = runs_lib.Run(run_dir)
-      model, step = run.load_model(a.which, a.dtype, self.vocab_size)
+      model, step = models.load_run_model(run, a.which, a.dtype, self.vocab_size)
       name = run.path.name
       condition = f"trained ({name}, step {step})"
       logging.info("checkpoint %s: n=%d, %s, step %s", run_dir, model.units,
@@ -263,10 +263,12 @@ class Study:
     """
     a = self.args
     seen = set()
+    # the keys a resume may change (length, logging, budget) leave the trajectory alone
+    bookkeeping = config_lib.may_change_on_resume() | {"resume"}
     for run_dir in _list(a.training_run):
       run = runs_lib.Run(run_dir)
       name = run.path.name
-      trajectory = json.dumps({k: v for k, v in run.config.items() if k not in BOOKKEEPING},
+      trajectory = json.dumps({k: v for k, v in run.config.items() if k not in bookkeeping},
                               sort_keys=True)
       points = [("init", 0)] + [(step, step) for step in run.checkpoints]
       for which, step in points:
@@ -275,7 +277,7 @@ class Study:
                        "trajectory", name, step)
           continue
         seen.add((trajectory, step))
-        model, _ = run.load_model(which, a.dtype, self.vocab_size)
+        model, _ = models.load_run_model(run, which, a.dtype, self.vocab_size)
         self.network("training", f"training (n={model.units})", name, step, model,
                      self.methods)
 

@@ -5,7 +5,7 @@
 
 Each RUN_DIR is a run directory or a folder searched for them. Runs are grouped
 by method label ("ok (r=16)", "tbptt (T=25)", ...; split by learning rate when
-a method has several, and by any setting of common.SETTING_KEYS in which its runs
+a method has several, and by any setting (ok_tf.config.distinguishing_keys) in which its runs
 differ); per group the mean level over seeds is drawn (each seed
 interpolated onto a common grid up to the shortest run of the group) with a
 min–max band. --published draws the published OK runs (analysis/published/): their

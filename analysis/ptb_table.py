@@ -5,7 +5,7 @@
 
 Collects PTB runs (config.json with task "ptb" and a results.json holding
 best_valid_bpc, best_step, test_bpc, final_valid_bpc, wall_time, steps_per_sec,
-chars). One row per method label (split by any setting of common.SETTING_KEYS in which
+chars). One row per method label (split by any setting in which
 its runs differ); for each the learning rate (config
 key lr) with the lowest mean best_valid_bpc over seeds is reported. Columns:
 method, lr, valid BPC (mean ± std), test BPC (mean ± std), seeds, characters

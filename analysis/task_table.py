@@ -5,7 +5,7 @@ agreement with exact RTRL.
 
 Each RUN_DIR is a run directory or a folder searched for them (runs of one task; with
 several tasks present, --task picks one). Runs are grouped by method label (split by
-learning rate, and by any setting of common.SETTING_KEYS in which a method's runs differ).
+learning rate, and by any setting (ok_tf.config.distinguishing_keys) in which a method's runs differ).
 Per group and seed: the loss in the task's unit (bits, or the mean squared error) averaged
 over the last --tail of the logged rows, as a mean over seeds; its ratio to the task's
 baseline (task.json's ``baseline``); and, for runs with ``--shadow_exact``, the mean

@@ -39,7 +39,8 @@ Tasks (``init/next/observe/metrics``, pure TensorFlow; ``python -m ok_tf.train -
 Evaluation and run directories
   evaluate_bpc(model, ids)          bits per character on a whole text
   evaluate_sequences(model, x, y, w)  weighted loss (and accuracy) over whole sequences
-  Run(path)                         a run directory, read (``load_model("best")``)
+  Run(path)                         a run directory, read (config, logs, checkpoints)
+  load_model(path, "best")          a run's model with a checkpoint's weights
 
 Diagnostics (estimators against exact RTRL on small nets)
   exact_reference, measure          bias and variance of an estimator's gradient
@@ -90,6 +91,7 @@ _EXPORTS = {
     "evaluate_bpc": ("evaluation", "evaluate_bpc"),
     "evaluate_sequences": ("evaluation", "evaluate_sequences"),
     "Run": ("runs", "Run"),
+    "load_model": ("models", "load_run_model"),
     "exact_reference": ("diagnostics", "exact_reference"),
     "measure": ("diagnostics", "measure"),
     "Shadow": ("diagnostics", "Shadow"),
@@ -98,8 +100,8 @@ _EXPORTS = {
 _SUBMODULES = ("cells", "config", "data", "diagnostics", "distributed", "estimators",
                "evaluation", "experiment", "hyperparameters", "kronecker", "lock", "models",
                "multi_worker", "philox", "preemption", "progress", "provenance",
-               "python_values", "registry", "runs",
-               "sample", "specs", "tasks", "train", "training", "validation")
+               "python_values", "registry", "rundir", "runs", "sample", "specs", "tasks",
+               "train", "training", "validation")
 
 __all__ = ["__version__", *_EXPORTS]
 

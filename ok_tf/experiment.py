@@ -164,7 +164,8 @@ def _train(cfg, task, resume, validation, summary, vocabulary,
     trainer = build_trainer(cfg, model, task, strategy)
     extra = validation.trackables() if validation is not None else {}
     if chief:
-      run = runs.RunDir(cfg.run_dir, dataclasses.asdict(cfg), resume=resume)
+      run = runs.RunDir.open(cfg.run_dir, dataclasses.asdict(cfg), resume,
+                             merge=config_lib.merge_resumed)
     try:
       if chief:
         run.write_task(task.describe())
@@ -200,7 +201,7 @@ def _train(cfg, task, resume, validation, summary, vocabulary,
       if finished(trainer, cfg) and summary is not None and chief:
         results = summary(runs.Run(run.path))
         run.write_results(results)
-        runs.Run(run.path).export_model()
+        models.export_run_model(run.path)
         logging.info("finished %s: %s", run.path, " | ".join(
             f"{k} {progress_lib.format_metric(v)}" for k, v in results.items()))
     finally:

@@ -46,7 +46,10 @@ def config_fields(owners: dict, kind: str) -> list[tuple[str, type, dataclasses.
   fields = []
   for owner, cls in owners.items():
     for hp in cls.hyperparameters:
-      metadata = {"help": hp.help, "owner": f"{kind} {owner}"}
+      # a run stored before the declaration ran with the default; a cell's
+      # hyperparameter makes runs different settings (a method's is in its label)
+      metadata = {"help": hp.help, "owner": f"{kind} {owner}", "absent": hp.default,
+                  "distinguishes": kind == "cell"}
       fields.append((field_name(owner, hp), hp.type,
                      dataclasses.field(default=hp.default, metadata=metadata)))
   return fields

@@ -222,3 +222,83 @@ def readout_gradient(model: RecurrentModel, state, targets, weight=None) -> Read
   grads = tape.gradient(total, [state] + model.readout_variables)
   batch = tf.cast(tf.shape(losses)[0], losses.dtype)
   return Readout(losses, grads[0], [g / batch for g in grads[1:]], tf.reduce_mean(weighted))
+
+
+# ----------------------------------------------------------------------------
+# The model of a run directory
+
+
+def run_model(run, dtype: str | None = None, vocab_size: int | None = None) -> RecurrentModel:
+  """A new model of the shape of run ``run`` (an :class:`ok_tf.runs.Run` or its path):
+  its cell, units and specs, with fresh weights.
+
+  Args:
+    dtype: the model's dtype (default: the run's).
+    vocab_size: V of a language model; default the run's ``specs()`` (task.json, else
+      vocab.json, else the config's task).
+
+  Raises:
+    ValueError: the specs are neither given nor known.
+  """
+  from ok_tf import runs  # pylint: disable=g-import-not-at-top
+  run = run if isinstance(run, runs.Run) else runs.Run(run)
+  config = run.config
+  dtype = dtype or config.get("dtype", "float32")
+  cell, units = config.get("cell", cells.default()), int(config["units"])
+  cell_args = cells.hyperparameters(cell, config)    # the cell's own, e.g. leaky_alpha
+  if vocab_size:
+    return RecurrentModel(cell, units, int(vocab_size), dtype=dtype, cell_args=cell_args)
+  found = run.specs()
+  if found is None:
+    raise ValueError(f"{run.path}: the model's inputs and outputs are unknown (no "
+                     "task.json or vocab.json, and the config's task is "
+                     f"{config.get('task')!r}): pass vocab_size")
+  return RecurrentModel(cell, units, inputs=found[0], outputs=found[1], dtype=dtype,
+                        cell_args=cell_args)
+
+
+def load_run_model(run, which: str | int | None = None, dtype: str | None = None,
+                   vocab_size: int | None = None) -> tuple[RecurrentModel, int]:
+  """The model of run ``run`` (an :class:`ok_tf.runs.Run` or its path) with the weights of
+  one of its checkpoints; returns (model, step). ``ok_tf.load_model``.
+
+  Args:
+    which: "best", "latest", a checkpoint's step, None (best if there is one, else
+      latest), or "init": the run's initial weights (its config's seed), step 0.
+    dtype: the dtype of the returned model (default: the run's); weights are cast.
+    vocab_size: V; default the run's (:func:`run_model`).
+
+  Raises:
+    FileNotFoundError: the run has no such checkpoint.
+    ValueError: V is neither given nor known.
+    AssertionError: the checkpoint does not hold this model's weights.
+  """
+  from ok_tf import runs  # pylint: disable=g-import-not-at-top
+  run = run if isinstance(run, runs.Run) else runs.Run(run)
+  run_dtype = run.config.get("dtype", "float32")
+  if which == "init":
+    keras.utils.set_random_seed(int(run.config.get("seed", 0)))
+    source, step = run_model(run, run_dtype, vocab_size), 0
+  else:
+    source = run_model(run, run_dtype, vocab_size)
+    prefix, step = run.checkpoint(which)
+    status = tf.train.Checkpoint(model=source).restore(prefix)
+    status.assert_existing_objects_matched()   # every weight of the model was in it
+    status.expect_partial()                    # the rest (optimiser, states) is not needed
+  if dtype is None or tf.as_dtype(dtype) == tf.as_dtype(run_dtype):
+    return source, step
+  model = run_model(run, dtype, vocab_size)
+  for target, value in zip(model.weights, source.weights):
+    target.assign(tf.cast(value, target.dtype))
+  return model, step
+
+
+def export_run_model(run, which: str | int | None = None, vocab_size: int | None = None):
+  """Saves the model of checkpoint ``which`` of run ``run`` (default: best, else latest)
+  as RUN_DIR/model.keras, loadable with ``keras.models.load_model``; returns the path."""
+  from ok_tf import runs  # pylint: disable=g-import-not-at-top
+  run = run if isinstance(run, runs.Run) else runs.Run(run)
+  model, _ = load_run_model(run, which, vocab_size=vocab_size)
+  path = run.path / runs.MODEL_FILE
+  model.save(path)
+  return path

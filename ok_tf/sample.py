@@ -33,6 +33,7 @@ import tensorflow as tf
 from absl import app
 from absl import flags
 
+from ok_tf import models
 from ok_tf import runs
 from ok_tf.data import vocabulary as vocabulary_lib
 
@@ -152,7 +153,7 @@ def sample_text(run_dir, length: int, temperature: float = 1.0, seed: int = 0,
         f"{vocabulary_lib.describe(map(vocabulary.printed, range(vocabulary.size)), 12)})"
     ) from None
   try:
-    model, _ = run.load_model(which)
+    model, _ = models.load_run_model(run, which)
   except FileNotFoundError:
     raise SampleError(missing_checkpoint(run, which)) from None
   drawn = Sampler(model).sample(prime_ids, length, temperature, seed)

@@ -32,7 +32,7 @@ def _copy_run(path, method, seed, steps, slope, **extra):
   config = {"task": "copy", "method": method, "rank": 16, "truncation": 25,
             "lr": LR_B, "seed": seed, "batch_size": 16, "steps": steps}
   config.update(extra)
-  rd = runs.RunDir(path, config)
+  rd = runs.RunDir.create(path, config)
   for step in range(0, steps + 1, 100):
     chars = step * 16
     rd.log_metrics({"step": step, "chars": chars, "level": 1 + slope * chars,
@@ -64,7 +64,7 @@ PTB_RESULTS = {
 def _ptb_run(path, method, lr, seed, best, test, steps=100_000):
   config = {"task": "ptb", "method": method, "rank": 8, "truncation": 100,
             "lr": lr, "seed": seed, "batch_size": 32, "steps": steps}
-  rd = runs.RunDir(path, config)
+  rd = runs.RunDir.create(path, config)
   evals = list(range(10_000, steps + 1, 10_000))
   for i, step in enumerate(evals):
     bpc = best + 1.0 * (len(evals) - 1 - i) / len(evals)
@@ -84,7 +84,7 @@ def ptb_runs(tmp_path):
     for seed, (best, test) in enumerate(seeds):
       _ptb_run(base / f"{method}_{lr:g}_s{seed}", method, lr, seed, best, test)
   # an unfinished run (no results.json) and a copy run: both left out
-  rd = runs.RunDir(base / "unfinished", {"task": "ptb", "method": "uoro",
+  rd = runs.RunDir.create(base / "unfinished", {"task": "ptb", "method": "uoro",
                                          "lr": LR_A, "seed": 0})
   rd.log_eval({"step": 10_000, "chars": 320_000, "valid_bpc": 3.0,
                "wall_time": 1.0})
@@ -168,7 +168,7 @@ def test_groups_never_pool_different_settings(tmp_path):
       "tbptt (T=25)": 1}
   pooled = common.group_runs(common.load_runs([tmp_path]), split_lr=False)
   assert len(pooled["ok (r=16), grad_scale mean, clip 16"]) == 2
-  # a config without grad_scale means "mean" (runs.ABSENT_MEANS); clip 1 and 1.0 are one
+  # a config without grad_scale means "mean" (its absent rule); clip 1 and 1.0 are one
   _copy_run(tmp_path / "old", "tbptt", 1, 200, 1e-3, clip=1)
   _copy_run(tmp_path / "t2", "tbptt", 2, 200, 1e-3, grad_scale="mean", clip=1.0)
   groups = common.group_runs(common.load_runs([tmp_path]))
@@ -367,7 +367,7 @@ def test_adam_moments(tmp_path, grad_scale, clip, norm, expect_rms, expect_clip,
   signs = [(-1) ** k if alternate else 1 for k in range(5)]
   for sign in signs:
     trainer.apply([sign * g], [tf.zeros_like(v) for v in model.readout_variables])
-  with runs.RunDir(tmp_path / "run", config) as rd:
+  with runs.RunDir.create(tmp_path / "run", config) as rd:
     rd.checkpoint(model=model, optimizer=optimizer, step=trainer.step,   # and a state the
                   task_state=tf.Variable([1.0, 2.0]))                   # script must skip
     rd.save(5)
@@ -408,7 +408,7 @@ def _task_run(path, method, lr, final, shadow=None, rank=None, truncation=None):
   """A mackey_glass-like run: loss_mse falling linearly to ``final`` over 10 rows."""
   config = {"task": "mackey_glass", "method": method, "rank": rank, "truncation": truncation,
             "lr": lr, "seed": 0, "batch_size": 16, "steps": 1000}
-  rd = runs.RunDir(path, config)
+  rd = runs.RunDir.create(path, config)
   rd.write_task({"inputs": {"kind": "reals", "size": 1}, "outputs": {"kind": "reals", "size": 1},
                  "baselines": {"mean": 1.0, "no_memory": 0.02}, "baseline": 1.0})
   for i in range(1, 11):

@@ -106,7 +106,7 @@ CORRUPTIONS = {"checksum": _zero_bytes, "truncated": _truncate, "missing shard":
 def _two_checkpoints(path):
   """A run directory with checkpoints at steps 1 (v = 1) and 2 (v = 2); returns v."""
   v = tf.Variable(tf.zeros([2000], tf.float64))
-  run = runs.RunDir(path, {"a": 1})
+  run = runs.RunDir.create(path, {"a": 1})
   run.checkpoint(v=v)
   for step in (1, 2):
     v.assign(tf.fill([2000], tf.constant(float(step), tf.float64)))
@@ -120,7 +120,7 @@ def test_resume_skips_an_unreadable_newest_checkpoint(corruption, tmp_path):
   v = _two_checkpoints(tmp_path)
   CORRUPTIONS[corruption](_data_file(tmp_path, 2))
   v.assign(tf.zeros_like(v))
-  run = runs.RunDir(tmp_path, {"a": 1}, resume=True)
+  run = runs.RunDir.resume(tmp_path, {"a": 1})
   run.checkpoint(v=v)
   assert run.restore_readable() == 1
   assert float(v[0]) == float(v[-1]) == 1.0
@@ -138,7 +138,7 @@ def test_resume_with_no_readable_checkpoint_stops_with_one_line(tmp_path):
   v = _two_checkpoints(tmp_path)
   _zero_bytes(_data_file(tmp_path, 2))
   _truncate(_data_file(tmp_path, 1))
-  run = runs.RunDir(tmp_path, {"a": 1}, resume=True)
+  run = runs.RunDir.resume(tmp_path, {"a": 1})
   run.checkpoint(v=v)
   with pytest.raises(runs.RunDirError) as info:
     run.restore_readable()
@@ -149,7 +149,7 @@ def test_resume_with_no_readable_checkpoint_stops_with_one_line(tmp_path):
 
 
 def test_restore_readable_without_checkpoints_returns_none(tmp_path):
-  run = runs.RunDir(tmp_path, {"a": 1})
+  run = runs.RunDir.create(tmp_path, {"a": 1})
   run.checkpoint(v=tf.Variable(1.0))
   assert run.restore_readable() is None
 

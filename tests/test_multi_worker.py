@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import toolkit
+from ok_tf import models
 from ok_tf import preemption
 from ok_tf import runs
 
@@ -71,7 +72,7 @@ def _equal_runs(one, two, rows):
   assert [r[:2] for r in a] == [r[:2] for r in b] and len(a) == rows
   for (_, _, la), (_, _, lb) in zip(a, b):
     assert la == pytest.approx(lb, rel=1e-6)
-  (m1, s1), (m2, s2) = runs.Run(one).load_model("latest"), runs.Run(two).load_model("latest")
+  (m1, s1), (m2, s2) = models.load_run_model(one, "latest"), models.load_run_model(two, "latest")
   assert s1 == s2
   for w1, w2 in zip(m1.weights, m2.weights):
     assert toolkit.rel_err(np.asarray(w2), np.asarray(w1)) < 1e-10

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ok_tf import models
 from ok_tf import runs
 from ok_tf import sample
 from ok_tf.data import ptb
@@ -54,7 +55,7 @@ def softmax(logits, tau):
 @pytest.fixture(scope="module")
 def known_model(run_dir):
   """The trained model with its readout set so that its next-symbol logits are LOGITS."""
-  return set_logits(runs.Run(run_dir).load_model()[0])
+  return set_logits(models.load_run_model(run_dir)[0])
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def known_run(run_dir, known_model, tmp_path_factory):
   holds :func:`known_model`."""
   path = tmp_path_factory.mktemp("known") / "run"
   config = json.loads((run_dir / "config.json").read_text())
-  with runs.RunDir(path, config) as writer:
+  with runs.RunDir.create(path, config) as writer:
     writer.write_vocabulary(runs.Run(run_dir).vocabulary())
     writer.checkpoint(model=known_model)
     writer.save(400)
@@ -98,7 +99,7 @@ def test_low_temperature_is_greedy(run_dir, known_model):
   logits as the compiled loop up to float64 rounding, far below 1e-9, so the tolerance admits
   only near-ties, and no gap between the two largest logits of the trained model (which
   depends on how the machine rounded while training) needs to hold."""
-  model = runs.Run(run_dir).load_model(dtype="float64")[0]
+  model = models.load_run_model(run_dir, dtype="float64")[0]
   sampler = sample.Sampler(model)
   vocabulary = runs.Run(run_dir).vocabulary()
   for prime in ("", "hello"):
@@ -167,14 +168,14 @@ def test_errors(run_dir, tmp_path):
     sample.sample_text(run_dir, 10, which=300)
   with pytest.raises(sample.SampleError, match="--which must be best, latest or"):
     sample.sample_text(run_dir, 10, which="first")
-  runs.RunDir(tmp_path / "copy", {"task": "copy"})
+  runs.RunDir.create(tmp_path / "copy", {"task": "copy"})
   with pytest.raises(sample.SampleError, match="copy-task run.*not text"):
     sample.sample_text(tmp_path / "copy", 10)
-  runs.RunDir(tmp_path / "novocab", {"task": "text"})
+  runs.RunDir.create(tmp_path / "novocab", {"task": "text"})
   with pytest.raises(sample.SampleError, match="records no vocabulary"):
     sample.sample_text(tmp_path / "novocab", 10)
   config = dict(json.loads((run_dir / "config.json").read_text()))
-  runs.RunDir(tmp_path / "untrained", config).write_vocabulary(runs.Run(run_dir).vocabulary())
+  runs.RunDir.create(tmp_path / "untrained", config).write_vocabulary(runs.Run(run_dir).vocabulary())
   with pytest.raises(sample.SampleError, match="has no checkpoint yet.*--resume"):
     sample.sample_text(tmp_path / "untrained", 10)
   with pytest.raises(sample.SampleError, match="not a run directory"):
@@ -191,8 +192,8 @@ def test_ptb_symbols_print_as_words(tmp_path, run_dir):
   path = tmp_path / "ptb_run"
   config = dict(json.loads((run_dir / "config.json").read_text()), task="ptb",
                 tokenization="whitespace_eol")
-  runs.RunDir(path, config).write_vocabulary(vocabulary)
-  model, _ = runs.Run(path).load_model("init")
+  runs.RunDir.create(path, config).write_vocabulary(vocabulary)
+  model, _ = models.load_run_model(path, "init")
   assert model.vocab_size == 50
   drawn = sample.Sampler(model).sample(ids, 300, 1.0, 0)
   symbols = [vocabulary.symbols[i] for i in drawn]
@@ -208,9 +209,9 @@ def test_a_ptb_run_without_vocab_json_prints_ptb_symbols(tmp_path, run_dir):
   config = dict(json.loads((run_dir / "config.json").read_text()), task="ptb",
                 tokenization="whitespace_eol", train_file="", train_sha256="")
   vocabulary = ptb.vocabulary("whitespace_eol")
-  with runs.RunDir(path, config) as writer:
+  with runs.RunDir.create(path, config) as writer:
     writer.write_vocabulary(vocabulary)
-    model, _ = runs.Run(path).load_model("init")
+    model, _ = models.load_run_model(path, "init")
     writer.checkpoint(model=model)
     writer.save(10)
   (path / runs.VOCAB_FILE).unlink()

@@ -56,10 +56,10 @@ def test_copy_run_exports_its_final_model_as_keras(copy_run_600):
   """model.keras of a finished run loads with Keras and predicts exactly as the run's
   last checkpoint (600 training steps, so the weights are far from their init)."""
   import keras  # pylint: disable=g-import-not-at-top
-  from ok_tf import runs  # pylint: disable=g-import-not-at-top
+  from ok_tf import models  # pylint: disable=g-import-not-at-top
   loaded = keras.models.load_model(copy_run_600 / "model.keras")
-  last, step = runs.Run(copy_run_600).load_model("latest")
-  init, _ = runs.Run(copy_run_600).load_model("init")
+  last, step = models.load_run_model(copy_run_600, "latest")
+  init, _ = models.load_run_model(copy_run_600, "init")
   assert step == 600 and type(loaded) is type(last) and loaded.cell_name == "rhn"
   ids = np.random.RandomState(0).randint(0, loaded.vocab_size, size=(4, 30))
   got = loaded.predict(ids, verbose=0)

@@ -84,7 +84,7 @@ def test_vocabulary_display_and_json():
 
 def test_run_directory_records_the_vocabulary(tmp_path):
   vocab = text_data.character_vocabulary(TRAIN)
-  run_dir = runs.RunDir(tmp_path / "run", {"task": "text"})
+  run_dir = runs.RunDir.create(tmp_path / "run", {"task": "text"})
   run_dir.write_vocabulary(vocab)
   run_dir.write_vocabulary(vocab)  # a resumed run writes the same one again
   run = runs.Run(tmp_path / "run")
@@ -92,7 +92,7 @@ def test_run_directory_records_the_vocabulary(tmp_path):
   with pytest.raises(runs.RunDirError, match="same training text"):
     run_dir.write_vocabulary(text_data.character_vocabulary("abc"))
   assert runs.Run(tmp_path / "run").vocabulary() == vocab
-  copy_run = runs.RunDir(tmp_path / "copy", {"task": "copy"})
+  copy_run = runs.RunDir.create(tmp_path / "copy", {"task": "copy"})
   assert runs.Run(copy_run.path).vocabulary() is None and runs.Run(copy_run.path).vocab_size == 4
 
 

@@ -9,6 +9,7 @@ import tensorflow_datasets as tfds
 
 from ok_tf import config as config_lib
 from ok_tf import experiment
+from ok_tf import models
 from ok_tf import runs
 from ok_tf import tasks
 
@@ -41,7 +42,7 @@ def task_config(name, tmp_path, **extra):
 @pytest.mark.parametrize("name", tasks.names())
 def test_every_task_trains_into_a_run_directory(name, method, tmp_path):
   """Each task trains 40 steps; the run records its specs (task.json), finishes with
-  results.json and a model that Run.load_model rebuilds with the same outputs; the loss
+  results.json and a model that models.load_run_model rebuilds with the same outputs; the loss
   column is the output spec's."""
   cfg = task_config(name, tmp_path, method=method, rank=2 if method == "ok" else None,
                     truncation=None if method == "ok" else 10)
@@ -53,7 +54,7 @@ def test_every_task_trains_into_a_run_directory(name, method, tmp_path):
     run = experiment.run_config(cfg)
   assert run.finished
   described = run.task()
-  model, step = run.load_model("latest")
+  model, step = models.load_run_model(run, "latest")
   assert step == 40 and specs_of(described) == (model.x_spec, model.y_spec)
   column = model.y_spec.loss_column
   rows = run.metrics
@@ -69,7 +70,7 @@ def specs_of(described):
 
 
 def test_a_resume_with_other_specs_is_refused(tmp_path):
-  run = runs.RunDir(tmp_path / "r", {"task": "additive"})
+  run = runs.RunDir.create(tmp_path / "r", {"task": "additive"})
   run.write_task({"inputs": {"kind": "symbols", "size": 2},
                   "outputs": {"kind": "classes", "size": 2}})
   with pytest.raises(runs.RunDirError, match="records inputs"):

@@ -184,9 +184,12 @@ def need(condition: bool, message: str) -> None:
     raise ValueError(message)
 
 
-def option(default, help: str, choices=None):  # pylint: disable=redefined-builtin
-  """A task config field with its flag's help (and choices)."""
-  metadata = {"help": help}
+def option(default, help: str, choices=None, **rules):  # pylint: disable=redefined-builtin
+  """A task config field with its flag's help (and choices), and the rules of
+  :func:`ok_tf.config.field`: ``resume`` ("fixed", "may_change", "per_process"),
+  ``absent`` (its value in a config.json written before it existed), ``distinguishes``
+  (runs that differ in it are different settings)."""
+  metadata = {"help": help, **rules}
   if choices is not None:
     metadata["choices"] = tuple(choices)
   return dataclasses.field(default=default, metadata=metadata)

@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from ok_tf import estimators
 from ok_tf import evaluation
+from ok_tf import models
 from ok_tf import runs
 from ok_tf import specs
 from ok_tf import validation as validation_lib
@@ -205,21 +206,24 @@ class TextOptions:
   tokenization: str = base.option(
       "published", "PTB: the symbol stream, the published code's or whitespace + end of "
       "line (a text records its own: characters, or ids for a .npy file).",
-      choices=("published", "whitespace_eol", "characters", "ids"))
-  reset_every: int = base.option(RESET_EVERY, "Reset state every this many characters (0: never).")
-  eval_every: int = base.option(10_000, "Steps between validation evaluations.")
+      choices=("published", "whitespace_eol", "characters", "ids"), distinguishes=True)
+  reset_every: int = base.option(RESET_EVERY, "Reset state every this many characters (0: never).",
+                                 distinguishes=True)
+  eval_every: int = base.option(10_000, "Steps between validation evaluations.",
+                                resume="may_change")
   eval_streams: int = base.option(8, "Contiguous streams the evaluation text is cut into.")
   train_file: str = base.option(
       "", "Train on this text instead of PTB: a UTF-8 file, one symbol per character, or "
-      "token ids as a 1-D integer array in a .npy file (docs/protocol.md, \"Any text\").")
+      "token ids as a 1-D integer array in a .npy file (docs/protocol.md, \"Any text\").", absent="")
   valid_file: str = base.option(
       "", "With --train_file: the validation text (its BPC every --eval_every steps, the "
-      "best checkpoint); none without it.")
+      "best checkpoint); none without it.", absent="")
   test_file: str = base.option(
       "", "With --train_file: the test text, evaluated at the end (best checkpoint, else "
-      "the last).")
+      "the last).", absent="")
   train_sha256: str = base.option(
-      "", "The training text's fingerprint, recorded by the run (set automatically).")
+      "", "The training text's fingerprint, recorded by the run (set automatically).",
+      absent="", distinguishes=True)
 
 
 # The PTB configurations (also any text's). Purpose and sizes: docs/protocol.md, "The presets".
@@ -290,7 +294,8 @@ def build(cfg, resume: bool) -> base.Setup:
     final_step = int(run.metrics[-1]["step"])
     test_bpc = None
     if data.test is not None:
-      model, _ = run.load_model("best" if validation else "latest", vocab_size=data.vocab_size)
+      model, _ = models.load_run_model(run, "best" if validation else "latest",
+                                       vocab_size=data.vocab_size)
       test_bpc = evaluation.Evaluator(model, data.test, cfg.eval_streams).bpc()
     wall = float(run.metrics[-1]["wall_time"])
     return {
