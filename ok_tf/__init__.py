@@ -97,8 +97,8 @@ _EXPORTS = {
 }
 _SUBMODULES = ("cells", "config", "data", "diagnostics", "distributed", "estimators",
                "evaluation", "experiment", "kronecker", "lock", "models", "multi_worker",
-               "preemption", "progress", "provenance", "runs", "sample", "specs", "tasks",
-               "train", "training", "validation")
+               "preemption", "progress", "provenance", "runs", "sample", "sharding", "specs",
+               "tasks", "train", "training", "validation")
 
 __all__ = ["__version__", *_EXPORTS]
 
