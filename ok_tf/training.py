@@ -477,8 +477,8 @@ class TBPTTTrainer(Trainer):
   """Truncated BPTT(T): :func:`tbptt_window` and one update per window of T steps.
 
   The state enters the next window with its gradient stopped; the update uses the
-  gradient of the window's summed batch-mean loss Σ_t L_t.  With one replica a window is
-  one ``strategy.run`` (the window under the tape, the update).  With several, the copy
+  gradient of the window's summed batch-mean loss Σ_t L_t.  With one replica the chunk is
+  one ``strategy.run`` (:meth:`replica_windows`).  With several, the copy
   task's curriculum needs every step's loss averaged over the replicas while the window
   runs, and replicas synchronise only outside the loops of a replica's function: each
   forward step is one ``strategy.run`` (:func:`forward_step`; the replicas' mean loss
@@ -516,31 +516,38 @@ class TBPTTTrainer(Trainer):
 
   def chunk(self, num_steps):
     windows = num_steps // self.truncation
-    losses = tf.TensorArray(tf.float32, size=windows, element_shape=[self.truncation])
-    weights = tf.TensorArray(tf.float32, size=windows, element_shape=[self.truncation])
-    for w in tf.range(windows):
-      if self.replicas == 1:
-        loss, weight = self.strategy.run(self.replica_window)
-      else:
+    if self.replicas == 1:      # nothing to synchronise: the chunk is one block of windows
+      losses, weights = self.local(self.strategy.run(self.replica_windows, args=(windows,)))
+    else:
+      losses = tf.TensorArray(tf.float32, size=windows, element_shape=[self.truncation])
+      weights = tf.TensorArray(tf.float32, size=windows, element_shape=[self.truncation])
+      for w in tf.range(windows):
         loss, weight = self.forward_window()
         self.strategy.run(self.replica_update)
-      losses, weights = losses.write(w, self.local(loss)), weights.write(w, self.local(weight))
+        losses, weights = losses.write(w, loss), weights.write(w, weight)
+      losses, weights = losses.stack(), weights.stack()
     self.step.assign_add(tf.cast(num_steps, tf.int64))
-    return (tf.reshape(losses.stack(), [-1]), tf.reshape(weights.stack(), [-1]),
-            self.metrics())
+    return tf.reshape(losses, [-1]), tf.reshape(weights, [-1]), self.metrics()
 
-  def replica_window(self):
-    """One window of the one replica's streams under the tape, and the update."""
+  def replica_windows(self, windows):
+    """``windows`` windows of the one replica's streams, each under the tape and with its
+    update, in one compiled loop: the losses and weights ``[windows, T]``."""
     shard = self.local_shard()
-    with tf.GradientTape() as tape:
-      window = tbptt_window(self.model, shard.task, tf.stop_gradient(shard.hidden.read_value()),
-                            shard.task_state.read(), shard.data_rng, self.truncation)
-    grads = tape.gradient(window.total, self.variables_)
-    k = len(self.model.recurrent_variables)
-    self.apply(grads[:k], grads[k:])
-    shard.hidden.assign(window.state)
-    shard.task_state.assign(window.task_state)
-    return window.losses, window.weights
+    losses = tf.TensorArray(tf.float32, size=windows, element_shape=[self.truncation])
+    weights = tf.TensorArray(tf.float32, size=windows, element_shape=[self.truncation])
+    state, task_state = shard.hidden.read_value(), shard.task_state.read()
+    for w in tf.range(windows):
+      with tf.GradientTape() as tape:
+        window = tbptt_window(self.model, shard.task, tf.stop_gradient(state), task_state,
+                              shard.data_rng, self.truncation)
+      grads = tape.gradient(window.total, self.variables_)
+      k = len(self.model.recurrent_variables)
+      self.apply(grads[:k], grads[k:])
+      state, task_state = window.state, window.task_state
+      losses, weights = losses.write(w, window.losses), weights.write(w, window.weights)
+    shard.hidden.assign(state)
+    shard.task_state.assign(task_state)
+    return losses.stack(), weights.stack()
 
   def forward_window(self):
     """The window's T forward steps, one ``strategy.run`` each: the replicas' mean
