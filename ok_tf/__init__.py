@@ -100,8 +100,8 @@ _EXPORTS = {
 _SUBMODULES = ("cells", "config", "data", "diagnostics", "distributed", "estimators",
                "evaluation", "experiment", "hyperparameters", "kronecker", "lock", "models",
                "multi_worker", "philox", "preemption", "progress", "provenance",
-               "python_values", "registry", "rundir", "runs", "sample", "specs", "tasks",
-               "train", "training", "validation")
+               "python_values", "registry", "rundir", "runs", "sample", "sharding", "specs",
+               "tasks", "train", "training", "validation")
 
 __all__ = ["__version__", *_EXPORTS]
 

@@ -564,8 +564,6 @@ def validate(cfg: TrainConfig) -> None:
   need(cfg.strategy in STRATEGIES, f"unknown --strategy {cfg.strategy!r}; choose one of {', '.join(STRATEGIES)}")
   need(cfg.max_minutes >= 0, f"--max_minutes must be ≥ 0 (0: no limit), got {cfg.max_minutes}")
   need(cfg.cpu_devices >= 0, f"--cpu_devices must be ≥ 0, got {cfg.cpu_devices}")
-  if cfg.strategy in ("mirrored", "multi_worker"):
-    need(not cfg.shadow_exact, f"--shadow_exact runs on one device; drop --strategy={cfg.strategy}")
   if cfg.strategy != "mirrored":
     need(not cfg.devices, "--devices is for --strategy=mirrored")
     need(not cfg.cpu_devices, "--cpu_devices splits the CPU for --strategy=mirrored; add "

@@ -167,7 +167,8 @@ class Shadow:
   :class:`ok_tf.training.OnlineTrainer` calls ``step`` after every online step with the
   step's data and the estimate ĝ_t; exact RTRL runs :func:`ok_tf.training.estimate` on the
   same data and weights and gives g_t, and ``step`` returns its state, the cosine and the
-  relative error ‖ĝ_t − g_t‖/‖g_t‖ (float32 scalars) of the whole gradient of W.
+  relative error ‖ĝ_t − g_t‖/‖g_t‖ (float32 scalars) of the whole gradient of W (under a
+  strategy, of the replicas' mean gradients: ``mean``).
   """
 
   def __init__(self, model: models.RecurrentModel):
@@ -177,8 +178,10 @@ class Shadow:
   def init(self, batch_size: int):
     return self.exact.init(batch_size)
 
-  def step(self, state, data: training.Data, grads: list):
+  def step(self, state, data: training.Data, grads: list, mean=None):
     state, _, exact = training.estimate(self.model, self.exact, state, data, None)
+    if mean is not None:   # the replicas' means (ok_tf.sharding.all_mean)
+      grads, exact = mean(list(grads)), mean(list(exact))
     rows, g = (tf.concat([tf.reshape(x, [1, -1]) for x in gs], axis=1) for gs in (grads, exact))
     agree = agreement(rows, g[0])
     tiny = np.finfo(rows.dtype.as_numpy_dtype).tiny

@@ -79,24 +79,20 @@ def build_model(cfg: config_lib.TrainConfig, task,
 
 def build_trainer(cfg: config_lib.TrainConfig, model, task,
                   strategy: Optional[tf.distribute.Strategy] = None):
-  """The online trainer with the configured estimator, or the TBPTT trainer (their
-  :mod:`ok_tf.distributed` versions under a strategy)."""
+  """The online trainer with the configured estimator, or the TBPTT trainer, under
+  ``strategy`` (None: the default strategy, one device)."""
   with distributed.scope(strategy):
     optimizer = training.make_optimizer(cfg.lr, cfg.adam_epsilon)
-  kwargs = dict(clip_norm=cfg.clip or None, seed=cfg.seed,
+  kwargs = dict(clip_norm=cfg.clip or None, seed=cfg.seed, strategy=strategy,
                 recurrent_grad_scale=training.grad_scale_factor(cfg.grad_scale, cfg.batch_size))
   if estimators.method(cfg.method).takes_truncation:
-    args = (model, task, optimizer, cfg.batch_size, cfg.truncation)
-    if strategy is not None:
-      return distributed.MirroredTBPTTTrainer(*args, strategy=strategy, **kwargs)
-    return training.TBPTTTrainer(*args, **kwargs)
+    return training.TBPTTTrainer(model, task, optimizer, cfg.batch_size, cfg.truncation,
+                                 **kwargs)
+  shadow = diagnostics.Shadow(model) if cfg.shadow_exact else None
   estimator = estimators.get(cfg.method, model.cell, rank=cfg.rank,
                              **estimators.hyperparameters(cfg.method, cfg))
-  args = (model, estimator, task, optimizer, cfg.batch_size)
-  if strategy is not None:
-    return distributed.MirroredOnlineTrainer(*args, strategy=strategy, **kwargs)
-  shadow = diagnostics.Shadow(model) if cfg.shadow_exact else None
-  return training.OnlineTrainer(*args, shadow=shadow, **kwargs)
+  return training.OnlineTrainer(model, estimator, task, optimizer, cfg.batch_size,
+                                shadow=shadow, **kwargs)
 
 
 def run_config(cfg: config_lib.TrainConfig, resume: bool = False) -> runs.Run:

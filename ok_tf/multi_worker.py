@@ -4,8 +4,8 @@ Each worker process runs the same script with the same flags and its own ``TF_CO
 (``{"cluster": {"worker": ["host0:port", "host1:port", ...]}, "task": {"type": "worker",
 "index": i}}``; docs/cluster.md). The replicas are the workers' local devices, numbered
 worker by worker (replica ``w·D + d`` is device d of worker w, D devices per worker), and
-the B streams are split across all of them exactly as :mod:`ok_tf.distributed` splits
-them across one machine's devices: the run is the single-device run up to rounding.
+the B streams are split across all of them exactly as across one machine's devices
+(:mod:`ok_tf.sharding`): the run is the single-device run up to rounding.
 
 Worker 0 (the chief) owns the run directory: config, logs, results, its lock and its
 checkpoints. Every replica keeps its own streams' state (task, estimator), which an exact
@@ -28,26 +28,10 @@ from absl import logging
 from ok_tf import config as config_lib
 from ok_tf import lock as lock_lib
 from ok_tf import runs
+from ok_tf import sharding
 
 #: Where the other workers' checkpoints go in the run directory.
 WORKERS_DIR = "workers"
-
-
-def worker_index(resolver) -> int:
-  """The index of this process among the cluster's workers (a chief, if the cluster names
-  one, comes first), as MultiWorkerMirroredStrategy numbers them; 0 without a cluster."""
-  spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
-  if not spec:
-    return 0
-  if resolver.task_type == "chief":
-    return 0
-  return int(resolver.task_id) + (1 if "chief" in spec else 0)
-
-
-def first_replica(strategy) -> int:
-  """The global index of this process's first replica (0 on one machine)."""
-  resolver = getattr(strategy, "cluster_resolver", None)
-  return worker_index(resolver) * len(strategy.extended.worker_devices)
 
 
 def is_multi_worker(strategy) -> bool:
@@ -59,7 +43,7 @@ def is_chief(strategy) -> bool:
   """Whether this process writes the run directory (worker 0, or any single process)."""
   if strategy is None or not is_multi_worker(strategy):
     return True
-  return worker_index(strategy.cluster_resolver) == 0
+  return sharding.worker_index(strategy.cluster_resolver) == 0
 
 
 def read_tf_config() -> dict:
@@ -94,7 +78,8 @@ def strategy():
   resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
   made = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
   logging.info("multi-worker: worker %d of %d, %d replicas in all",
-               worker_index(resolver), len(resolver.cluster_spec().as_dict().get("worker", [])),
+               sharding.worker_index(resolver),
+               len(resolver.cluster_spec().as_dict().get("worker", [])),
                made.num_replicas_in_sync)
   return made
 
@@ -213,6 +198,6 @@ class WorkerDir:
 
 def open_worker_dir(run_dir, strategy_, resume: bool):
   """(WorkerDir, its lock) of this non-chief worker."""
-  index = worker_index(strategy_.cluster_resolver)
+  index = sharding.worker_index(strategy_.cluster_resolver)
   worker = WorkerDir(run_dir, index, resume)
   return worker, lock_lib.hold(worker.path, what=f"worker {index}'s folder")

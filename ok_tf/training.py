@@ -17,11 +17,12 @@ TBPTT window, :func:`tbptt_window`: T forward steps (:func:`forward_step`), the 
 gradient of Σ_t L_t, one update.  The drivers run a chunk of steps in one ``tf.function``
 (a ``tf.range`` loop of tensor length: chunks do not retrace) and keep all mutable state in
 variables (``trackables()``: a checkpoint restores a run exactly).
-:mod:`ok_tf.distributed` runs the same steps on several devices.
+:mod:`ok_tf.sharding` splits the streams across a ``tf.distribute`` strategy's replicas.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import keras
@@ -31,6 +32,7 @@ import tensorflow as tf
 from ok_tf import estimators as estimators_lib
 from ok_tf import models
 from ok_tf import philox
+from ok_tf import sharding
 from ok_tf.tasks import base as tasks_base
 
 class NonFiniteLossError(FloatingPointError):
@@ -144,15 +146,16 @@ class OnlineStep(NamedTuple):
 
 
 def online_step(model, est, task, carry: OnlineCarry, data_rng, method_rng,
-                mean=None) -> OnlineStep:
+                mean=None, estimate_fn=estimate) -> OnlineStep:
   """One online step of every stream, before the update (:meth:`Trainer.apply`).
 
   task.next → :func:`estimate` → the task observes the loss (:func:`observed`).  ``mean``
   (optional) maps a mean over these streams to the mean over a larger batch they belong
-  to, and the task observes the latter (the devices' mean in :mod:`ok_tf.distributed`).
+  to, and the task observes the latter (the replicas' mean, :func:`ok_tf.sharding.all_mean`);
+  ``estimate_fn`` is :func:`estimate` or a compiled version of it.
   """
   task_state, data = task.next(carry.task, data_rng)
-  est_state, readout, grads = estimate(model, est, carry.estimator, data, method_rng)
+  est_state, readout, grads = estimate_fn(model, est, carry.estimator, data, method_rng)
   loss, weight = report(readout.loss, model.y_spec.report_scale), mean_weight(data)
   if mean is not None:
     loss, weight = mean(loss), mean(weight)
@@ -212,46 +215,141 @@ def clip_gradients(recurrent, readout, scale: float = 1.0, clip_norm=None) -> li
 # ----------------------------------------------------------------------------- drivers
 
 
+class Shard(tf.Module):
+  """What one replica keeps for its streams: its task, generators (data: stream 0,
+  method: 1; :class:`ok_tf.sharding.ShardedGenerator` on a strategy's device) and
+  task state; a trainer adds its method's state (:meth:`Trainer.keep`)."""
+
+  def __init__(self, task, seed: int, index: int, count: int, device=None):
+    super().__init__(name=f"shard_{index}")
+    self.device = device
+    self.task = sharding.shard_task(task, index, count)
+    with self.placed():
+      # Under the default strategy (no device) the generators themselves, so that a
+      # checkpoint keeps the layout of a single-device run.
+      self.data_rng, self.method_rng = (
+          make_generator(seed, stream) if device is None
+          else sharding.ShardedGenerator(make_generator(seed, stream), index, count)
+          for stream in (0, 1))
+      self.task_state = StateVariables(self.task.init(self.data_rng), name="task_state")
+
+  def placed(self):
+    """The context that puts a variable on this replica's device."""
+    return tf.device(self.device) if self.device is not None else contextlib.nullcontext()
+
+
+class ShardList(tf.Module):
+  """The shards, as one checkpointable object."""
+
+  def __init__(self, shards):
+    super().__init__(name="shards")
+    self.shards = list(shards)
+
+
 class Trainer(tf.Module):
-  """A compiled driver: :meth:`run` calls ``chunk(num_steps) -> (losses [num_steps],
-  weights [num_steps], task metrics)`` (compiled once) and checks the loss; :meth:`apply`
-  is the update. ``run`` takes whole updates of ``steps_per_update`` steps."""
+  """A compiled driver under a ``tf.distribute`` strategy (the default strategy, one
+  device, unless given): :meth:`run` calls ``chunk(num_steps) -> (losses [num_steps],
+  weights [num_steps], task metrics)`` (``compiled``: a ``tf.function`` traced once) and
+  checks the loss; :meth:`apply` is the update. ``run`` takes whole updates of ``steps_per_update`` steps.
+
+  The weights, Adam's slots and the step are the strategy's variables (mirrored over the
+  replicas); the streams are split across the replicas (:mod:`ok_tf.sharding`), and each
+  replica's :class:`Shard` (made by :meth:`split`) holds its streams' task, generators and
+  state on its device.  Per update every replica computes the mean gradient over its
+  streams, the replicas average them (the global batch mean, clipped by its global norm)
+  and apply the same Adam update; every task observes the loss averaged over the replicas.
+  """
 
   steps_per_update = 1
 
   def __init__(self, model: models.RecurrentModel, optimizer, batch_size: int,
                clip_norm: float | None = None, recurrent_grad_scale: float = 1.0,
-               jit_compile: bool = False):
+               jit_compile: bool = False, strategy: tf.distribute.Strategy | None = None):
     super().__init__()
+    self.strategy = strategy or tf.distribute.get_strategy()
+    self.replicas = self.strategy.num_replicas_in_sync
+    if int(batch_size) % self.replicas:
+      raise ValueError(f"the batch of {batch_size} streams cannot be split evenly "
+                       f"across {self.replicas} devices: choose a multiple of {self.replicas}")
     self.model, self.optimizer = model, optimizer
     self.batch_size = int(batch_size)
+    self.local_batch = self.batch_size // self.replicas
     self.clip_norm = clip_norm
     self.recurrent_grad_scale = float(recurrent_grad_scale)
     self.variables_ = model.recurrent_variables + model.readout_variables
-    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    optimizer.build(self.variables_)
-    self._compiled = tf.function(self.chunk, jit_compile=jit_compile)
+    with self.strategy.scope():
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+      optimizer.build(self.variables_)
+    # XLA compiles a function for one device: with several replicas it compiles each
+    # replica's computation between two synchronisations (:meth:`xla`) instead.
+    self.jit_compile = bool(jit_compile)
+    self.compiled = tf.function(self.chunk, jit_compile=self.jit_compile and self.replicas == 1)
 
-  def _own_streams(self, task, seed: int):
-    """The task, its state and the generators (data: stream 0, method: 1) on one device."""
-    self.task = task
-    self.data_rng, self.method_rng = make_generator(seed, 0), make_generator(seed, 1)
-    self.task_state = StateVariables(task.init(self.data_rng), name="task_state")
+  def xla(self, fn):
+    """``fn`` compiled by XLA on its replica's device when ``jit_compile`` and the chunk
+    is not compiled whole (several replicas), else ``fn``."""
+    if self.jit_compile and self.replicas > 1:
+      return tf.function(fn, jit_compile=True)
+    return fn
+
+  def split(self, task, seed: int) -> None:
+    """This process's shards of ``task``'s streams, seeded by ``seed``: replica i
+    (numbered across the workers, :func:`ok_tf.sharding.first_replica`) on its device."""
+    first = sharding.first_replica(self.strategy)
+    self.shards = []
+    for i, device in enumerate(sharding.local_devices(self.strategy), start=first):
+      self.shards.append(Shard(task, seed, i, self.replicas, device))
+    self.first_replica = first
+    self.shard_list = ShardList(self.shards)
+    self.task = self.shards[0].task
+
+  def keep(self, name: str, make) -> None:
+    """Adds ``make()``, made on the shard's device, to every shard as ``name``."""
+    for shard in self.shards:
+      with shard.placed():
+        setattr(shard, name, make())
+
+  #: What a shard may hold that a checkpoint must restore (a subclass adds its state).
+  shard_state = ("data_rng", "method_rng", "task_state")
 
   def trackables(self) -> dict:
-    """Everything a checkpoint must hold to resume this run exactly."""
-    return {"model": self.model, "optimizer": self.optimizer, "step": self.step,
-            "data_rng": self.data_rng, "method_rng": self.method_rng,
-            "task_state": self.task_state}
+    """Everything a checkpoint must hold to resume this run exactly: the shared
+    variables, and the shards' state (the default strategy: as named attributes, the
+    layout of a single-device run; any other: ``shards``)."""
+    shared = {"model": self.model, "optimizer": self.optimizer, "step": self.step}
+    if self.shards[0].device is not None:
+      return {**shared, "shards": self.shard_list}
+    shard = self.shards[0]
+    return {**shared, **{name: getattr(shard, name) for name in self.shard_state
+                         if hasattr(shard, name)}}
+
+  def local_shard(self) -> Shard:
+    """The shard of the replica being traced (inside ``strategy.run``)."""
+    return self.shards[sharding.replica_index() - self.first_replica]
+
+  def local(self, value):
+    """This process's first replica's value of an all-reduced per-replica ``value``."""
+    return self.strategy.experimental_local_results(value)[0]
+
+  def metrics(self) -> dict:
+    """The task's metrics (those of the first shard: the shards count steps and curricula
+    alike)."""
+    shard = self.shards[0]
+    return dict(shard.task.metrics(shard.task_state.read()))
 
   def apply(self, recurrent_grads, readout_grads):
-    """One Adam step on W and W_out with :func:`clip_gradients`."""
+    """One Adam step on W and W_out with :func:`clip_gradients` of the replicas' mean
+    gradients (Keras sums what each replica hands it, hence the division by R)."""
+    recurrent_grads, readout_grads = list(recurrent_grads), list(readout_grads)
+    if self.replicas > 1:
+      both = sharding.all_mean(recurrent_grads + readout_grads)
+      k = len(recurrent_grads)
+      recurrent_grads, readout_grads = both[:k], both[k:]
     grads = clip_gradients(recurrent_grads, readout_grads, self.recurrent_grad_scale,
                            self.clip_norm)
+    if self.replicas > 1:
+      grads = [g / self.replicas for g in grads]
     self.optimizer.apply_gradients(zip(grads, self.variables_))
-
-  def tracing_count(self) -> int:
-    return self._compiled.experimental_get_tracing_count()
 
   def chunk(self, num_steps):
     raise NotImplementedError
@@ -265,7 +363,7 @@ class Trainer(tf.Module):
     if num_steps % self.steps_per_update:
       raise ValueError(f"TBPTT runs whole windows: {num_steps} steps is not a multiple of "
                        f"the truncation {self.steps_per_update}")
-    losses, weights, metrics = self._compiled(tf.constant(num_steps, tf.int32))
+    losses, weights, metrics = self.compiled(tf.constant(num_steps, tf.int32))
     losses = losses.numpy()
     if not np.all(np.isfinite(losses)):
       bad = int(np.argmax(~np.isfinite(losses)))
@@ -280,96 +378,217 @@ class Trainer(tf.Module):
 
 
 class OnlineTrainer(Trainer):
-  """Online learning: :func:`online_step` and one update after every step.
+  """Online learning: :func:`online_step` on every replica's streams and one update after
+  every step (:meth:`replica_steps`: with one replica the chunk, with several each step,
+  is one ``strategy.run``).
 
   The estimator state is carried on as if the weights had not changed
   (docs/algorithms.md §2).  A ``shadow`` (:class:`ok_tf.diagnostics.Shadow`, exact RTRL)
-  follows every step, ``shadow.step(state, data, ĝ_t) -> (state, cosine, relative error)``,
-  and the chunk's metrics gain their means (``shadow_cosine``, ``shadow_rel_error``)."""
+  follows every step, ``shadow.step(state, data, ĝ_t, mean) -> (state, cosine, relative
+  error)`` of the replicas' mean gradients, and the chunk's metrics gain their means
+  (``shadow_cosine``, ``shadow_rel_error``)."""
+
+  shard_state = Trainer.shard_state + ("estimator_state", "shadow_state")
 
   def __init__(self, model, estimator: estimators_lib.Estimator, task, optimizer,
                batch_size: int, clip_norm: float | None = None, seed: int = 0,
-               shadow=None, jit_compile: bool = False, recurrent_grad_scale: float = 1.0):
+               shadow=None, jit_compile: bool = False, recurrent_grad_scale: float = 1.0,
+               strategy: tf.distribute.Strategy | None = None):
     super().__init__(model, optimizer, batch_size, clip_norm, recurrent_grad_scale,
-                     jit_compile)
+                     jit_compile, strategy)
     self.estimator, self.shadow = estimator, shadow
-    self._own_streams(task, seed)
-    self.estimator_state = StateVariables(estimator.init(self.batch_size),
-                                          name="estimator_state")
+    self.estimate = self.xla(estimate)
+    self.split(task, seed)
+    self.keep("estimator_state", lambda: StateVariables(
+        estimator.init(self.local_batch), name="estimator_state"))
     if shadow is not None:
-      self.shadow_state = StateVariables(shadow.init(self.batch_size), name="shadow_state")
-
-  def trackables(self):
-    extra = {"shadow_state": self.shadow_state} if self.shadow is not None else {}
-    return {**super().trackables(), "estimator_state": self.estimator_state, **extra}
+      self.keep("shadow_state", lambda: StateVariables(
+          shadow.init(self.local_batch), name="shadow_state"))
 
   def chunk(self, num_steps):
-    losses = tf.TensorArray(tf.float32, size=num_steps)
-    weights = tf.TensorArray(tf.float32, size=num_steps)
-    carry = OnlineCarry(self.task_state.read(), self.estimator_state.read())
-    shadow = self.shadow_state.read() if self.shadow is not None else ()
+    if self.replicas == 1:      # nothing to synchronise: the chunk is one block of steps
+      out = self.local(self.strategy.run(self.replica_steps, args=(num_steps,)))
+      losses, weights = out["losses"], out["weights"]
+    else:                       # replicas synchronise between blocks: one step each
+      losses = tf.TensorArray(tf.float32, size=num_steps)
+      weights = tf.TensorArray(tf.float32, size=num_steps)
+      out = {"cosine": tf.zeros([], tf.float32), "rel_error": tf.zeros([], tf.float32)}
+      for i in tf.range(num_steps):
+        step = self.local(self.strategy.run(lambda: self.replica_steps(1)))
+        losses = losses.write(i, step["losses"][0])
+        weights = weights.write(i, step["weights"][0])
+        if self.shadow is not None:
+          out = {k: out[k] + step[k] for k in ("cosine", "rel_error")}
+      losses, weights = losses.stack(), weights.stack()
+    self.step.assign_add(tf.cast(num_steps, tf.int64))
+    metrics = self.metrics()
+    if self.shadow is not None:
+      count = tf.cast(num_steps, tf.float32)
+      metrics.update(shadow_cosine=out["cosine"] / count,
+                     shadow_rel_error=out["rel_error"] / count)
+    return losses, weights, metrics
+
+  def replica_steps(self, steps) -> dict:
+    """``steps`` online steps of this replica's streams, each with its update, in one
+    block (a tensor: a compiled loop; the Python int 1 with several replicas, whose
+    synchronisations cannot sit inside a loop): the replicas' mean loss and weight of
+    each step (and the sums of the shadow's cosine and relative error)."""
+    shard = self.local_shard()
+    losses = tf.TensorArray(tf.float32, size=steps)
+    weights = tf.TensorArray(tf.float32, size=steps)
+    carry = OnlineCarry(shard.task_state.read(), shard.estimator_state.read())
+    shadow = shard.shadow_state.read() if self.shadow is not None else ()
     cos_sum, err_sum = tf.zeros([], tf.float32), tf.zeros([], tf.float32)
-    for i in tf.range(num_steps):
-      out = online_step(self.model, self.estimator, self.task, carry, self.data_rng,
-                        self.method_rng)
+    for i in (range(steps) if isinstance(steps, int) else tf.range(steps)):
+      out = online_step(self.model, self.estimator, shard.task, carry, shard.data_rng,
+                        shard.method_rng, mean=sharding.all_mean, estimate_fn=self.estimate)
       carry = out.carry
       if self.shadow is not None:
-        shadow, cos, err = self.shadow.step(shadow, out.data, out.grads)
+        shadow, cos, err = self.shadow.step(shadow, out.data, out.grads,
+                                            mean=sharding.all_mean)
         cos_sum, err_sum = cos_sum + cos, err_sum + err
       self.apply(out.grads, out.readout.grads)
       losses, weights = losses.write(i, out.loss), weights.write(i, out.weight)
-    self.task_state.assign(carry.task)
-    self.estimator_state.assign(carry.estimator)
-    self.step.assign_add(tf.cast(num_steps, tf.int64))
-    metrics = dict(self.task.metrics(carry.task))
+    shard.task_state.assign(carry.task)
+    shard.estimator_state.assign(carry.estimator)
     if self.shadow is not None:
-      self.shadow_state.assign(shadow)
-      count = tf.cast(num_steps, tf.float32)
-      metrics.update(shadow_cosine=cos_sum / count, shadow_rel_error=err_sum / count)
-    return losses.stack(), weights.stack(), metrics
+      shard.shadow_state.assign(shadow)
+    return {"losses": losses.stack(), "weights": weights.stack(), "cosine": cos_sum,
+            "rel_error": err_sum}
+
+
+class Replay:
+  """Recorded steps ``Data([T, B] …)`` played again: the ``next`` and ``observe`` of a task
+  (all that :func:`tbptt_window` calls) whose state is the step index."""
+
+  def __init__(self, data: Data):
+    self.data = data
+
+  def next(self, t, rng):
+    del rng
+    return t + 1, Data(*(x[t] for x in self.data))
+
+  def observe(self, t, loss):
+    del loss
+    return t
 
 
 class TBPTTTrainer(Trainer):
   """Truncated BPTT(T): :func:`tbptt_window` and one update per window of T steps.
 
   The state enters the next window with its gradient stopped; the update uses the
-  gradient of the window's summed batch-mean loss Σ_t L_t.
+  gradient of the window's summed batch-mean loss Σ_t L_t.  With one replica the chunk is
+  one ``strategy.run`` (:meth:`replica_windows`).  With several, the copy
+  task's curriculum needs every step's loss averaged over the replicas while the window
+  runs, and replicas synchronise only outside the loops of a replica's function: each
+  forward step is one ``strategy.run`` (:func:`forward_step`; the replicas' mean loss
+  observed; the step's data recorded), and one ``strategy.run`` recomputes the window from
+  its starting state (:class:`Replay`) and applies the averaged gradient.  The update
+  equals the single-device one; the forward pass is computed twice.
   """
+
+  shard_state = Trainer.shard_state + ("hidden",)
 
   def __init__(self, model, task, optimizer, batch_size: int, truncation: int,
                clip_norm: float | None = None, seed: int = 0, jit_compile: bool = False,
-               recurrent_grad_scale: float = 1.0):
+               recurrent_grad_scale: float = 1.0,
+               strategy: tf.distribute.Strategy | None = None):
     if int(truncation) < 1:
       raise ValueError(f"truncation must be ≥ 1, got {truncation}")
     self.truncation = self.steps_per_update = int(truncation)
     super().__init__(model, optimizer, batch_size, clip_norm, recurrent_grad_scale,
-                     jit_compile)
-    self._own_streams(task, seed)
-    self.hidden = tf.Variable(model.cell.zero_state(self.batch_size), trainable=False,
-                              name="hidden")
+                     jit_compile, strategy)
+    self.split(task, seed)
+    self.window_gradient = self.xla(self.replay_gradient)
+    b, t = self.local_batch, self.truncation
+    self.keep("hidden", lambda: tf.Variable(model.cell.zero_state(b), trainable=False,
+                                              name="hidden"))
+    if self.replicas > 1:
+      def buffer(spec):
+        batch = spec.batch_spec(b)
+        return tf.zeros([t, *batch.shape], batch.dtype)
 
-  def trackables(self):
-    return {**super().trackables(), "hidden": self.hidden}
+      self.keep("running", lambda: tf.Variable(model.cell.zero_state(b), trainable=False,
+                                                 name="running"))
+      self.keep("window", lambda: StateVariables(Data(
+          buffer(model.x_spec), buffer(model.y_spec), tf.zeros([t, b], tf.bool),
+          tf.zeros([t, b], tf.float32)), name="window"))
 
   def chunk(self, num_steps):
     windows = num_steps // self.truncation
+    if self.replicas == 1:      # nothing to synchronise: the chunk is one block of windows
+      losses, weights = self.local(self.strategy.run(self.replica_windows, args=(windows,)))
+    else:
+      losses = tf.TensorArray(tf.float32, size=windows, element_shape=[self.truncation])
+      weights = tf.TensorArray(tf.float32, size=windows, element_shape=[self.truncation])
+      for w in tf.range(windows):
+        loss, weight = self.forward_window()
+        self.strategy.run(self.replica_update)
+        losses, weights = losses.write(w, loss), weights.write(w, weight)
+      losses, weights = losses.stack(), weights.stack()
+    self.step.assign_add(tf.cast(num_steps, tf.int64))
+    return tf.reshape(losses, [-1]), tf.reshape(weights, [-1]), self.metrics()
+
+  def replica_windows(self, windows):
+    """``windows`` windows of the one replica's streams, each under the tape and with its
+    update, in one compiled loop: the losses and weights ``[windows, T]``."""
+    shard = self.local_shard()
     losses = tf.TensorArray(tf.float32, size=windows, element_shape=[self.truncation])
     weights = tf.TensorArray(tf.float32, size=windows, element_shape=[self.truncation])
-    state, task_state = self.hidden.read_value(), self.task_state.read()
+    state, task_state = shard.hidden.read_value(), shard.task_state.read()
     for w in tf.range(windows):
       with tf.GradientTape() as tape:
-        window = tbptt_window(self.model, self.task, tf.stop_gradient(state), task_state,
-                              self.data_rng, self.truncation)
+        window = tbptt_window(self.model, shard.task, tf.stop_gradient(state), task_state,
+                              shard.data_rng, self.truncation)
       grads = tape.gradient(window.total, self.variables_)
       k = len(self.model.recurrent_variables)
       self.apply(grads[:k], grads[k:])
       state, task_state = window.state, window.task_state
       losses, weights = losses.write(w, window.losses), weights.write(w, window.weights)
-    self.hidden.assign(state)
-    self.task_state.assign(task_state)
-    self.step.assign_add(tf.cast(num_steps, tf.int64))
-    return (tf.reshape(losses.stack(), [-1]), tf.reshape(weights.stack(), [-1]),
-            self.task.metrics(task_state))
+    shard.hidden.assign(state)
+    shard.task_state.assign(task_state)
+    return losses.stack(), weights.stack()
+
+  def forward_window(self):
+    """The window's T forward steps, one ``strategy.run`` each: the replicas' mean
+    losses and weights ``[T]`` (this process's values)."""
+    losses = tf.TensorArray(tf.float32, size=self.truncation)
+    weights = tf.TensorArray(tf.float32, size=self.truncation)
+    for t in tf.range(self.truncation):
+      loss, weight = self.strategy.run(self.replica_forward, args=(t,))
+      losses, weights = losses.write(t, self.local(loss)), weights.write(t, self.local(weight))
+    return losses.stack(), weights.stack()
+
+  def replica_forward(self, t):
+    """Step t of the window on this replica's streams; returns the replicas' mean loss
+    (reported unit) and weight."""
+    shard = self.local_shard()
+    task_state, data = shard.task.next(shard.task_state.read(), shard.data_rng)
+    if data.weight is None:
+      data = data._replace(weight=tf.ones_like(data.reset, tf.float32))
+    state, losses = forward_step(self.model, shard.running.read_value(), data)
+    loss = report(weighted_mean(losses, data.weight), self.model.y_spec.report_scale)
+    loss, weight = sharding.all_mean(loss), sharding.all_mean(mean_weight(data))
+    shard.task_state.assign(shard.task.observe(task_state, observed(loss, weight)))
+    shard.running.assign(state)
+    shard.window.assign(Data(*(tf.tensor_scatter_nd_update(buf, [[t]], [row])
+                               for buf, row in zip(shard.window.read(), data))))
+    return loss, weight
+
+  def replay_gradient(self, hidden, recorded: Data):
+    """The gradient of the recorded window's Σ_t L_t from ``hidden`` and its final state."""
+    with tf.GradientTape() as tape:
+      window = tbptt_window(self.model, Replay(recorded), tf.stop_gradient(hidden),
+                            tf.constant(0, tf.int32), None, self.truncation)
+    return tape.gradient(window.total, self.variables_), window.state
+
+  def replica_update(self):
+    """The recorded window under the tape from its starting state; the averaged update."""
+    shard = self.local_shard()
+    grads, state = self.window_gradient(shard.hidden.read_value(), shard.window.read())
+    k = len(self.model.recurrent_variables)
+    self.apply(grads[:k], grads[k:])
+    shard.hidden.assign(state)
 
 
 def mean_loss(losses, weights) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ok_tf import distributed
+from ok_tf import sharding
 from ok_tf.tasks import base
 
 
@@ -35,10 +35,10 @@ def play(task, steps: int, rng, state=None):
 
 def play_sharded(task, steps: int, seed: int, count: int):
   """The Data of ``count`` shards of ``task``, each with its
-  :class:`ok_tf.distributed.ShardedGenerator`, concatenated along the streams."""
+  :class:`ok_tf.sharding.ShardedGenerator`, concatenated along the streams."""
   parts = []
   for index in range(count):
-    rng = distributed.ShardedGenerator(tf.random.Generator.from_seed(seed), index, count)
+    rng = sharding.ShardedGenerator(tf.random.Generator.from_seed(seed), index, count)
     parts.append(play(task.shard(index, count), steps, rng)[1])
   return base.Data(*[np.concatenate(fields, axis=1) for fields in zip(*parts)])
 

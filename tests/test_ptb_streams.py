@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ok_tf import distributed
+from ok_tf import sharding
 from ok_tf import estimators
 from ok_tf.tasks import text as text_task
 
@@ -78,10 +78,10 @@ def test_reset_only_at_start_when_zero():
 
 
 def test_shards_keep_their_offsets():
-  """The two devices' shards (ok_tf.distributed.shard_task: slices ``streams``) play the
+  """The two devices' shards (ok_tf.sharding.shard_task: slices ``streams``) play the
   whole batch's streams: same offsets, inputs, targets, resets and epoch count."""
   streams = text_task.TextStreams(np.arange(100) % 7, batch_size=4, reset_every=10, vocab_size=7)
-  parts = [distributed.shard_task(streams, i, 2) for i in range(2)]
+  parts = [sharding.shard_task(streams, i, 2) for i in range(2)]
   assert [p.streams for p in parts] == [(0, 2), (2, 4)] and parts[0].batch_size == 4
   np.testing.assert_array_equal(np.concatenate([p.offsets for p in parts]), streams.offsets)
   whole = run_steps(streams, 25)
@@ -90,9 +90,9 @@ def test_shards_keep_their_offsets():
     np.testing.assert_array_equal(np.concatenate([h[i] for h in halves], axis=1), whole[i])
   for part, half in zip(parts, halves):
     assert float(part.metrics(half[0])["epoch"]) == float(streams.metrics(whole[0])["epoch"])
-  assert distributed.shard_task(streams, 0, 1) is streams
+  assert sharding.shard_task(streams, 0, 1) is streams
   with pytest.raises(ValueError, match="cannot take shard"):
-    distributed.shard_task(streams, 0, 3)
+    sharding.shard_task(streams, 0, 3)
 
 
 def test_estimator_reset_skips_the_pass_only_when_no_stream_resets():

@@ -12,6 +12,7 @@ import tensorflow as tf
 from ok_tf import diagnostics
 from ok_tf import estimators
 from ok_tf import models
+from ok_tf import sharding
 from ok_tf import training
 from ok_tf.tasks import copy as copy_task
 
@@ -260,7 +261,7 @@ def test_online_rtrl_gradients_equal_bptt_at_fixed_weights():
     expected = tape.gradient(losses[t], variables(model))
     for got, exp in zip(optimizer.last, expected):
       np.testing.assert_allclose(got.numpy(), exp.numpy(), rtol=1e-10, atol=1e-13)
-  assert trainer.tracing_count() == 1
+  assert trainer.compiled.experimental_get_tracing_count() == 1
 
 
 def test_shadow_exact_rtrl_agrees_and_kf_does_not():
@@ -341,7 +342,7 @@ def test_no_retracing_between_chunks(method):
   for n in chunks:
     out = trainer.run(n)
     assert out["loss_bits"].shape == (n,)
-  assert trainer.tracing_count() == 1
+  assert trainer.compiled.experimental_get_tracing_count() == 1
   assert int(trainer.step.numpy()) == sum(chunks)
 
 
@@ -441,3 +442,40 @@ def test_adam_on_gradient_over_batch_is_adam_with_epsilon_times_batch():
   assert training.grad_scale_factor("mean", batch) == 1.0
   with pytest.raises(ValueError, match="grad_scale"):
     training.grad_scale_factor("sum", batch)
+
+
+@pytest.mark.parametrize("dtype, bounds, row", [
+    (tf.float32, {}, 3), (tf.float64, {}, 3), (tf.float32, dict(minval=-2.0, maxval=3.0), 1),
+    (tf.int32, dict(minval=0, maxval=2), 1), (tf.int64, dict(minval=0, maxval=9), 5)])
+def test_sharded_generator_draws_its_rows_of_the_whole_draw(dtype, bounds, row):
+  """Replica i of R draws rows i·b … (i+1)·b − 1 of the whole batch's draw (offsets that
+  do not start a Philox block, a counter whose low word overflows), computing only those,
+  and every replica's generator ends where the whole draw leaves it."""
+  batch, count, counter = 6, 3, [-2, 7]  # -2: the low word 2^64 − 2 carries into the high
+  whole_rng = tf.random.Generator.from_key_counter(key=5, counter=counter, alg="philox")
+  whole = [whole_rng.uniform([batch, row], dtype=dtype, **bounds).numpy() for _ in range(2)]
+  shares = [sharding.ShardedGenerator(
+      tf.random.Generator.from_key_counter(key=5, counter=counter, alg="philox"), i, count)
+      for i in range(count)]
+  compiled = tf.function(lambda rng, b: rng.uniform(tf.stack([b, row]), dtype=dtype, **bounds))
+  for k, draw in enumerate([lambda rng: rng.uniform([batch // count, row], dtype=dtype, **bounds),
+                            lambda rng: compiled(rng, tf.constant(batch // count))]):
+    parts = [draw(rng).numpy() for rng in shares]
+    np.testing.assert_array_equal(np.concatenate(parts), whole[k])
+  for rng in shares:
+    np.testing.assert_array_equal(rng.generator.state.numpy(), whole_rng.state.numpy())
+
+
+def test_one_replica_keeps_the_single_device_checkpoint_layout():
+  """Under the default strategy the trainers' checkpoint names its state as a run on one
+  device always has (several replicas: ``shards``)."""
+  task = copy_task.CopyTask(batch_size=2, max_length=4)
+  model = models.RecurrentModel("rhn", 2, copy_task.VOCAB_SIZE)
+  online = training.OnlineTrainer(model, estimators.get("kf", model.cell), task,
+                                  training.make_optimizer(1e-3), 2,
+                                  shadow=diagnostics.Shadow(model))
+  tbptt = training.TBPTTTrainer(model, task, training.make_optimizer(1e-3), 2, truncation=2)
+  shared = {"model", "optimizer", "step", "data_rng", "method_rng", "task_state"}
+  assert set(online.trackables()) == shared | {"estimator_state", "shadow_state"}
+  assert set(tbptt.trackables()) == shared | {"hidden"}
+  assert isinstance(online.trackables()["data_rng"], tf.random.Generator)

@@ -30,7 +30,7 @@ divergence guard's and progress line's) is ``no_memory``.
 Randomness: ``next`` draws x ``[B]`` (an int in {0, 1}) and u ``[B]`` (uniform, y = [u <
 p]) from the generator passed in, at every step; ``init`` draws the history ``[B, H]``;
 every draw's first axis is the stream, so a shard's draws are its rows of the whole
-batch's (:class:`ok_tf.distributed.ShardedGenerator`).
+batch's (:class:`ok_tf.sharding.ShardedGenerator`).
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ class CopyTask:
 
   def shard(self, index: int, count: int) -> "CopyTask":
     """The same task with b = B/count streams: its draws come from a generator that keeps
-    one shard's rows of the whole batch's (:class:`ok_tf.distributed.ShardedGenerator`),
+    one shard's rows of the whole batch's (:class:`ok_tf.sharding.ShardedGenerator`),
     and it observes the mean loss over all shards, so every shard keeps one curriculum."""
     return dataclasses.replace(self, batch_size=base.check_shard(self.batch_size, index, count))
 

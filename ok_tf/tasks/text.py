@@ -26,7 +26,7 @@ shapes, so they run inside ``tf.function`` / ``tf.while_loop`` without retracing
 ``(state, rng)`` signatures match the copy task's (:mod:`ok_tf.tasks.copy`); ``rng``
 is unused: the streams are deterministic. An object may play a slice ``streams = (lo, hi)``
 of the B streams only (rows lo … hi−1 of the whole batch; how multi-device training,
-:func:`ok_tf.distributed.shard_task`, splits the batch).
+:func:`ok_tf.sharding.shard_task`, splits the batch).
 """
 
 from __future__ import annotations
