@@ -178,12 +178,16 @@ class KroneckerCell(keras.layers.Layer):
 
   def output(self, state: tf.Tensor) -> tf.Tensor:
     """h, the part of the state the readout sees (the last n coordinates)."""
+    if self.state_size == self.units:
+      return state
     return state[..., self.state_size - self.units:]
 
   def hhat(self, x: tf.Tensor, state: tf.Tensor) -> tf.Tensor:
     """ĥ_t = [x_t, h_{t-1}, 1]."""
     x = tf.cast(x, self.compute_dtype)
-    ones = tf.ones_like(x[:, :1])
+    # a constant when the batch is static (no op per step)
+    ones = (tf.ones([x.shape[0], 1], x.dtype) if x.shape[0] is not None
+            else tf.ones_like(x[:, :1]))
     return tf.concat([x, self.output(state), ones], axis=-1)
 
   def step(self, x, state) -> tf.Tensor:
@@ -273,6 +277,14 @@ class KroneckerCell(keras.layers.Layer):
     """
     n, k = self.units, self.num_gates
     w_h = kernel[self.input_dim:self.input_dim + n, :]             # [n(t), k·n]
+    if k == 1:       # one gate group: d_t[s] W_h[t, unit(s)], a broadcast product
+      w_sel = tf.transpose(w_h)                                     # [j, t]
+      if self.state_multiplier > 1:
+        w_sel = tf.tile(w_sel, [self.state_multiplier, 1])          # [s, t]
+      through_h = gates * w_sel
+      if self.state_size == n:
+        return through_h
+      return tf.concat([tf.zeros_like(through_h[:, :, :self.state_size - n]), through_h], -1)
     # w_sel[s, g, t] = W_h[t, g·n + unit(s)]: W_h's blocks transposed, repeated S/n times.
     w_sel = tf.transpose(tf.reshape(w_h, [n, k, n]), [2, 1, 0])    # [j, g, t]
     if self.state_multiplier > 1:

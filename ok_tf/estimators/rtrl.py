@@ -68,7 +68,8 @@ class RTRL(Estimator):
       # input's buffer, and ``carried`` is this step's own product, read by nothing else,
       # so only the S·k rows are touched (no copy, no dense term)
       gt = tf.raw_ops.InplaceAdd(x=flat, i=rows, v=immediate)
-    return RTRLState(st.state, tf.reshape(gt, tf.shape(state.gt)))
+    shape = state.gt.shape if state.gt.shape.is_fully_defined() else tf.shape(state.gt)
+    return RTRLState(st.state, tf.reshape(gt, shape))
 
   def _rows(self, batch):
     """The rows (b, s, g·n + unit(s)) of the [B·S·k·n, a] view, b-major (a constant when
