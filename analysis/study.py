@@ -48,6 +48,7 @@ from absl import flags
 from absl import logging
 
 from analysis import tables
+from ok_tf import estimators
 from ok_tf import runs as runs_lib
 
 # The repository: the training scripts' folder, the working directory of their runs.
@@ -202,7 +203,9 @@ def _tasks_cpu() -> list[Run]:
   runs = []
   for task in TASKS_STUDIED:
     for name, args in TASK_METHODS.items():
-      shadow = () if name.startswith(("rtrl", "tbptt")) else ("--shadow_exact",)
+      method = estimators.method(args[0].split("=", 1)[1])   # args start with --method=
+      # the shadow compares an estimator with exact RTRL: not for RTRL itself or TBPTT
+      shadow = () if method.exact or method.takes_truncation else ("--shadow_exact",)
       for e in TASK_LRS:
         runs.append(Run("tasks_cpu", task, f"{task}/{name}_lr{e:g}_seed0",
                         args + (f"--lr=10^{e:g}", "--seed=0") + shadow, 1.0))

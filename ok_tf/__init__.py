@@ -5,7 +5,8 @@ baselines, for online training of recurrent networks. The maths is in docs/algor
 the protocols in docs/protocol.md. What a user calls, by topic:
 
 Cells (Keras RNN cells, one weight matrix W; ``keras.layers.RNN(RHNCell(n))`` works)
-  RHNCell, TanhRNNCell, LSTMCell    the paper's RHN, a tanh RNN, an LSTM
+  RHNCell, TanhRNNCell, LSTMCell    the paper's RHN, a tanh RNN, an LSTM; every class of
+                                    the registry by its name (``ok_tf.LeakyTanhCell``)
   KroneckerCell                     their base class (``linearize``: ĥ_t, d_t, H_t)
   get_cell(name, units)             a cell by name (the registry ``ok_tf.cells.CELLS``)
 
@@ -115,7 +116,21 @@ def __getattr__(name: str):
     return value
   if name in _SUBMODULES:
     return importlib.import_module(f"{__name__}.{name}")
+  registered = _registered(name) if name[:1].isupper() else None
+  if registered is not None:
+    globals()[name] = registered
+    return registered
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _registered(name: str):
+  """The class called ``name`` of the cell or method registries (``cells.CELLS``,
+  ``estimators.METHODS``), else None: a new cell or estimator needs no line here."""
+  for module, registry in (("cells", "CELLS"), ("estimators", "METHODS")):
+    for cls in getattr(importlib.import_module(f"{__name__}.{module}"), registry).values():
+      if cls.__name__ == name:
+        return cls
+  return None
 
 
 def __dir__() -> list[str]:

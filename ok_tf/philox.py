@@ -3,8 +3,8 @@
 ``tf.random.Generator.from_seed(s)`` puts s in the counter, so seeds s and s + 1 give
 overlapping streams; a generator made from a *key* at counter 0 cannot overlap another
 key's (docs/algorithms.md, "Random numbers"). :func:`generator` is how the package makes
-one: ``training.make_generator`` (key 2·seed + stream), ``diagnostics.measure`` (key
-seed) and the tests.
+one: ``training.make_generator`` (key 2·seed + stream) and ``diagnostics.measure`` (key
+seed); tests that need a key's stream use it too.
 """
 
 from __future__ import annotations

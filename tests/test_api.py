@@ -20,6 +20,11 @@ def test_every_exported_name_resolves():
   assert ok_tf.METHODS is ok_tf.estimators.METHODS
   assert set(ok_tf.METHODS) >= {"ok", "kf", "kf_avg", "uoro", "rtrl", "tbptt"}
   assert issubclass(ok_tf.RHNCell, ok_tf.KroneckerCell)
+  # every registered cell and estimator class is a top-level name, with no list to extend
+  for cls in [*ok_tf.cells.CELLS.values(), *ok_tf.METHODS.values()]:
+    assert getattr(ok_tf, cls.__name__) is cls
+  with pytest.raises(AttributeError):
+    ok_tf.NoSuchCell  # pylint: disable=pointless-statement
   assert set(ok_tf.__all__) <= set(dir(ok_tf))
   # every submodule the package names exists (and every module of the package is named)
   package = pathlib.Path(ok_tf.__file__).parent

@@ -1,7 +1,7 @@
-"""Tests of ok_tf/cells.py: forward pass, linearisation (ĥ_t, D_t, H_t), init, config.
+"""Tests of the cells (ok_tf/cells/, every cell of the registry): forward pass, linearisation (ĥ_t, D_t, H_t), init, config.
 
 Exactness checks run in float64 against autodiff (tf.GradientTape) and against a numpy
-re-implementation of the RHN equations of docs/algorithms.md §1.
+re-implementation of each cell's equations of docs/algorithms.md §1.
 """
 
 import keras

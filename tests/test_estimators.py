@@ -1,4 +1,4 @@
-"""Tests of ok_tf/estimators.py: exact RTRL = BPTT, full-rank OK = RTRL, unbiasedness of
+"""Tests of the estimators (ok_tf/estimators/): exact RTRL = BPTT, full-rank OK = RTRL, unbiasedness of
 the stochastic estimators, variance ordering (docs/algorithms.md §6), SnAp-1 (its
 recursion, exactness without recurrent weights, its bias), the protocol (per-example
 gradients, influence, reset, dtypes, tf.function tracing, ``get`` errors, OK diagnostics)

@@ -42,8 +42,6 @@ module defining a subclass of :class:`Estimator` with its ``name`` and ``order``
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 from ok_tf import cells as cells_lib
 from ok_tf import hyperparameters as hyperparameters_lib
 from ok_tf import registry

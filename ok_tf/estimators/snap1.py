@@ -28,7 +28,7 @@ class SnAp1(Estimator):
       dL_t/dW[i, g·n + j] ≈ Σ_{s: unit(s) = j} (∂L_t/∂s_t)[s] J_t[i, g, s]
 
   i.e. G'_t = P(H_t G'_{t−1} + ĥ_t ⊗ D_t) with P the projection onto that pattern.  With
-  S = n (RHN, tanh) only diag(H_t) enters; for the LSTM the 2 × 2 block of H_t between
+  S = n (RHN, tanh, leaky tanh) only diag(H_t) enters; for the LSTM the 2 × 2 block of H_t between
   unit j's (c_j, h_j).  O(S·a·k) per step; deterministic and biased (exact when H_t has
   no entries between different units, e.g. with zero recurrent weights).
   """
