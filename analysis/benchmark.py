@@ -151,8 +151,8 @@ class RandomSymbols:
 
 
 def bound_runner(kind: str, cell, rank: int, batch: int):
-  """The dominant product alone: ``A ← H[:, None] A`` (ok; ``KroneckerSum.propagate``) or
-  ``G ← H G`` (rtrl)."""
+  """The dominant product alone, computed as the step computes it: ``A ← H[:, None] A``
+  (ok; ``KroneckerSum.propagate``) or ``G ← H G`` (rtrl; ``estimators.stream_matmul``)."""
   s = cell.state_size
   h = timing.orthogonal(batch, s, 1)
   if kind == "ha":
@@ -160,7 +160,7 @@ def bound_runner(kind: str, cell, rank: int, batch: int):
     return timing.loop(lambda a: estimators_lib.KroneckerSum.propagate(h, a), a)
   if kind == "hg":
     g = tf.random.stateless_normal([batch, s, cell.hhat_size * cell.kernel_columns], [2, 1])
-    return timing.loop(lambda g: tf.matmul(h, g), g)
+    return timing.loop(lambda g: estimators_lib.stream_matmul(h, g), g)
   raise ValueError(kind)
 
 

@@ -90,10 +90,12 @@ def test_rtrl_equals_bptt(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_rtrl_step_is_the_dense_recursion(name):
+@pytest.mark.parametrize("batch", [1, 3])
+def test_rtrl_step_is_the_dense_recursion(name, batch):
   """G_t = H_t G_{t−1} + ĥ_t ⊗ D_t computed densely (numpy) from the cell's linearisation:
-  the step that adds ĥ_t ⊗ D_t on its diagonals only gives the same G_t and gradients."""
-  steps, batch = 6, 3
+  the step that adds ĥ_t ⊗ D_t on its diagonals only gives the same G_t and gradients
+  (with one stream, H_t G_{t−1} is a 2-D product)."""
+  steps = 6
   cell = make_cell(name, seed=11)
   est = make_estimator("rtrl", cell)
   rs = np.random.RandomState(11)
@@ -113,6 +115,25 @@ def test_rtrl_step_is_the_dense_recursion(name):
     assert rel(est.per_example_gradient(state, tf.constant(dl)).numpy(), rows) < 1e-12
     assert rel(est.gradient(state, tf.constant(dl))[0].numpy(), rows.mean(0)) < 1e-12
   assert np.max(np.abs(dense)) > 1e-2
+
+
+@pytest.mark.parametrize("shape,static", [((1, 5, 7, 9), True), ((1, 5, 7, 9), False),
+                                          ((3, 5, 7, 9), True)])
+def test_stream_matmul_is_the_batched_matmul(shape, static):
+  """``stream_matmul`` is tf.matmul stream by stream; with one stream and static shapes it
+  is one 2-D MatMul in the graph (no BatchMatMulV2)."""
+  b, m, k, p = shape
+  rs = np.random.RandomState(3)
+  a, c = tf.constant(rs.normal(size=(b, m, k))), tf.constant(rs.normal(size=(b, k, p)))
+  spec = [tf.TensorSpec([b if static else None, m, k], tf.float64),
+          tf.TensorSpec([b if static else None, k, p], tf.float64)]
+  product = tf.function(estimators.stream_matmul, input_signature=spec)
+  out = product(a, c).numpy()
+  assert out.shape == (b, m, p)
+  assert rel(out, np.einsum("bmk,bkp->bmp", a.numpy(), c.numpy())) < 1e-14
+  ops = {op.type for op in product.get_concrete_function().graph.get_operations()}
+  two_d = b == 1 and static
+  assert ("MatMul" in ops, "BatchMatMulV2" in ops) == (two_d, not two_d)
 
 
 def test_rtrl_step_under_xla_is_the_step():

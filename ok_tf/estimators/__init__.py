@@ -49,6 +49,7 @@ from ok_tf.estimators.base import Cost
 from ok_tf.estimators.base import Dims
 from ok_tf.estimators.base import Estimator
 from ok_tf.estimators.base import Method
+from ok_tf.estimators.base import stream_matmul
 from ok_tf.estimators.kronecker_sum import KroneckerState
 from ok_tf.estimators.kronecker_sum import KroneckerSum
 from ok_tf.estimators.sequence import SequenceResult

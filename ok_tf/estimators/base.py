@@ -138,6 +138,20 @@ def in_xla() -> bool:
           and control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
 
 
+def stream_matmul(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+  """a[i]·b[i] for every stream i: ``[B, m, k]``·``[B, k, p]`` → ``[B, m, p]``.
+
+  The same product as ``tf.matmul(a, b)``.  With one stream and static shapes it runs as
+  one 2-D ``MatMul``: TensorFlow's CPU kernel for it is about 10% faster than the batched
+  ``BatchMatMulV2`` of batch 1 on exact RTRL's H_t·G at n = 64 (docs/performance.md).
+  """
+  if (a.shape.rank == 3 and b.shape.rank == 3 and a.shape[0] == 1 and b.shape[0] == 1
+      and a.shape.is_fully_defined() and b.shape.is_fully_defined()):
+    product = tf.matmul(tf.reshape(a, a.shape[1:]), tf.reshape(b, b.shape[1:]))
+    return tf.reshape(product, [1] + product.shape.as_list())
+  return tf.matmul(a, b)
+
+
 def dtype_bytes(dtype) -> int:
   return tf.as_dtype(dtype).size
 

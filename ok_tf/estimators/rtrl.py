@@ -11,6 +11,7 @@ from ok_tf.estimators.base import Cost
 from ok_tf.estimators.base import Estimator
 from ok_tf.estimators.base import dtype_bytes
 from ok_tf.estimators.base import in_xla
+from ok_tf.estimators.base import stream_matmul
 
 
 class RTRLState(NamedTuple):
@@ -25,10 +26,10 @@ class RTRL(Estimator):
   """Exact RTRL (O(S²·a·k·n) per step): G_t = H_t G_{t−1} + ĥ_t ⊗ D_t.
 
   H_t G_{t−1} is one [S, S]·[S, k·n·a] matmul per stream (G in the layout of
-  :class:`RTRLState`).  The immediate term ĥ_t ⊗ D_t is non-zero only in the S·k rows
-  (s, g·n + unit(s)) of that layout, each a copy of ĥ_t scaled by d_t[s, g]: it is added
-  to those rows alone, in place in the product's buffer (``InplaceAdd``), never formed
-  as a dense [S, a, k·n] tensor.
+  :class:`RTRLState`; :func:`stream_matmul`, one 2-D product when B = 1).  The immediate
+  term ĥ_t ⊗ D_t is non-zero only in the S·k rows (s, g·n + unit(s)) of that layout, each
+  a copy of ĥ_t scaled by d_t[s, g]: it is added to those rows alone, in place in the
+  product's buffer (``InplaceAdd``), never formed as a dense [S, a, k·n] tensor.
   """
 
   name = "rtrl"
@@ -57,7 +58,7 @@ class RTRL(Estimator):
 
   def step(self, state, x, rng=None):
     st = self._linearize(state, x)
-    carried = tf.matmul(st.jacobian, self._flat(state))                # [B, S, k·n·a]
+    carried = stream_matmul(st.jacobian, self._flat(state))           # [B, S, k·n·a]
     rows = self._rows(carried.shape[0] or tf.shape(carried)[0])
     immediate = tf.reshape(st.gates[:, :, :, None] * st.hhat[:, None, None, :],
                            [-1, self.hhat_size])                       # d_t[b, s, g] ĥ_t[b]
