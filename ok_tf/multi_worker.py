@@ -143,7 +143,6 @@ class WorkerDir:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self._tf = tf
     self.path = pathlib.Path(run_dir) / WORKERS_DIR / f"worker-{index}"
-    self.path.mkdir(parents=True, exist_ok=True)
     self.resumed = bool(resume)
     self.not_restored = ()
     self._manager = None
@@ -197,7 +196,8 @@ class WorkerDir:
 
 
 def open_worker_dir(run_dir, strategy_, resume: bool):
-  """(WorkerDir, its lock) of this non-chief worker."""
+  """(WorkerDir, its lock) of this non-chief worker; creates its folder."""
   index = sharding.worker_index(strategy_.cluster_resolver)
   worker = WorkerDir(run_dir, index, resume)
+  worker.path.mkdir(parents=True, exist_ok=True)
   return worker, lock_lib.hold(worker.path, what=f"worker {index}'s folder")
