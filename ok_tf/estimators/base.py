@@ -142,8 +142,9 @@ def stream_matmul(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
   """a[i]·b[i] for every stream i: ``[B, m, k]``·``[B, k, p]`` → ``[B, m, p]``.
 
   The same product as ``tf.matmul(a, b)``.  With one stream and static shapes it runs as
-  one 2-D ``MatMul``: TensorFlow's CPU kernel for it is about 10% faster than the batched
-  ``BatchMatMulV2`` of batch 1 on exact RTRL's H_t·G at n = 64 (docs/performance.md).
+  one 2-D ``MatMul``, which TensorFlow's CPU kernels run faster than ``BatchMatMulV2``
+  with a batch of 1: exact RTRL's step at n = 64, B = 1 is about 10% faster with it
+  (docs/performance.md).
   """
   if (a.shape.rank == 3 and b.shape.rank == 3 and a.shape[0] == 1 and b.shape[0] == 1
       and a.shape.is_fully_defined() and b.shape.is_fully_defined()):

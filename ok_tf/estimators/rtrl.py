@@ -26,10 +26,11 @@ class RTRL(Estimator):
   """Exact RTRL (O(S²·a·k·n) per step): G_t = H_t G_{t−1} + ĥ_t ⊗ D_t.
 
   H_t G_{t−1} is one [S, S]·[S, k·n·a] matmul per stream (G in the layout of
-  :class:`RTRLState`; :func:`stream_matmul`, one 2-D product when B = 1).  The immediate
-  term ĥ_t ⊗ D_t is non-zero only in the S·k rows (s, g·n + unit(s)) of that layout, each
-  a copy of ĥ_t scaled by d_t[s, g]: it is added to those rows alone, in place in the
-  product's buffer (``InplaceAdd``), never formed as a dense [S, a, k·n] tensor.
+  :class:`RTRLState`; :func:`stream_matmul`, one 2-D product when B = 1 and the shapes
+  are static).  The immediate term ĥ_t ⊗ D_t is non-zero only in the S·k rows
+  (s, g·n + unit(s)) of that layout, each a copy of ĥ_t scaled by d_t[s, g]: it is added
+  to those rows alone, in place in the product's buffer (``InplaceAdd``; under XLA its
+  ``tensor_scatter_nd_add``), never formed as a dense [S, a, k·n] tensor.
   """
 
   name = "rtrl"
