@@ -178,6 +178,16 @@ def model_options() -> list[tuple[str, type, dataclasses.Field]]:
           + hyperparameters.config_fields(cells.CELLS, "cell"))
 
 
+def recorded(cfg: TrainConfig) -> dict:
+  """What a run's config.json holds: every field of ``cfg``, except the declared
+  hyperparameters of cells and methods other than the run's (an RHN run records no
+  ``leaky_alpha``). A reader, a resume and the analysis take a missing one as its
+  ``absent`` value, the default."""
+  owners = {None, f"method {cfg.method}", f"cell {cfg.cell}"}    # None: not a hyperparameter
+  return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+          if f.metadata.get("owner") in owners}
+
+
 @functools.cache
 def config_class(task: str) -> type:
   """The config dataclass of ``task``'s runs: :class:`TrainConfig`'s fields, the methods'
@@ -502,12 +512,14 @@ def merge_resumed(stored: dict, new: dict, run_dir="the run directory") -> dict:
 
   Raises:
     ok_tf.runs.RunDirError: the two differ in a key whose ``resume`` rule is FIXED (a key
-      the stored config lacks counts as its ``absent`` value); one line naming them.
+      either lacks counts as its ``absent`` value: a stored config written before the
+      field existed, or a hyperparameter of another cell or method, which
+      :func:`recorded` leaves out); one line naming them.
   """
   may_change = may_change_on_resume() | {"resume"}   # early runs recorded the flag
   absent, missing = absent_values(), object()
   diff = sorted(k for k in (set(stored) | set(new)) - may_change
-                if stored.get(k, absent.get(k, missing)) != new.get(k, missing))
+                if stored.get(k, absent.get(k, missing)) != new.get(k, absent.get(k, missing)))
   if diff:
     details = ", ".join(f"{k} (stored {stored.get(k, '<absent>')!r}, "
                         f"new {new.get(k, '<absent>')!r})" for k in diff)

@@ -11,7 +11,6 @@ results.json from the task's summary → the run directory closed (:func:`run_co
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
@@ -160,7 +159,7 @@ def _train(cfg, task, resume, validation, summary, vocabulary,
     trainer = build_trainer(cfg, model, task, strategy)
     extra = validation.trackables() if validation is not None else {}
     if chief:
-      run = runs.RunDir.open(cfg.run_dir, dataclasses.asdict(cfg), resume,
+      run = runs.RunDir.open(cfg.run_dir, config_lib.recorded(cfg), resume,
                              merge=config_lib.merge_resumed)
     try:
       if chief:

@@ -148,6 +148,27 @@ def test_a_key_absent_from_an_older_config_means_its_absent_value(tmp_path):
   assert json.loads((path / runs.CONFIG_FILE).read_text())["units"] == cfg.units
 
 
+def test_config_json_records_only_the_runs_own_hyperparameters(tmp_path):
+  """config.json leaves out the hyperparameters of other cells and methods; a run written
+  before, which recorded all of them at their defaults, still resumes, and a non-default
+  one it recorded still counts."""
+  path = tmp_path / "run"
+  (cfg,), _ = configs("copy", "--method=uoro", "--uoro_eps=1e-5", f"--run_dir={path}")
+  declared = {name for name, _, _ in config_lib.model_options()}
+  recorded = config_lib.recorded(cfg)
+  assert recorded["uoro_eps"] == 1e-5 and not (declared - {"uoro_eps"}) & set(recorded)
+  assert set(dataclasses.asdict(cfg)) - set(recorded) == declared - {"uoro_eps"}
+  (leaky,), _ = configs("copy", "--cell=leaky", "--leaky_alpha=0.25", "--method=ok")
+  assert {k for k in config_lib.recorded(leaky) if k in declared} == {"leaky_alpha",
+                                                                      "ok_balance"}
+  older = dataclasses.asdict(cfg)          # every declared one, the others at their defaults
+  write_run(path, older)
+  (again,), _ = configs("copy", f"--run_dir={path}", "--resume")
+  assert config_lib.merge_resumed(older, config_lib.recorded(again), path)["uoro_eps"] == 1e-5
+  with pytest.raises(runs.RunDirError, match="leaky_alpha .stored 0.25, new '<absent>'"):
+    config_lib.merge_resumed(dict(older, leaky_alpha=0.25), config_lib.recorded(again), path)
+
+
 def test_rules_read_from_the_fields():
   # the declared hyperparameters of cells and methods (ok_tf.hyperparameters): absent in
   # an older run means the default; a cell's makes runs different settings

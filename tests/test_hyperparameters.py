@@ -62,6 +62,9 @@ def test_command_line_reaches_the_estimator(method, flag, field, attribute, valu
   toolkit.check_ok(proc)
   stored = json.loads((run_dir / "config.json").read_text())
   assert stored["method"] == method and stored[field] == value
+  # only the run's own method's and cell's hyperparameters are recorded
+  others = {f for f, _, _ in config.model_options()} - {field}
+  assert others and not others & set(stored)
   # the stored config, as the run used it, builds the estimator with that value
   cfg = config.config_class("copy")(**stored)
   assert getattr(trainer_of(cfg).estimator, attribute) == value
